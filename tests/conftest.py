@@ -1,0 +1,99 @@
+"""Real services for the tests: a SQLite file per test, a private PostgreSQL database per run
+(tables emptied per test), and a Redis (the configured one, or a private server)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.migrate import upgrade
+from tutormax_cli.store.schema import CONTRACT_TABLES, tutormax_state
+
+PG_ADMIN_URL = os.environ.get("TUTORMAX_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_admin() -> sa.Engine | None:
+    url = sa.make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError:
+        engine.dispose()
+        return None
+    return engine
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own, dropped at the end."""
+    admin = _pg_admin()
+    if admin is None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and unreachable at {PG_ADMIN_URL}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
+    name = f"tutormax_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name, drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database_url: str) -> Iterator[sa.Engine]:
+    engine = open_engine(pg_database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _empty_tables(engine: sa.Engine) -> None:
+    names = ", ".join(f'"{t.name}"' for t in (*CONTRACT_TABLES, tutormax_state))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {names}"))
+        else:
+            for table in (*CONTRACT_TABLES, tutormax_state):
+                conn.execute(sa.text(f'DELETE FROM "{table.name}"'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tutormax.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database on each backend, as a URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tutormax.db'}"
+        engine = open_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    else:
+        pg_engine = request.getfixturevalue("pg_engine")
+        _empty_tables(pg_engine)
+        yield request.getfixturevalue("pg_database_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """A migrated, empty database on each backend."""
+    engine = open_engine(db_url)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,131 @@
+"""The database paths on SQLite and PostgreSQL: bulk load, engine, upsert, and plain-SQL rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from polars.testing import assert_frame_equal
+
+from tests.helpers import T, count_rows, expected_metrics, sample, sort_metrics, stored_metrics
+from tutormax_cli.recompute import recompute_as_of
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.load import load_metric_inputs
+from tutormax_cli.store.migrate import upgrade
+from tutormax_cli.store.seed import save_tables, write_csv_tables
+
+
+def test_recompute_matches_engine_on_generated_frames(engine: sa.Engine) -> None:
+    tables = sample(tutors=25)
+    save_tables(engine, tables)
+    result, _ = recompute_as_of(engine, T)
+    expected = sort_metrics(expected_metrics(tables, T))
+    assert result.rows == expected.height > 0
+    assert_frame_equal(stored_metrics(engine), expected)
+
+
+def test_rerun_upserts_same_rows_and_keeps_updated_at(engine: sa.Engine) -> None:
+    save_tables(engine, sample(tutors=10))
+    recompute_as_of(engine, T)
+    with engine.connect() as conn:
+        first = conn.execute(
+            sa.text("SELECT metric_id, updated_at FROM tutor_performance_metrics ORDER BY 1")
+        ).all()
+    recompute_as_of(engine, T)
+    with engine.connect() as conn:
+        second = conn.execute(
+            sa.text("SELECT metric_id, updated_at FROM tutor_performance_metrics ORDER BY 1")
+        ).all()
+    assert first == second  # same keys, and unchanged rows are not rewritten
+    recompute_as_of(engine, T - timedelta(hours=5))  # same metric_date, new calculation
+    assert count_rows(engine) == len(first)
+    assert stored_metrics(engine)["calculation_date"].unique().to_list() == [T - timedelta(hours=5)]
+
+
+def test_sample_upsert_is_idempotent(engine: sa.Engine) -> None:
+    tables = sample(tutors=5)
+    save_tables(engine, tables)
+    save_tables(engine, tables)
+    assert count_rows(engine, "sessions") == tables["sessions"].height
+
+
+def test_tutor_filter_and_metric_date(engine: sa.Engine) -> None:
+    save_tables(engine, sample(tutors=6))
+    at = T - timedelta(hours=9, minutes=55)  # 14:05 on 2026-03-02
+    result, metrics = recompute_as_of(engine, at, tutors=["T0002", "T0004", "nobody"])
+    assert sorted(metrics["tutor_id"].unique()) == ["T0002", "T0004"]
+    assert result.metric_date == "2026-03-02"
+    assert set(stored_metrics(engine)["tutor_id"]) == {"T0002", "T0004"}
+
+
+def test_dry_run_writes_nothing(engine: sa.Engine) -> None:
+    save_tables(engine, sample(tutors=3))
+    result, metrics = recompute_as_of(engine, T, write=False)
+    assert metrics.height == 9 and not result.written
+    assert count_rows(engine) == 0
+
+
+def test_sqlite_and_postgres_give_identical_rows(sqlite_url: str, pg_engine: sa.Engine) -> None:
+    tables = sample(tutors=60, days=120, seed=7)
+    sqlite = open_engine(sqlite_url)
+    upgrade(sqlite)
+    from tests.conftest import _empty_tables
+
+    _empty_tables(pg_engine)
+    for eng in (sqlite, pg_engine):
+        save_tables(eng, tables)
+        recompute_as_of(eng, T)
+    assert_frame_equal(stored_metrics(sqlite), stored_metrics(pg_engine))
+
+
+def test_sqlite_reads_iso_text_written_by_other_programs(sqlite_url: str) -> None:
+    """Plain-SQL rows with `T`, offsets and no fraction are read as the same UTC instants."""
+    eng = open_engine(sqlite_url)
+    upgrade(eng)
+    with eng.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sessions (session_id, tutor_id, student_id, session_number, "
+                "scheduled_start, actual_start, duration_minutes, subject, session_type, "
+                "tutor_initiated_reschedule, no_show, late_start_minutes, engagement_score, "
+                "learning_objectives_met, technical_issues) VALUES "
+                "('a', 'T1', 'S1', 1, '2026-03-02T10:00:00+05:30', '2026-03-02T04:31:00Z', 60, "
+                "'Math', '1-on-1', 0, 0, 1, 0.5, 1, 0), "
+                "('b', 'T1', 'S1', 2, '2026-02-23 23:59:59.999999', NULL, 60, "
+                "'Math', '1-on-1', 0, 1, 0, NULL, NULL, 0), "
+                "('c', 'T1', 'S1', 3, '2026-02-24T01:00:00+02:00', NULL, 60, "
+                "'Math', '1-on-1', 0, 1, 0, NULL, NULL, 0)"
+            )
+        )
+    inputs = load_metric_inputs(eng.connect(), T - timedelta(days=7), T)
+    got = dict(zip(inputs.sessions["session_id"], inputs.sessions["scheduled_start"], strict=True))
+    assert set(got) == {"a"}  # b is 1 µs before the window; c is 2026-02-23T23:00Z
+    assert got["a"].isoformat() == "2026-03-02T04:30:00+00:00"
+
+
+@pytest.mark.postgres
+def test_postgres_copy_from_csv_then_recompute(tmp_path: Path, pg_engine: sa.Engine) -> None:
+    """Rows inserted by another program with COPY are read exactly."""
+    from tests.conftest import _empty_tables
+
+    _empty_tables(pg_engine)
+    tables = sample(tutors=15, seed=11)
+    paths = write_csv_tables(tables, tmp_path)
+    raw = pg_engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:
+            for path in paths:
+                columns = ", ".join(f'"{c}"' for c in pl.read_csv(path, n_rows=0).columns)
+                with path.open("rb") as fh:
+                    cursor.copy_expert(
+                        f"COPY {path.stem} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+                        fh,
+                    )
+        raw.commit()
+    finally:
+        raw.close()
+    recompute_as_of(pg_engine, T)
+    assert_frame_equal(stored_metrics(pg_engine), sort_metrics(expected_metrics(tables, T)))

@@ -1,0 +1,52 @@
+"""The `tutormax` command: the root callback builds the settings, sub-apps do the rest."""
+
+from __future__ import annotations
+
+import typer
+
+from tutormax_cli.cli import db, recompute, sample, show
+from tutormax_cli.cli.context import ErrorHandlingGroup
+from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+
+app = typer.Typer(
+    name="tutormax",
+    cls=ErrorHandlingGroup,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Real-time and batch tutor performance metrics for TutorMax.",
+    epilog="Example: tutormax recompute --as-of 2026-03-03T00:00Z && tutormax show tutor T0001",
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: str = typer.Option(
+        DEFAULT_DATABASE_URL,
+        "--database-url",
+        envvar="TUTORMAX_DATABASE_URL",
+        help="SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db.",
+        show_default=True,
+    ),
+    redis_url: str = typer.Option(
+        DEFAULT_REDIS_URL,
+        "--redis-url",
+        envvar="TUTORMAX_REDIS_URL",
+        help="redis://host:port/db, or 'embedded' for a private server under ./.tutormax.",
+        show_default=True,
+    ),
+) -> None:
+    """Real-time and batch tutor performance metrics for TutorMax."""
+    ctx.obj = Settings(database_url=database_url, redis_url=redis_url)
+
+
+app.add_typer(db.app, name="db")
+app.add_typer(sample.app, name="sample")
+app.add_typer(show.app, name="show")
+recompute.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,83 @@
+"""`tutormax db`: create or upgrade the schema, and report it."""
+
+from __future__ import annotations
+
+import typer
+
+from tutormax_cli.cli import context, render
+
+app = typer.Typer(no_args_is_help=True, help="Create, upgrade and inspect the database schema.")
+
+
+@app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create the tables, or add what an existing TutorMax database lacks. Safe to rerun.
+
+    Example: tutormax --database-url postgresql://root@127.0.0.1/tutormax db init
+    """
+    from tutormax_cli.store import migrate
+
+    engine = context.database(ctx, require_schema=False)
+    before, after = migrate.upgrade(engine)
+    label = context.settings(ctx).database_label
+    if before == after:
+        render.err.print(f"Schema of {label} is up to date (revision {after}).")
+    else:
+        render.err.print(f"Schema of {label} upgraded: {before or 'none'} -> {after}.")
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show the schema revision and each table's row count and missing columns.
+
+    Example: tutormax db status --json
+    """
+    from rich.table import Table
+
+    from tutormax_cli.store import migrate
+    from tutormax_cli.store.db import SCHEMA_REVISION
+
+    engine = context.database(ctx, require_schema=False)
+    revision, tables = migrate.status(engine)
+    ready = revision == SCHEMA_REVISION and all(t.exists and not t.missing_columns for t in tables)
+    if as_json:
+        context.print_json(
+            {
+                "database": context.settings(ctx).database_label,
+                "revision": revision,
+                "expected_revision": SCHEMA_REVISION,
+                "ready": ready,
+                "tables": [
+                    {
+                        "name": t.name,
+                        "exists": t.exists,
+                        "rows": t.rows,
+                        "missing_columns": list(t.missing_columns),
+                    }
+                    for t in tables
+                ],
+            }
+        )
+    else:
+        table = Table(
+            title=f"{context.settings(ctx).database_label} — revision {revision or 'none'}"
+        )
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        table.add_column("state")
+        for t in tables:
+            state = (
+                "[red]missing[/]"
+                if not t.exists
+                else f"[yellow]lacks {', '.join(t.missing_columns)}[/]"
+                if t.missing_columns
+                else "[green]ok[/]"
+            )
+            table.add_row(t.name, render.number(t.rows), state)
+        render.out.print(table)
+        if not ready:
+            render.err.print("Run `tutormax db init` to create or upgrade the schema.")
+    raise typer.Exit(0 if ready else 1)

@@ -1,0 +1,141 @@
+"""Rich rendering shared by the views: consoles, tier colours, flags, numbers, sparklines."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+from rich.console import Console, Group
+from rich.status import Status
+from rich.text import Text
+
+out = Console(highlight=False, soft_wrap=False)
+"""Tables and reports: stdout."""
+
+err = Console(stderr=True, highlight=False)
+"""Progress and messages: stderr, so stdout stays clean for pipes."""
+
+TIER_STYLES = {
+    "Exemplary": "bold green",
+    "Strong": "green",
+    "Developing": "yellow",
+    "Needs Attention": "dark_orange",
+    "At Risk": "bold red",
+}
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def tier(name: str | None) -> str:
+    """The tier name in its colour (markup)."""
+    if name is None:
+        return "—"
+    return f"[{TIER_STYLES.get(name, 'white')}]{name}[/]"
+
+
+def number(value: float | int | None, suffix: str = "") -> str:
+    """A metric value for a table cell: integers plain, floats with 2 decimals, null as —."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return f"{value}{suffix}"
+    return f"{value:.2f}{suffix}"
+
+
+def flagged(value: float | int | None, flag: str | None, rule: str | None) -> str:
+    """A value coloured by its flag, with the threshold it met (✓) or missed (✗)."""
+    text = number(value)
+    if flag == "green":
+        return f"[green]{text} ✓ {rule}[/]"
+    if flag == "red":
+        return f"[red]{text} ✗ {rule}[/]"
+    return text
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """Eight-level bars for a series; gaps (null) as a space."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return ""
+    low, high = min(present), max(present)
+    span = high - low
+    chars = []
+    for v in values:
+        if v is None:
+            chars.append(" ")
+        else:
+            level = 0 if span == 0 else round((v - low) / span * (len(SPARK) - 1))
+            chars.append(SPARK[level])
+    return "".join(chars)
+
+
+def age(seconds: float) -> str:
+    """A duration as an operator reads it: 42s, 5m, 3h, 2d."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+class PhaseProgress:
+    """A spinner on stderr naming the current phase; it appears only once a run has lasted a
+    second, and never when stderr is not a terminal (cron, pipes)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal
+        self._status: Status | None = None
+        self._timer: threading.Timer | None = None
+
+    def __call__(self, phase: str) -> None:
+        if not self.enabled:
+            return
+        if self._status is None:
+            self._status = Status(f"{phase}…", console=err)
+            self._timer = threading.Timer(1.0, self._status.start)
+            self._timer.daemon = True
+            self._timer.start()
+        self._status.update(f"{phase}…")
+
+    def __enter__(self) -> PhaseProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._status is not None:
+            self._status.stop()
+
+
+def phase_progress(enabled: bool = True) -> PhaseProgress:
+    """A progress callback for library phases, used as a context manager."""
+    return PhaseProgress(enabled)
+
+
+def recompute_summary(result: object) -> Group:
+    """A short table of what a recomputation did: rows, tiers per window, seconds per phase."""
+    from rich.table import Table
+
+    from tutormax_cli.metrics.tiers import TIER_NAMES
+    from tutormax_cli.recompute import RecomputeResult
+
+    assert isinstance(result, RecomputeResult)
+    verb = "Wrote" if result.written else "Computed (dry run, nothing written)"
+    phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items())
+    heading = (
+        f"{verb} {result.rows:,} rows for {result.tutors:,} tutors as of "
+        f"{result.as_of:%Y-%m-%d %H:%M:%S}Z (metric_date {result.metric_date}) from "
+        f"{result.rows_read:,} input rows; {phases}."
+    )
+    table = Table(title="Tier distribution", title_justify="left")
+    table.add_column("tier")
+    windows = list(result.tiers) or ["7day", "30day", "90day"]
+    windows.sort(key=lambda w: int(w.removesuffix("day")))
+    for window in windows:
+        table.add_column(window, justify="right")
+    for name in TIER_NAMES:
+        table.add_row(tier(name), *[str(result.tiers.get(w, {}).get(name, 0)) for w in windows])
+    return Group(Text(heading), table)

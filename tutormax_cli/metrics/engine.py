@@ -1,0 +1,185 @@
+"""The metric engine: sessions, feedback and events of any number of tutors in, every metric of
+METRICS.md §3 with its tier out, for all windows, in one polars pass.
+
+Pure by design: no clock, no database, no Redis. `as_of` is an argument, so the worker, the
+backfill and the tests call the same code. Every metric is first reduced to sums and counts
+(`partials`) that add up across days and tutors; `finalize` turns them into the stored values.
+The daily backfill (`rolling.py`) builds the same partials per day and rolls them, so both paths
+share one definition of each metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules, tier_expr
+from tutormax_cli.metrics.windows import WINDOWS, as_utc, metric_date_of
+
+SESSION_PARTIALS = (
+    "n_sessions",
+    "n_completed",
+    "n_first",
+    "n_reschedule",
+    "n_no_show",
+    "fb_n",
+    "fb_sum",
+    "first_fb_n",
+    "first_fb_ok",
+    "eng_n",
+    "eng_sum",
+    "n_on_time",
+    "lo_n",
+    "lo_true",
+)
+EVENT_PARTIALS = ("n_logins", "resp_n", "resp_sum")
+PARTIALS = SESSION_PARTIALS + EVENT_PARTIALS
+FLOAT_PARTIALS = ("eng_sum", "resp_sum")
+
+
+def _count(cond: pl.Expr) -> pl.Expr:
+    return cond.fill_null(False).cast(pl.Int64).sum()
+
+
+def session_partial_exprs() -> list[pl.Expr]:
+    """Aggregations of session rows (with `overall_rating` joined) into additive partials."""
+    rating = pl.col("overall_rating")
+    first = pl.col("session_number") == 1
+    return [
+        pl.len().cast(pl.Int64).alias("n_sessions"),
+        _count(~pl.col("no_show").fill_null(False) & pl.col("actual_start").is_not_null()).alias(
+            "n_completed"
+        ),
+        _count(first).alias("n_first"),
+        _count(pl.col("tutor_initiated_reschedule")).alias("n_reschedule"),
+        _count(pl.col("no_show")).alias("n_no_show"),
+        rating.count().cast(pl.Int64).alias("fb_n"),
+        rating.sum().cast(pl.Int64).alias("fb_sum"),
+        _count(first & rating.is_not_null()).alias("first_fb_n"),
+        _count(first & (rating >= 4)).alias("first_fb_ok"),
+        pl.col("engagement_score").count().cast(pl.Int64).alias("eng_n"),
+        pl.col("engagement_score").sum().cast(pl.Float64).alias("eng_sum"),
+        _count(pl.col("late_start_minutes") <= 10).alias("n_on_time"),
+        pl.col("learning_objectives_met").count().cast(pl.Int64).alias("lo_n"),
+        _count(pl.col("learning_objectives_met")).alias("lo_true"),
+    ]
+
+
+def event_partial_exprs() -> list[pl.Expr]:
+    """Aggregations of event rows into additive partials."""
+    response = pl.col("response_time_minutes").filter(pl.col("event_type") == "message_response")
+    return [
+        _count(pl.col("event_type") == "login").alias("n_logins"),
+        response.count().cast(pl.Int64).alias("resp_n"),
+        response.sum().cast(pl.Float64).alias("resp_sum"),
+    ]
+
+
+def with_ratings(sessions: pl.LazyFrame, feedback: pl.LazyFrame) -> pl.LazyFrame:
+    """Sessions with the `overall_rating` of their feedback row (null when there is none)."""
+    ratings = feedback.select("session_id", "overall_rating").unique("session_id", keep="last")
+    return sessions.join(ratings, on="session_id", how="left")
+
+
+def round2(expr: pl.Expr) -> pl.Expr:
+    """Round to 2 decimals, half away from zero, on the decimal value the float stands for.
+
+    `x * 100` carries binary noise (0.145 * 100 = 14.4999…); it is rounded to 7 decimals
+    first so that values written as ties in decimal round up, as a person would round them.
+    """
+    scaled = (expr * 100).round(7)
+    # The final round(2) only removes the float noise of the division by 100.
+    return ((scaled.abs() + 0.5).floor() * scaled.sign() / 100).round(2)
+
+
+def _ratio(num: str, den: str, scale: float = 100.0) -> pl.Expr:
+    return pl.when(pl.col(den) > 0).then(scale * pl.col(num) / pl.col(den)).otherwise(None)
+
+
+def finalize(partials: pl.LazyFrame, tiers: TierRules = DEFAULT_TIERS) -> pl.LazyFrame:
+    """Partials (one row per tutor, window, as-of) -> the stored metric row, rounded and tiered.
+
+    Expects the columns of `PARTIALS` plus `tutor_id`, `window`, `metric_date`,
+    `calculation_date`; missing counts must already be zero.
+    """
+    n = pl.col("n_sessions")
+    login = pl.min_horizontal(pl.lit(100.0), 100.0 * pl.col("n_logins") / n)
+    session = pl.when(pl.col("eng_n") > 0).then(100.0 * pl.col("eng_sum") / pl.col("eng_n"))
+    on_time = 100.0 * pl.col("n_on_time") / n
+    engagement = 0.4 * login + 0.4 * session.otherwise(50.0) + 0.2 * on_time
+    values = {
+        "sessions_scheduled": n,
+        "sessions_completed": pl.col("n_completed"),
+        "avg_rating": _ratio("fb_sum", "fb_n", 1.0),
+        "first_session_success_rate": _ratio("first_fb_ok", "first_fb_n"),
+        "first_sessions_count": pl.col("n_first"),
+        "reschedule_rate": _ratio("n_reschedule", "n_sessions"),
+        "reschedule_count": pl.col("n_reschedule"),
+        "no_show_count": pl.col("n_no_show"),
+        "no_show_rate": _ratio("n_no_show", "n_sessions"),
+        "engagement_score": pl.when(n > 0).then(engagement).otherwise(None),
+        "learning_objectives_met_pct": _ratio("lo_true", "lo_n"),
+        "response_time_avg_minutes": _ratio("resp_sum", "resp_n", 1.0),
+    }
+    rounded = [
+        (round2(expr) if name in frames.FLOAT_METRICS else expr).alias(name)
+        for name, expr in values.items()
+    ]
+    return (
+        partials.select("tutor_id", "window", "metric_date", "calculation_date", *rounded)
+        .with_columns(tier_expr(tiers).alias("performance_tier"))
+        .select([pl.col(name).cast(dtype) for name, dtype in frames.METRICS.items()])
+    )
+
+
+def compute_metrics(
+    sessions: pl.DataFrame | pl.LazyFrame,
+    feedback: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    as_of: datetime,
+    tiers: TierRules = DEFAULT_TIERS,
+    tutors: Iterable[str] | None = None,
+) -> pl.DataFrame:
+    """Every tutor's metric rows for all windows as of `as_of` (METRICS.md §2–§4).
+
+    A tutor gets three rows when it has a session in the longest window; `tutors`, when given,
+    restricts the result to those ids. Inputs may hold rows outside the windows: they are
+    filtered here, so callers may pass whatever superset they loaded.
+    """
+    t = as_utc(as_of)
+    longest = max(WINDOWS.values())
+    start = t - timedelta(days=longest)
+    s = sessions.lazy().filter(pl.col("scheduled_start").is_between(start, t, closed="left"))
+    if tutors is not None:
+        s = s.filter(pl.col("tutor_id").is_in(pl.Series(list(tutors), dtype=pl.String)))
+    s = with_ratings(s, feedback.lazy())
+    e = events.lazy().filter(pl.col("event_timestamp").is_between(start, t, closed="left"))
+
+    def per_window(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
+        return pl.concat(
+            [
+                frame.filter(pl.col(column) >= t - timedelta(days=days)).with_columns(
+                    window=pl.lit(name)
+                )
+                for name, days in WINDOWS.items()
+            ]
+        )
+
+    keys = ["tutor_id", "window"]
+    grid = s.select("tutor_id").unique().join(pl.LazyFrame({"window": list(WINDOWS)}), how="cross")
+    session_parts = per_window(s, "scheduled_start").group_by(keys).agg(session_partial_exprs())
+    event_parts = per_window(e, "event_timestamp").group_by(keys).agg(event_partial_exprs())
+    partials = (
+        grid.join(session_parts, on=keys, how="left")
+        .join(event_parts, on=keys, how="left")
+        .with_columns(
+            [pl.col(c).fill_null(0.0 if c in FLOAT_PARTIALS else 0) for c in PARTIALS],
+            metric_date=pl.lit(metric_date_of(t), dtype=pl.Date),
+            calculation_date=pl.lit(t, dtype=frames.TS),
+        )
+    )
+    order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
+    return finalize(partials, tiers).sort(pl.col("tutor_id"), order).collect()

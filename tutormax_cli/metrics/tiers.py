@@ -1,0 +1,181 @@
+"""Performance tiers (METRICS.md §4) as data, and their vectorized evaluation.
+
+Thresholds are a value, not code, so an operator can load another rule set from TOML
+(`--tiers FILE`) and see its effect with a dry run before anything is written.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from tutormax_cli.errors import TiersFileError
+
+Direction = Literal["higher", "lower"]
+
+TIER_NAMES = ("Exemplary", "Strong", "Developing", "Needs Attention", "At Risk")
+"""Best first: the order every view lists tiers in."""
+
+FLAGGED_METRICS = (
+    "avg_rating",
+    "first_session_success_rate",
+    "reschedule_rate",
+    "no_show_count",
+    "engagement_score",
+    "learning_objectives_met_pct",
+)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Where one metric turns green or red."""
+
+    metric: str
+    direction: Direction
+    green: float
+    red: float
+
+    def describe(self, flag: str) -> str:
+        """The rule a flag was earned by, in an operator's words (e.g. `≥ 4.5`)."""
+        if self.direction == "higher":
+            return f"≥ {self.green:g}" if flag == "green" else f"< {self.red:g}"
+        return f"≤ {self.green:g}" if flag == "green" else f"> {self.red:g}"
+
+    def flag_of(self, value: float | None) -> str | None:
+        """`green`, `red` or None for one value: the scalar twin of `flag_exprs`."""
+        if value is None:
+            return None
+        if self.direction == "higher":
+            return "green" if value >= self.green else "red" if value < self.red else None
+        return "green" if value <= self.green else "red" if value > self.red else None
+
+
+@dataclass(frozen=True)
+class TierRules:
+    """A complete rule set: one threshold per flagged metric and the rule counts."""
+
+    thresholds: tuple[Threshold, ...]
+    exemplary_min_green: int = 5
+    at_risk_min_red: int = 3
+    needs_attention_min_red: int = 1
+    strong_min_green: int = 3
+
+    def threshold(self, metric: str) -> Threshold:
+        """The threshold of one flagged metric."""
+        for item in self.thresholds:
+            if item.metric == metric:
+                return item
+        raise KeyError(metric)
+
+    def tier_of(self, greens: int, reds: int) -> str:
+        """The tier for flag counts: the scalar twin of `tier_expr`."""
+        if greens >= self.exemplary_min_green and reds == 0:
+            return "Exemplary"
+        if reds >= self.at_risk_min_red:
+            return "At Risk"
+        if reds >= self.needs_attention_min_red:
+            return "Needs Attention"
+        if greens >= self.strong_min_green:
+            return "Strong"
+        return "Developing"
+
+
+def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> TierRules:
+    """Rules from parsed TOML; metrics the file leaves out keep `default`'s thresholds."""
+    raw = data.get("thresholds")
+    if not isinstance(raw, dict):
+        raise TiersFileError(f"{origin}: missing [thresholds.<metric>] tables")
+    unknown = sorted(set(raw) - set(FLAGGED_METRICS))
+    if unknown:
+        raise TiersFileError(f"{origin}: unknown metric {unknown[0]!r} in [thresholds]")
+    thresholds = []
+    for metric in FLAGGED_METRICS:
+        spec = raw.get(metric)
+        if spec is None:
+            if default is None:
+                raise TiersFileError(f"{origin}: no threshold for {metric}")
+            thresholds.append(default.threshold(metric))
+            continue
+        direction = spec.get("direction", default.threshold(metric).direction if default else None)
+        if direction not in ("higher", "lower"):
+            raise TiersFileError(
+                f"{origin}: thresholds.{metric}.direction must be 'higher' or 'lower'"
+            )
+        try:
+            green, red = float(spec["green"]), float(spec["red"])
+        except (KeyError, TypeError, ValueError):
+            raise TiersFileError(
+                f"{origin}: thresholds.{metric} needs numeric 'green' and 'red'"
+            ) from None
+        bad_order = green < red if direction == "higher" else green > red
+        if bad_order:
+            raise TiersFileError(
+                f"{origin}: thresholds.{metric}: green {green:g} and red {red:g} overlap "
+                f"for a '{direction}' metric"
+            )
+        thresholds.append(Threshold(metric, direction, green, red))
+    rules = data.get("rules", {})
+    try:
+        counts = {key: int(value) for key, value in rules.items()}
+        return TierRules(tuple(thresholds), **counts)
+    except (TypeError, ValueError) as exc:
+        raise TiersFileError(f"{origin}: bad [rules] table ({exc})") from None
+
+
+def load_tiers(path: Path | None) -> TierRules:
+    """The rule set in `path`, or the METRICS.md defaults when `path` is None."""
+    if path is None:
+        return DEFAULT_TIERS
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TiersFileError(f"tiers file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise TiersFileError(f"tiers file {path}: {exc}") from None
+    return _parse(data, str(path), DEFAULT_TIERS)
+
+
+def _load_default() -> TierRules:
+    text = resources.files("tutormax_cli.metrics").joinpath("default_tiers.toml").read_text()
+    return _parse(tomllib.loads(text), "default_tiers.toml", None)
+
+
+DEFAULT_TIERS = _load_default()
+
+
+def flag_exprs(rules: TierRules) -> dict[str, pl.Expr]:
+    """Per metric, an expression giving 1 for green, -1 for red, 0 for none (null metric: 0)."""
+    exprs = {}
+    for th in rules.thresholds:
+        col = pl.col(th.metric)
+        if th.direction == "higher":
+            green, red = col >= th.green, col < th.red
+        else:
+            green, red = col <= th.green, col > th.red
+        exprs[th.metric] = (
+            pl.when(green).then(1).when(red).then(-1).otherwise(0).fill_null(0).cast(pl.Int8)
+        )
+    return exprs
+
+
+def tier_expr(rules: TierRules) -> pl.Expr:
+    """The `performance_tier` of each row from its (already rounded) metric columns."""
+    flags = list(flag_exprs(rules).values())
+    greens = pl.sum_horizontal([(f == 1).cast(pl.Int32) for f in flags])
+    reds = pl.sum_horizontal([(f == -1).cast(pl.Int32) for f in flags])
+    return (
+        pl.when((greens >= rules.exemplary_min_green) & (reds == 0))
+        .then(pl.lit("Exemplary"))
+        .when(reds >= rules.at_risk_min_red)
+        .then(pl.lit("At Risk"))
+        .when(reds >= rules.needs_attention_min_red)
+        .then(pl.lit("Needs Attention"))
+        .when(greens >= rules.strong_min_green)
+        .then(pl.lit("Strong"))
+        .otherwise(pl.lit("Developing"))
+    )

@@ -1,0 +1,95 @@
+"""Opening the database: one engine per process, SQLite tuned for a single-file embedded store,
+and connection failures turned into one-line errors that never show a password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tutormax_cli.errors import DatabaseError, SchemaNotReady
+from tutormax_cli.settings import redact_url
+
+SCHEMA_REVISION = "0001"
+"""The Alembic head this code needs; a test keeps it equal to the newest migration."""
+
+
+def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
+    """True on PostgreSQL; everything else tutormax supports is SQLite."""
+    return engine.dialect.name == "postgresql"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def open_engine(url: str) -> sa.Engine:
+    """An engine for `url`; fails with a one-line `DatabaseError` when it is not usable."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(f"not a database URL: {redact_url(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
+            raise DatabaseError(f"directory of SQLite database {path} does not exist")
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg2"),
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 5, "application_name": "tutormax"},
+        )
+    raise DatabaseError(
+        f"unsupported database {backend!r} in {redact_url(url)}: use postgresql:// or sqlite:///"
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """The first line of a driver error, which is the part an operator can act on."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def check_connection(engine: sa.Engine) -> None:
+    """Raise a one-line `DatabaseError` when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        label = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot connect to {label}: {describe_error(exc)}") from None
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    """The tutormax schema revision recorded in the database, or None before `db init`."""
+    from tutormax_cli.store.schema import VERSION_TABLE
+
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    row = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).first()
+    return None if row is None else str(row[0])
+
+
+def require_schema(engine: sa.Engine) -> None:
+    """Fail with the fix (`tutormax db init`) unless the schema is at this code's revision."""
+    check_connection(engine)
+    with engine.connect() as conn:
+        revision = current_revision(conn)
+    label = engine.url.render_as_string(hide_password=True)
+    if revision is None:
+        raise SchemaNotReady(f"database {label} has no tutormax schema: run `tutormax db init`")
+    if revision != SCHEMA_REVISION:
+        raise SchemaNotReady(
+            f"database {label} is at schema revision {revision}, this tutormax needs "
+            f"{SCHEMA_REVISION}: run `tutormax db init`"
+        )

@@ -1,0 +1,172 @@
+"""Idempotent bulk upserts: one statement per batch, keyed on the table's natural key.
+
+PostgreSQL: COPY the frame into a temporary table shaped `LIKE` the target (so enum or domain
+column types of an existing TutorMax database are honoured), then one
+`INSERT … SELECT … ON CONFLICT … DO UPDATE`. SQLite: one `executemany` of
+`INSERT … ON CONFLICT … DO UPDATE`. Rows whose values did not change are not rewritten, so a
+rerun leaves `updated_at` alone; rows that change get `updated_at = now()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from tutormax_cli.metrics import frames
+from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.schema import metadata
+
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+"""SQLite's current UTC time with milliseconds (CURRENT_TIMESTAMP has whole seconds only)."""
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_array_literal(items: pl.Expr) -> pl.Expr:
+    quoted = items.list.eval(
+        pl.lit('"')
+        + pl.element()
+        .str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all('"', '\\"', literal=True)
+        + pl.lit('"')
+    )
+    return pl.lit("{") + quoted.list.join(",") + pl.lit("}")
+
+
+def _to_text_json(series: pl.Series) -> pl.Series:
+    return pl.Series(
+        series.name,
+        [None if v is None else json.dumps(v) for v in series.to_list()],
+        dtype=pl.String,
+    )
+
+
+def _prepare(df: pl.DataFrame, table: sa.Table, pg: bool) -> pl.DataFrame:
+    """Cast each column to what the driver and COPY expect for the target column."""
+    out = []
+    for name, dtype in df.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            utc = col.dt.convert_time_zone("UTC") if dtype.time_zone else col
+            fmt = "%Y-%m-%d %H:%M:%S%.6f" + ("+00:00" if pg else "")
+            out.append(utc.dt.strftime(fmt).alias(name))
+        elif dtype == pl.Date:
+            out.append(col.dt.strftime("%Y-%m-%d").alias(name))
+        elif isinstance(dtype, pl.List):
+            out.append((pg_array_literal(col) if pg else col).alias(name))
+        elif dtype == pl.Boolean and not pg:
+            out.append(col.cast(pl.Int8).alias(name))
+        else:
+            out.append(col)
+    prepared = df.select(out)
+    if not pg:
+        for name, dtype in df.schema.items():
+            if isinstance(dtype, pl.List | pl.Struct):
+                prepared = prepared.with_columns(_to_text_json(df[name]))
+    return prepared
+
+
+def upsert_frame(
+    conn: sa.Connection,
+    table_name: str,
+    df: pl.DataFrame,
+    key: Sequence[str],
+    *,
+    touch_updated_at: bool = True,
+    only_insert: bool = False,
+    immutable: Sequence[str] = (),
+) -> int:
+    """Insert or update every row of `df` into `table_name` in one statement; returns rows sent.
+
+    `df`'s columns must be columns of the table. `only_insert` keeps existing rows untouched;
+    `immutable` columns are set on insert only (e.g. a primary key other programs chose).
+    Runs inside the caller's transaction: the caller commits, then acknowledges.
+    """
+    if df.is_empty():
+        return 0
+    if not conn.in_transaction():
+        conn.begin()  # the DBAPI cursor below bypasses SQLAlchemy's autobegin
+    table = metadata.tables[table_name]
+    pg = is_postgres(conn)
+    cols = list(df.columns)
+    fixed = {*key, *immutable, "created_at", "updated_at"}
+    updatable = [c for c in cols if c not in fixed]
+    has_updated_at = touch_updated_at and "updated_at" in table.c and "updated_at" not in cols
+    target = _q(table_name)
+    key_sql = ", ".join(_q(c) for c in key)
+    col_sql = ", ".join(_q(c) for c in cols)
+    if only_insert or not updatable:
+        conflict = f"ON CONFLICT ({key_sql}) DO NOTHING"
+    else:
+        sets = [f"{_q(c)} = excluded.{_q(c)}" for c in updatable]
+        if has_updated_at:
+            sets.append(f"{_q('updated_at')} = {'now()' if pg else SQLITE_NOW}")
+        old = ", ".join(f"{target}.{_q(c)}" for c in updatable)
+        new = ", ".join(f"excluded.{_q(c)}" for c in updatable)
+        changed = f"({old}) IS DISTINCT FROM ({new})" if pg else f"({old}) IS NOT ({new})"
+        conflict = f"ON CONFLICT ({key_sql}) DO UPDATE SET {', '.join(sets)} WHERE {changed}"
+    prepared = _prepare(df, table, pg)
+    if pg:
+        raw: Any = conn.connection.dbapi_connection
+        assert raw is not None
+        with raw.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS tmx_stage_{table_name} "
+                f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            cursor.execute(f"TRUNCATE tmx_stage_{table_name}")
+            buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
+            cursor.copy_expert(
+                f"COPY tmx_stage_{table_name} ({col_sql}) FROM STDIN WITH (FORMAT csv)", buffer
+            )
+            cursor.execute(
+                f"INSERT INTO {target} ({col_sql}) SELECT {col_sql} "
+                f"FROM tmx_stage_{table_name} {conflict}"
+            )
+    else:
+        placeholders = ", ".join("?" for _ in cols)
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(
+                f"INSERT INTO {target} ({col_sql}) VALUES ({placeholders}) {conflict}",
+                prepared.rows(),
+            )
+        finally:
+            cursor.close()
+    return df.height
+
+
+def metric_ids(df: pl.DataFrame) -> pl.Series:
+    """Deterministic `metric_id`s from (tutor_id, window, metric_date): two workers writing the
+    same key produce the same primary key, so the upsert converges."""
+    keys = zip(
+        df["tutor_id"].to_list(),
+        df["window"].to_list(),
+        df["metric_date"].cast(pl.String).to_list(),
+        strict=True,
+    )
+    return pl.Series(
+        "metric_id",
+        [hashlib.md5(f"{t}\x1f{w}\x1f{d}".encode()).hexdigest() for t, w, d in keys],
+        dtype=pl.String,
+    )
+
+
+METRIC_KEY = ("tutor_id", "window", "metric_date")
+
+
+def save_metrics(conn: sa.Connection, metrics: pl.DataFrame) -> int:
+    """Upsert engine output (schema `frames.METRICS`) into `tutor_performance_metrics`."""
+    df = frames.conform(metrics, frames.METRICS)
+    df = df.with_columns(metric_ids(df)).select("metric_id", *frames.METRICS.names())
+    return upsert_frame(conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",))
