@@ -15,8 +15,15 @@ from tutormax_cli.store.load import parse_utc
 T = datetime(2026, 3, 3, tzinfo=UTC)
 
 
-def sample(tutors: int = 20, days: int = 120, seed: int = 7) -> dict[str, pl.DataFrame]:
-    return generate(SampleSpec(tutors=tutors, days=days, seed=seed, end=T))
+def sample(
+    tutors: int = 20, days: int = 120, seed: int = 7, end: datetime = T
+) -> dict[str, pl.DataFrame]:
+    return generate(SampleSpec(tutors=tutors, days=days, seed=seed, end=end))
+
+
+def recent_sample(tutors: int = 5) -> dict[str, pl.DataFrame]:
+    """Sample data ending now, for tests of processes that compute as of the real clock."""
+    return sample(tutors=tutors, end=datetime.now(UTC).replace(microsecond=0))
 
 
 def expected_metrics(tables: dict[str, pl.DataFrame], as_of: datetime) -> pl.DataFrame:

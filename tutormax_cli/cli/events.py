@@ -1,9 +1,63 @@
-"""`tutormax events`: Put entries on the session streams (publish, replay)."""
+"""`tutormax events`: put entries on the session streams by hand or from the database."""
 
 from __future__ import annotations
 
 import typer
 
+from tutormax_cli import keys
+from tutormax_cli.cli import context, render
+
 app = typer.Typer(
     no_args_is_help=True, help="Put entries on the session streams (publish, replay)."
 )
+
+
+@app.command("publish")
+def publish(
+    ctx: typer.Context,
+    tutor: list[str] = typer.Option(..., "--tutor", help="Tutor to recompute (repeatable)."),
+    session: str | None = typer.Option(None, "--session", help="The session that changed."),
+    stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="Target stream."),
+    as_envelope: bool = typer.Option(
+        False, "--envelope", help="Write a checksummed envelope instead of flat fields."
+    ),
+) -> None:
+    """Add one entry per tutor to the metrics stream, as a producer would.
+
+    Example: tutormax events publish --tutor T0001 --session SES000042
+    """
+    from tutormax_cli.stream import events
+    from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.producer import publish as xadd_all
+
+    client = connect(context.settings(ctx).redis_url)
+    entries = [
+        events.envelope({"tutor_id": t, "session_id": session}, channel=stream)
+        if as_envelope
+        else events.flat(t, session)
+        for t in tutor
+    ]
+    ids = xadd_all(client, stream, entries)
+    render.err.print(f"Published {len(ids)} entries to {stream}: {', '.join(ids)}")
+
+
+@app.command("replay")
+def replay(
+    ctx: typer.Context,
+    since: str = typer.Option(..., "--since", help="Sessions created or updated since (ISO-8601)."),
+    stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="Target stream."),
+) -> None:
+    """Publish one envelope per session created or updated since a time.
+
+    Example: tutormax events replay --since 2026-03-01T00:00Z
+    """
+    from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.producer import publish as xadd_all
+    from tutormax_cli.stream.producer import session_envelopes
+
+    at = context.parse_instant(since, "--since")
+    engine = context.database(ctx)
+    client = connect(context.settings(ctx).redis_url)
+    with engine.connect() as conn:
+        ids = xadd_all(client, stream, session_envelopes(conn, at, channel=stream))
+    render.err.print(f"Replayed {len(ids)} sessions onto {stream}.")

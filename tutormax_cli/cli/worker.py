@@ -1,7 +1,127 @@
-"""`tutormax worker`: Run the metrics worker and check its health."""
+"""`tutormax worker`: run the metrics worker, and check that one is alive."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
+from tutormax_cli import keys
+from tutormax_cli.cli import context, render
+
 app = typer.Typer(no_args_is_help=True, help="Run the metrics worker and check its health.")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    consumer: str | None = typer.Option(None, "--consumer", help="Consumer name [hostname-pid]."),
+    stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="Stream to consume."),
+    group: str = typer.Option(keys.METRICS_GROUP, "--group", help="Consumer group."),
+    debounce: float = typer.Option(
+        30.0, "--debounce", min=0, help="Seconds after a tutor's last entry (0: next flush)."
+    ),
+    max_wait: float = typer.Option(
+        45.0, "--max-wait", min=0, help="Longest a tutor waits after its first entry."
+    ),
+    claim_idle: float | None = typer.Option(
+        None,
+        "--claim-idle",
+        min=0.001,
+        help="Reclaim other consumers' entries idle this long [max-wait + 75 s].",
+    ),
+    max_deliveries: int = typer.Option(
+        5, "--max-deliveries", min=1, help="Dead-letter an entry delivered more often."
+    ),
+    count: int = typer.Option(500, "--count", min=1, help="Entries per XREADGROUP."),
+    burst: bool = typer.Option(
+        False, "--burst", help="Exit once nothing is new, pending, claimable or buffered."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus metrics on this port."
+    ),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help="TOML tier thresholds."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Consume session events, recompute the tutors they name, ack after commit.
+
+    Example: tutormax worker run --debounce 5 --metrics-port 9108
+    """
+    import logging
+
+    from tutormax_cli.metrics.tiers import load_tiers
+    from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.observe import WorkerMetrics
+    from tutormax_cli.stream.worker import (
+        MetricsWorker,
+        WorkerConfig,
+        default_consumer,
+        install_signal_handlers,
+    )
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = WorkerConfig(
+        stream=stream,
+        group=group,
+        consumer=consumer or default_consumer(),
+        debounce=debounce,
+        max_wait=max(max_wait, debounce),
+        claim_idle=claim_idle if claim_idle is not None else max_wait + 75.0,
+        max_deliveries=max_deliveries,
+        read_count=count,
+        burst=burst,
+        tiers=load_tiers(tiers_file),
+    )
+    engine = context.database(ctx)
+    client = connect(context.settings(ctx).redis_url)
+    metrics = WorkerMetrics()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=metrics.registry)
+        render.err.print(f"Prometheus metrics on http://0.0.0.0:{metrics_port}/metrics")
+    worker = MetricsWorker(client, engine, config, metrics=metrics)
+    install_signal_handlers(worker)
+    logging.getLogger("tutormax.worker").info(
+        "worker %s on %s (group %s), database %s, debounce %.3gs, max-wait %.3gs",
+        config.consumer, stream, group, context.settings(ctx).database_label,
+        config.debounce, config.max_wait,
+    )  # fmt: skip
+    worker.run()
+
+
+@app.command("health")
+def health(
+    ctx: typer.Context,
+    stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="Stream of the group."),
+    group: str = typer.Option(keys.METRICS_GROUP, "--group", help="Consumer group."),
+    as_json: bool = typer.Option(False, "--json", help="Print the live workers as JSON."),
+) -> None:
+    """Exit 0 when a live worker's heartbeat is seen, 1 otherwise (for systemd and probes).
+
+    Example: tutormax worker health || systemctl restart tutormax-worker@1
+    """
+    from tutormax_cli.stream.connection import connect
+
+    client = connect(context.settings(ctx).redis_url)
+    pattern = keys.heartbeat_key(stream, group, "*")
+    live = []
+    for key in client.scan_iter(match=pattern, count=500):
+        value = client.get(key)
+        if value is not None:
+            live.append(json.loads(value))
+    if as_json:
+        context.print_json({"stream": stream, "group": group, "live": live})
+    elif live:
+        for w in live:
+            render.out.print(
+                f"{w['consumer']} alive: {w['entries']} entries, {w['tutors']} tutors, "
+                f"{w['buffered']} buffered, last flush {w['last_flush_at'] or 'never'}"
+            )
+    else:
+        render.err.print(f"No live worker on {stream} (group {group}).")
+    raise typer.Exit(0 if live else 1)

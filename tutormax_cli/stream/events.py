@@ -62,7 +62,7 @@ def _check_id(value: Any, name: str) -> str | Malformed:
 def _decode_envelope(message: str) -> SessionEvent | Malformed:
     try:
         doc = json.loads(message)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return Malformed(f"message is not JSON ({exc.msg} at {exc.pos})")
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         return Malformed("envelope has no data object")
