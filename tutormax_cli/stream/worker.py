@@ -72,7 +72,7 @@ class WorkerConfig:
     claim_every: float = 5.0
     max_deliveries: int = 5
     read_count: int = 500
-    max_batch_entries: int = 5000
+    max_batch_entries: int = 20_000
     block_ms: int = 1000
     burst: bool = False
     heartbeat_ttl: int = 15
