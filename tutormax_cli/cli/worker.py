@@ -52,13 +52,9 @@ def run(
 
     from tutormax_cli.metrics.tiers import load_tiers
     from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
-    from tutormax_cli.stream.worker import (
-        MetricsWorker,
-        WorkerConfig,
-        default_consumer,
-        install_signal_handlers,
-    )
+    from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
 
     logging.basicConfig(
         level=log_level.upper(),
