@@ -60,14 +60,20 @@ def describe_error(exc: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
+def url_label(engine: sa.Engine) -> str:
+    """The engine's URL as the operator wrote it (no driver suffix), password hidden."""
+    url = engine.url.set(drivername=engine.url.get_backend_name())
+    return url.render_as_string(hide_password=True)
+
+
 def check_connection(engine: sa.Engine) -> None:
     """Raise a one-line `DatabaseError` when the database cannot be reached."""
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as exc:
-        label = engine.url.render_as_string(hide_password=True)
-        raise DatabaseError(f"cannot connect to {label}: {describe_error(exc)}") from None
+        detail = describe_error(exc)
+        raise DatabaseError(f"cannot connect to {url_label(engine)}: {detail}") from None
 
 
 def current_revision(conn: sa.Connection) -> str | None:
@@ -85,7 +91,7 @@ def require_schema(engine: sa.Engine) -> None:
     check_connection(engine)
     with engine.connect() as conn:
         revision = current_revision(conn)
-    label = engine.url.render_as_string(hide_password=True)
+    label = url_label(engine)
     if revision is None:
         raise SchemaNotReady(f"database {label} has no tutormax schema: run `tutormax db init`")
     if revision != SCHEMA_REVISION:

@@ -1,0 +1,140 @@
+"""`db init` on an existing TutorMax database: what is missing is added, no row is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from tests.helpers import T, count_rows, sample
+from tutormax_cli.cli.app import app
+from tutormax_cli.recompute import recompute_as_of
+from tutormax_cli.store.db import SCHEMA_REVISION, open_engine
+from tutormax_cli.store.migrate import status, upgrade
+from tutormax_cli.store.seed import save_tables
+
+LEGACY_METRICS = """
+CREATE TYPE metricwindow AS ENUM ('7day', '30day', '90day');
+CREATE TABLE tutor_performance_metrics (
+    metric_id varchar(50) PRIMARY KEY,
+    tutor_id varchar(50) NOT NULL,
+    "window" metricwindow NOT NULL,
+    calculation_date timestamptz NOT NULL,
+    sessions_completed integer NOT NULL,
+    avg_rating double precision,
+    first_session_success_rate double precision,
+    reschedule_rate double precision,
+    no_show_count integer NOT NULL,
+    engagement_score double precision,
+    learning_objectives_met_pct double precision,
+    performance_tier varchar(20) NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+INSERT INTO tutor_performance_metrics VALUES
+ ('m1', 'T0001', '7day', '2026-03-02 14:05:00+00', 5, 4.5, NULL, 0, 0, 80, 90, 'Strong',
+  now(), now()),
+ ('m2', 'T0001', '7day', '2026-03-02 18:00:00+00', 6, 4.6, NULL, 0, 0, 81, 91, 'Strong',
+  now(), now()),
+ ('m3', 'T0001', '7day', '2026-03-03 00:00:00+00', 7, 4.7, NULL, 0, 0, 82, 92, 'Strong',
+  now(), now()),
+ ('m4', 'T0002', '30day', '2026-03-01 12:00:00+00', 3, 3.0, 50, 20, 4, 50, 60, 'At Risk',
+  now(), now());
+"""
+
+
+@pytest.fixture
+def legacy_pg(pg_database_url: str) -> Iterator[sa.Engine]:
+    """A fresh PostgreSQL database with a pre-tutormax metrics table (enum window, no key)."""
+    admin = sa.create_engine(
+        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = "tutormax_legacy_test"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(LEGACY_METRICS)
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_legacy_postgres_database_is_completed_without_losing_rows(legacy_pg: sa.Engine) -> None:
+    before, after = upgrade(legacy_pg)
+    assert (before, after) == (None, SCHEMA_REVISION)
+    revision, tables = status(legacy_pg)
+    assert revision == SCHEMA_REVISION
+    assert all(t.exists and not t.missing_columns for t in tables)
+    with legacy_pg.connect() as conn:
+        kept = conn.execute(sa.text(
+            'SELECT metric_id, metric_date::text, sessions_scheduled, no_show_rate '
+            "FROM tutor_performance_metrics ORDER BY metric_id"
+        )).all()  # fmt: skip
+        moved = conn.execute(sa.text(
+            "SELECT metric_id FROM tutor_performance_metrics_duplicates"
+        )).scalars().all()  # fmt: skip
+    # m1, m2 and m3 share (T0001, 7day, 2026-03-02) — m3, as of 03-03T00:00Z, is the end-of-day
+    # snapshot of 03-02 — so the latest computation (m3) stays and the two others are moved.
+    assert [r[0] for r in kept] == ["m3", "m4"]
+    assert sorted(moved) == ["m1", "m2"]
+    assert {r[1] for r in kept} == {"2026-03-02", "2026-03-01"}
+    assert kept[0][2] == 0 and kept[0][3] is None  # new columns: default 0 and null
+    # rows inserted by other programs with plain SQL get their timestamps from the server
+    with legacy_pg.begin() as conn:
+        conn.execute(sa.text(
+            'INSERT INTO tutor_performance_metrics (metric_id, tutor_id, "window", '
+            "metric_date, calculation_date, sessions_completed, no_show_count, performance_tier) "
+            "VALUES ('m9', 'T0009', '90day', '2026-03-02', now(), 0, 0, 'Developing')"
+        ))  # fmt: skip
+    # the worker's upsert writes into the enum-typed column through the LIKE-shaped stage
+    save_tables(legacy_pg, sample(tutors=4))
+    recompute_as_of(legacy_pg, T)
+    recompute_as_of(legacy_pg, T)
+    # m3, m4, m9, and 4 tutors x 3 windows, of which (T0001, 7day, 2026-03-02) replaced m3
+    assert count_rows(legacy_pg) == 3 + 4 * 3 - 1
+    with legacy_pg.connect() as conn:
+        replaced = conn.execute(sa.text(
+            "SELECT metric_id, sessions_scheduled FROM tutor_performance_metrics "
+            "WHERE tutor_id = 'T0001' AND \"window\" = '7day'"
+        )).one()  # fmt: skip
+    assert replaced[0] == "m3" and replaced[1] > 0  # the id another program chose is kept
+    assert upgrade(legacy_pg) == (SCHEMA_REVISION, SCHEMA_REVISION)  # idempotent
+
+
+def test_db_init_and_status_cli(sqlite_url: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["--database-url", sqlite_url, "db", "status"])
+    assert result.exit_code == 1
+    assert "Run `tutormax db init`" in result.output
+    result = runner.invoke(app, ["--database-url", sqlite_url, "db", "init"])
+    assert result.exit_code == 0, result.output
+    assert "upgraded: none -> 0001" in result.output
+    result = runner.invoke(app, ["--database-url", sqlite_url, "db", "init"])
+    assert "is up to date (revision 0001)" in result.output
+    result = runner.invoke(app, ["--database-url", sqlite_url, "db", "status", "--json"])
+    assert result.exit_code == 0 and '"ready": true' in result.output
+
+
+def test_commands_before_db_init_name_the_fix(sqlite_url: str) -> None:
+    result = CliRunner().invoke(app, ["--database-url", sqlite_url, "recompute"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: database {sqlite_url} has no tutormax schema: run `tutormax db init`"
+    )
+
+
+def test_unreachable_postgres_is_one_line_without_password() -> None:
+    url = "postgresql://ops:s3cret@127.0.0.1:1/nowhere"
+    result = CliRunner().invoke(app, ["--database-url", url, "recompute"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "s3cret" not in result.output
+    assert lines[0].startswith("Error: cannot connect to postgresql://ops:***@127.0.0.1:1/nowhere")
