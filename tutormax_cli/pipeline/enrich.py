@@ -1,0 +1,50 @@
+"""Enrichment: the derived fields an analyst expects next to a session or a feedback row.
+
+They are extra frame columns, not table columns: the contract tables stay as production
+TutorMax has them (METRICS.md §1), `persist` writes only contract columns, and `publish` carries
+the derived fields in the envelope's `data` for stream consumers. Everything is computed from
+the row alone, in UTC, so enriching twice gives the same values.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from tutormax_cli.pipeline.validate import table_name
+
+LATE_START_MINUTES = 10
+"""A start later than this is late: the same line as the on-time share of the engagement
+metric (METRICS.md §3, `late_start_minutes ≤ 10` is on time)."""
+
+POSITIVE_RATING = 4
+POOR_RATING = 3
+
+TIME_OF_DAY = ((6, "night"), (12, "morning"), (17, "afternoon"), (22, "evening"), (24, "night"))
+"""Parts of the day by UTC hour: each name holds until the hour beside it."""
+
+SESSION_COLUMNS = ("is_weekend", "time_of_day", "is_late_start")
+FEEDBACK_COLUMNS = ("is_positive", "is_poor")
+
+
+_PART_OF_HOUR = {hour: next(name for end, name in TIME_OF_DAY if hour < end) for hour in range(24)}
+
+
+def _time_of_day(hour: pl.Expr) -> pl.Expr:
+    return hour.replace_strict(_PART_OF_HOUR, return_dtype=pl.String)
+
+
+def enrich(table: str, df: pl.DataFrame) -> pl.DataFrame:
+    """`df` (valid rows from `validate`) with the derived columns of its table added; tables
+    without derived fields come back unchanged."""
+    table = table_name(table)
+    if table == "sessions":
+        start = pl.col("scheduled_start")
+        return df.with_columns(
+            is_weekend=start.dt.weekday() >= 6,
+            time_of_day=_time_of_day(start.dt.hour()),
+            is_late_start=pl.col("late_start_minutes") > LATE_START_MINUTES,
+        )
+    if table == "student_feedback":
+        rating = pl.col("overall_rating")
+        return df.with_columns(is_positive=rating >= POSITIVE_RATING, is_poor=rating < POOR_RATING)
+    return df

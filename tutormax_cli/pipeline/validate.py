@@ -1,0 +1,718 @@
+"""Validation: text rows in, typed contract rows and rejects with reasons out.
+
+Every check is a polars expression over the whole frame, so a file of 100k rows is validated in
+a fraction of a second; only list and JSON cells are parsed in Python. A row is valid when no
+check says otherwise. Whatever the database would refuse (NOT NULL, VARCHAR lengths, 32-bit
+integers, NUL characters, unique columns) is checked here too, because one refused row would
+otherwise fail its whole batch.
+
+Reasons read `column: what is wrong`, several joined by `; `. Duplicate primary keys keep the
+last row; an earlier row with the same key and different values is rejected, an identical one is
+kept (persisting it twice changes nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import polars as pl
+import sqlalchemy as sa
+
+from tutormax_cli.metrics.frames import TS
+from tutormax_cli.pipeline import TABLE_ALIASES
+from tutormax_cli.pipeline.readers import (
+    ERROR,
+    FILE,
+    LINE,
+    REASON,
+    as_text,
+    is_bookkeeping,
+)
+from tutormax_cli.sample import TABLE_SCHEMAS
+from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.schema import metadata
+from tutormax_cli.store.seed import TABLE_KEYS
+
+SESSION_TYPES = ("1-on-1", "group", "workshop")
+TUTOR_STATUSES = ("active", "inactive", "churned")
+MAX_DURATION_MINUTES = 300
+MAX_LATE_START_MINUTES = 60
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+MAX_AGE = 150
+RATING_COLUMNS = (
+    "overall_rating",
+    "subject_knowledge_rating",
+    "communication_rating",
+    "patience_rating",
+    "engagement_rating",
+    "helpfulness_rating",
+)
+IGNORED_COLUMNS = frozenset({"updated_at"})
+"""Contract columns accepted in a file but not taken from it: tutormax sets `updated_at` to the
+time it writes the row (METRICS.md §1)."""
+
+_INT32 = 2**31 - 1
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+_NON_PRINTABLE = r"[\p{C}\p{Zl}\p{Zp}]|[\p{Zs}&&[^ ]]"  # what str.isprintable() refuses
+_ROW = "__row"
+_AT = "__at"  # where a row is, for reasons that point at another row: `line 7` or `FILE:7`
+_SHOW_CHARS = 40
+
+
+def table_name(name: str) -> str:
+    """The contract table for a command-line name or a table name."""
+    table = TABLE_ALIASES.get(name, name)
+    if table not in TABLE_KEYS:
+        raise ValueError(f"unknown input table {name!r}: use one of {', '.join(TABLE_ALIASES)}")
+    return table
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one contract column is parsed and checked; derived from the schema, not restated."""
+
+    name: str
+    kind: str  # id, text, json, int, float, bool, ts, list
+    dtype: pl.DataType
+    required: bool
+    max_length: int | None
+
+
+def specs(table: str) -> tuple[ColumnSpec, ...]:
+    """The input columns of `table`, in contract order (`updated_at` is not one)."""
+    sa_table = metadata.tables[table]
+    out = []
+    for name, dtype in TABLE_SCHEMAS[table].items():
+        if name in IGNORED_COLUMNS:
+            continue
+        column = sa_table.c[name]
+        kind = _kind(name, dtype, column)
+        length = getattr(column.type, "length", None)
+        required = not column.nullable and column.server_default is None
+        out.append(ColumnSpec(name, kind, dtype, required, length))
+    return tuple(out)
+
+
+def _kind(name: str, dtype: pl.DataType, column: sa.Column[Any]) -> str:
+    if isinstance(dtype, pl.List):
+        return "list"
+    if dtype == TS:
+        return "ts"
+    if dtype == pl.Boolean:
+        return "bool"
+    if dtype == pl.Int64:
+        return "int"
+    if dtype == pl.Float64:
+        return "float"
+    if isinstance(column.type, sa.JSON):
+        return "json"
+    return "id" if name.endswith("_id") else "text"
+
+
+def known_columns(table: str) -> frozenset[str]:
+    """Columns a file of `table` may have without a warning."""
+    return frozenset(s.name for s in specs(table)) | IGNORED_COLUMNS
+
+
+def required_columns(table: str) -> list[str]:
+    """Columns every row of `table` must have a value in."""
+    return [s.name for s in specs(table) if s.required]
+
+
+# -- references --------------------------------------------------------------------------------
+
+
+class References(Protocol):
+    """Where referenced rows are looked up: the database, plus rows arriving in the same batch."""
+
+    def owners(self, table: str, column: str, values: Sequence[str]) -> dict[str, str]:
+        """For each of `values` present in `table.column`, the primary key of the row holding
+        it (for the key column itself, the value)."""
+        ...
+
+
+class StaticReferences:
+    """References known in advance (tests, or a consumer that keeps its own cache)."""
+
+    def __init__(
+        self,
+        ids: Mapping[str, Iterable[str]] | None = None,
+        unique: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._ids = {table: set(values) for table, values in (ids or {}).items()}
+        self._unique = {k: dict(v) for k, v in (unique or {}).items()}
+
+    def owners(self, table: str, column: str, values: Sequence[str]) -> dict[str, str]:
+        if column == TABLE_KEYS[table][0]:
+            known = self._ids.get(table, set())
+            return {v: v for v in values if v in known}
+        held = self._unique.get((table, column), {})
+        return {v: held[v] for v in values if v in held}
+
+
+class DatabaseReferences:
+    """Looks ids up in the database, one query per table and chunk of distinct values; ids in
+    `arriving` (table → primary keys persisted in the same batch) count as present."""
+
+    def __init__(
+        self, conn: sa.Connection, arriving: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        self.conn = conn
+        self._arriving = {table_name(t): set(ids) for t, ids in (arriving or {}).items()}
+        self._chunk = 10_000 if is_postgres(conn) else 900  # SQLite: bound-parameter limit
+
+    def owners(self, table: str, column: str, values: Sequence[str]) -> dict[str, str]:
+        sa_table = metadata.tables[table]
+        key = sa_table.c[TABLE_KEYS[table][0]]
+        found: dict[str, str] = {}
+        distinct = list(dict.fromkeys(values))
+        for start in range(0, len(distinct), self._chunk):
+            chunk = distinct[start : start + self._chunk]
+            query = sa.select(sa_table.c[column], key).where(sa_table.c[column].in_(chunk))
+            for value, owner in self.conn.execute(query):
+                found[str(value)] = str(owner)
+        if column == key.name:
+            found.update((v, v) for v in distinct if v in self._arriving.get(table, ()))
+        return found
+
+
+# -- parsing -----------------------------------------------------------------------------------
+#
+# Values are parsed column by column (eagerly, so costly fallbacks run only on the rows that
+# need them). Checks are boolean flags over the whole frame; the reason texts are built only for
+# the rows that fail, which keeps a clean file of 100k rows cheap.
+
+
+def _t(name: str) -> pl.Expr:
+    """The typed value of a column (the work frame holds both text and typed values)."""
+    return pl.col(f"__t_{name}")
+
+
+def show(expr: pl.Expr) -> pl.Expr:
+    """A value quoted for a reason: at most 40 characters, control characters as `?`."""
+    text = expr.cast(pl.String)
+    short = text.str.slice(0, _SHOW_CHARS).str.replace_all(r"\p{C}", "?")
+    tail = pl.when(text.str.len_chars() > _SHOW_CHARS).then(pl.lit("…")).otherwise(pl.lit(""))
+    return pl.concat_str([pl.lit("'"), short, tail, pl.lit("'")])
+
+
+_AWARE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z")
+_NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def parse_timestamps(raw: pl.Series) -> pl.Series:
+    """ISO-8601 text to UTC: `T` or space, seconds and fraction optional, `Z` or an offset
+    optional (no offset means UTC), or a bare date (midnight UTC); null where it does not parse.
+    Each further format is tried only on the rows still unparsed."""
+    text = (
+        raw.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ")
+        .str.replace(r"[zZ]$", "+00:00")
+    )
+    out = text.str.strptime(TS, _AWARE_FORMATS[0], strict=False)
+    for fmt in (*_AWARE_FORMATS[1:], *_NAIVE_FORMATS):
+        todo = (out.is_null() & text.is_not_null()).arg_true()
+        if todo.is_empty():
+            break
+        rest = text.gather(todo)
+        if fmt in _AWARE_FORMATS:
+            parsed = rest.str.strptime(TS, fmt, strict=False)
+        else:
+            parsed = rest.str.strptime(pl.Datetime("us"), fmt, strict=False)
+            parsed = parsed.dt.replace_time_zone("UTC")
+        out = out.scatter(todo, parsed)
+    return out.alias(raw.name)
+
+
+def _parse_int(raw: pl.Series) -> pl.Series:
+    """Integers; `60.0` too (JSON writers and spreadsheets emit integral floats)."""
+    text = raw.str.strip_chars()
+    out = text.cast(pl.Int64, strict=False)
+    todo = (out.is_null() & text.is_not_null()).arg_true()
+    if not todo.is_empty():
+        f = text.gather(todo).cast(pl.Float64, strict=False)
+        whole = f.is_finite() & (f == f.floor()) & (f.abs() < 2**53)
+        out = out.scatter(
+            todo,
+            f.zip_with(
+                whole.fill_null(False), pl.repeat(None, f.len(), dtype=pl.Float64, eager=True)
+            ).cast(pl.Int64),
+        )
+    return out
+
+
+def _parse_bool(raw: pl.Series) -> pl.Series:
+    return (
+        raw.str.strip_chars()
+        .str.to_lowercase()
+        .replace_strict(
+            [*_TRUE, *_FALSE],
+            [True] * len(_TRUE) + [False] * len(_FALSE),
+            default=None,
+            return_dtype=pl.Boolean,
+        )
+    )
+
+
+def _typed(spec: ColumnSpec, raw: pl.Series) -> list[pl.Series]:
+    """`__t_<name>` (the typed value, null where blank or unparsable), and for list and JSON
+    columns `__pe_<name>`, the parse error."""
+    name = f"__t_{spec.name}"
+    blank = raw.is_null() | (raw.str.strip_chars() == "")
+    kind = spec.kind
+    if kind in ("list", "json"):
+        parse = _parse_list if kind == "list" else _json_text
+        value, error = _python_column(raw.to_list(), parse, spec.dtype)
+        return [value.alias(name), error.alias(f"__pe_{spec.name}")]
+    if kind == "int":
+        value = _parse_int(raw)
+    elif kind == "float":
+        number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+        infinite = (number.is_not_null() & ~number.is_finite()).alias(f"__nf_{spec.name}")
+        value = number.zip_with(
+            ~infinite, pl.repeat(None, len(number), dtype=pl.Float64, eager=True)
+        )
+        return [value.alias(name), infinite]
+    elif kind == "bool":
+        value = _parse_bool(raw)
+    elif kind == "ts":
+        value = parse_timestamps(raw)
+    else:
+        value = raw
+    value = value.cast(spec.dtype)
+    return [pl.select(pl.when(~blank).then(value)).to_series().alias(name)]
+
+
+def _parse_list(text: str) -> list[str]:
+    """A JSON array of strings or a PostgreSQL array literal `{a,"b c"}`."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError("is not a valid JSON array") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError("must be an array of strings")
+        return items
+    if text.startswith("{") and text.endswith("}"):
+        return _parse_pg_array(text[1:-1])
+    raise ValueError('is not a list (use ["a", "b"] or {a,b})')
+
+
+def _parse_pg_array(body: str) -> list[str]:
+    """The inside of a one-dimensional PostgreSQL array literal of text."""
+    items: list[str] = []
+    i, n = 0, len(body)
+    if not body.strip():
+        return items
+    while True:
+        while i < n and body[i].isspace():
+            i += 1
+        if i < n and body[i] == '"':
+            item, i = _pg_quoted(body, i + 1)
+            while i < n and body[i].isspace():
+                i += 1
+        else:
+            j = body.find(",", i)
+            j = n if j < 0 else j
+            item = body[i:j].strip()
+            if not item:
+                raise ValueError("has an empty unquoted element")
+            if item.upper() == "NULL":
+                raise ValueError("has a NULL element")
+            if any(c in item for c in '{}"\\'):
+                raise ValueError("is not a one-dimensional array of strings")
+            i = j
+        items.append(item)
+        if i >= n:
+            return items
+        if body[i] != ",":
+            raise ValueError("is not a valid array literal")
+        i += 1
+
+
+def _pg_quoted(body: str, i: int) -> tuple[str, int]:
+    """A double-quoted element starting after its opening quote; returns it and the index
+    after its closing quote."""
+    chars = []
+    n = len(body)
+    while i < n and body[i] != '"':
+        if body[i] == "\\" and i + 1 < n:
+            i += 1
+        chars.append(body[i])
+        i += 1
+    if i >= n:
+        raise ValueError("has an unterminated quoted element")
+    return "".join(chars), i + 1
+
+
+def _python_column(
+    values: list[str | None], parse: Callable[[str], Any], dtype: pl.DataType
+) -> tuple[pl.Series, pl.Series]:
+    """Parse cells that polars cannot (list literals, JSON validity) one by one."""
+    parsed: list[Any] = []
+    errors: list[str | None] = []
+    for value in values:
+        if value is None or not value.strip():
+            parsed.append(None)
+            errors.append(None)
+            continue
+        try:
+            parsed.append(parse(value))
+            errors.append(None)
+        except ValueError as exc:
+            parsed.append(None)
+            errors.append(str(exc))
+    return pl.Series(parsed, dtype=dtype), pl.Series(errors, dtype=pl.String)
+
+
+def _json_text(text: str) -> str:
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError("is not valid JSON") from None
+    if "\\u0000" in text:
+        raise ValueError("holds \\u0000, which PostgreSQL's JSONB cannot store")
+    return text
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule: `flag` is true on the rows that break it; `message` says how, and is built
+    only for those rows."""
+
+    column: str
+    flag: pl.Expr
+    message: pl.Expr
+
+
+def _column_checks(spec: ColumnSpec) -> list[Check]:
+    """Presence, type, and what the database would refuse, for one column."""
+    name, kind = spec.name, spec.kind
+    raw, value = pl.col(name), _t(name)
+    blank = raw.is_null() | (raw.str.strip_chars() == "")
+    present = ~blank
+    checks = []
+    if spec.required:
+        checks.append(Check(name, blank, pl.lit("missing")))
+    if spec.max_length is not None:
+        length = raw.str.len_chars()
+        checks.append(
+            Check(
+                name,
+                present & (length > spec.max_length),
+                pl.format("longer than {} characters ({})", pl.lit(spec.max_length), length),
+            )
+        )
+    if kind == "id":
+        flag = present & raw.str.contains(_NON_PRINTABLE)
+        checks.append(Check(name, flag, pl.lit("has non-printable characters")))
+    elif kind in ("text", "json"):
+        checks.append(Check(name, raw.str.contains("\x00"), pl.lit("has a NUL character")))
+    if kind in ("list", "json"):
+        error = pl.col(f"__pe_{name}")
+        checks.append(Check(name, error.is_not_null(), error))
+    elif kind == "float":
+        infinite = pl.col(f"__nf_{name}")
+        checks.append(Check(name, infinite, pl.format("{} is not a finite number", show(raw))))
+        checks.append(
+            Check(
+                name,
+                present & value.is_null() & ~infinite,
+                pl.format("{} is not a number", show(raw)),
+            )
+        )
+    elif kind in _NOT_A:
+        checks.append(
+            Check(name, present & value.is_null(), pl.format(f"{{}} {_NOT_A[kind]}", show(raw)))
+        )
+    if kind == "int":
+        checks.append(Check(name, value.abs() > _INT32, pl.format("{} is out of range", value)))
+    return checks
+
+
+_NOT_A = {
+    "int": "is not an integer",
+    "bool": "is not a boolean (true/false, 1/0, yes/no)",
+    "ts": "is not an ISO-8601 time",
+}
+
+
+def _between(name: str, low: float, high: float) -> Check:
+    value = _t(name)
+    return Check(
+        name,
+        (value < low) | (value > high),
+        pl.format("{} is not between {} and {}", value, pl.lit(low), pl.lit(high)),
+    )
+
+
+def _one_of(name: str, allowed: Sequence[str]) -> Check:
+    value = _t(name)
+    return Check(
+        name,
+        ~value.is_in(list(allowed)),
+        pl.format("{} is not one of {}", show(value), pl.lit(", ".join(allowed))),
+    )
+
+
+def _domain_checks(table: str, now: datetime) -> list[Check]:
+    """Rules of the contract beyond types (METRICS.md §1 and issue #6), on typed values."""
+    if table == "sessions":
+        late, duration, start = (
+            _t("late_start_minutes"),
+            _t("duration_minutes"),
+            _t("scheduled_start"),
+        )
+        return [
+            _one_of("session_type", SESSION_TYPES),
+            _between("duration_minutes", 0, MAX_DURATION_MINUTES),
+            _between("late_start_minutes", 0, MAX_LATE_START_MINUTES),
+            Check(
+                "late_start_minutes",
+                (late >= 0)
+                & (late <= MAX_LATE_START_MINUTES)
+                & (duration >= 0)
+                & (duration <= MAX_DURATION_MINUTES)
+                & (late > duration),
+                pl.format("{} is above duration_minutes ({})", late, duration),
+            ),
+            _between("engagement_score", 0, 1),
+            Check("session_number", _t("session_number") < 1, pl.lit("must be ≥ 1")),
+            Check(
+                "scheduled_start",
+                start > now + MAX_SCHEDULE_AHEAD,
+                pl.format("{} is more than 30 days ahead", start.dt.strftime("%Y-%m-%dT%H:%M:%SZ")),
+            ),
+            Check(
+                "actual_start",
+                _t("no_show") & _t("actual_start").is_not_null(),
+                pl.lit("must be empty on a no-show session"),
+            ),
+        ]
+    if table == "student_feedback":
+        return [_between(name, 1, 5) for name in RATING_COLUMNS]
+    if table == "tutors":
+        baseline = _t("baseline_sessions_per_week")
+        return [
+            _one_of("status", TUTOR_STATUSES),
+            Check("baseline_sessions_per_week", baseline < 0, pl.lit("must be ≥ 0")),
+        ]
+    if table == "students":
+        return [_between("age", 0, MAX_AGE)]
+    return []
+
+
+_REFERENCES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "sessions": (("tutor_id", "tutors", "tutor"), ("student_id", "students", "student")),
+    "student_feedback": (("session_id", "sessions", "session"),),
+}
+"""Column → referenced table, checked against the database plus rows arriving with them."""
+
+_UNIQUE: dict[str, tuple[str, ...]] = {"tutors": ("email",), "student_feedback": ("session_id",)}
+"""Unique columns other than the primary key (METRICS.md §1)."""
+
+
+class _Work:
+    """The frame being validated (text, typed values, flags) and the checks applied so far."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+        self.checks: list[tuple[str, Check]] = []
+
+    def apply(self, checks: Sequence[Check]) -> None:
+        """Evaluate the flags of `checks` (null counts as passing) in one pass."""
+        start = len(self.checks)
+        named = [(f"__f{start + i}", check) for i, check in enumerate(checks)]
+        self.frame = self.frame.with_columns(
+            check.flag.fill_null(False).alias(name) for name, check in named
+        )
+        self.checks.extend(named)
+
+    def ok(self, column: str | None = None) -> pl.Expr:
+        """Rows no check has failed so far (of `column` only, when given)."""
+        flags = [pl.col(name) for name, c in self.checks if column in (None, c.column)]
+        failed = pl.any_horizontal(flags) if flags else pl.lit(False)
+        return pl.col(ERROR).is_null() & ~failed
+
+    def reasons(self) -> pl.DataFrame:
+        """`__row` and `reason` of every failing row; a record-level `_error` stands alone."""
+        bad = self.frame.filter(~self.ok())
+        parts = [
+            pl.when(pl.col(name)).then(pl.lit(f"{check.column}: ") + check.message)
+            for name, check in self.checks
+        ]
+        reason = pl.concat_str(parts, separator="; ", ignore_nulls=True) if parts else pl.lit("")
+        return bad.select(_ROW, pl.coalesce(pl.col(ERROR), reason).alias(REASON))
+
+
+# -- the stage ---------------------------------------------------------------------------------
+
+
+def validate(
+    table: str,
+    df: pl.DataFrame,
+    refs: References,
+    *,
+    now: datetime | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split `df` (text or typed columns, as read) into valid rows and rejects.
+
+    Valid rows have the contract columns the input has (all required ones) typed as in
+    `sample.TABLE_SCHEMAS`, plus the bookkeeping columns. Rejects have the input's columns as
+    text, the bookkeeping columns and `reason`. Every input row is in exactly one of the two.
+    `now` is the instant "30 days ahead" is measured from.
+    """
+    table = table_name(table)
+    now = now or datetime.now(UTC)
+    columns = specs(table)
+    text = _prepare(df)
+    present = set(text.columns)
+    keep = [s.name for s in columns if s.required or s.name in present]
+    text = text.with_columns(
+        pl.lit(None, dtype=pl.String).alias(s.name) for s in columns if s.name not in present
+    )
+    typed = [series for spec in columns for series in _typed(spec, text.get_column(spec.name))]
+    work = _Work(text.with_columns(typed))
+    work.apply([check for spec in columns for check in _column_checks(spec)])
+    work.apply(_domain_checks(table, now))
+    _check_references(work, table, refs)
+    _check_duplicates(work, table, keep)
+    for column in _UNIQUE.get(table, ()):
+        _check_unique(work, table, column, refs)
+    bookkeeping = [
+        c for c in text.columns if is_bookkeeping(c) and not c.startswith("__") and c != ERROR
+    ]
+    valid = work.frame.filter(work.ok()).select(*[_t(c).alias(c) for c in keep], *bookkeeping)
+    reasons = work.reasons()
+    originals = [c for c in df.columns if not is_bookkeeping(c)]
+    rejects = text.join(reasons, on=_ROW, how="inner", maintain_order="left").select(
+        *bookkeeping, *originals, REASON
+    )
+    return valid, rejects
+
+
+def _prepare(df: pl.DataFrame) -> pl.DataFrame:
+    """Text columns, with `_line`, `_error`, a row index and where each row is (`__at`)."""
+    text = as_text(df)
+    if LINE not in text.columns:
+        text = text.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE))
+    if ERROR not in text.columns:
+        text = text.with_columns(pl.lit(None, dtype=pl.String).alias(ERROR))
+    at = (
+        pl.format("{}:{}", pl.col(FILE), pl.col(LINE))
+        if FILE in text.columns
+        else pl.format("line {}", pl.col(LINE))
+    )
+    return text.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
+        pl.col(ERROR).cast(pl.String),
+        at.alias(_AT),
+    )
+
+
+def _check_references(work: _Work, table: str, refs: References) -> None:
+    """Referenced rows exist: one lookup per referenced table for the distinct ids (those that
+    passed their own column's checks: an over-long id is not also reported unknown)."""
+    checks = []
+    for column, target, noun in _REFERENCES.get(table, ()):
+        value = pl.when(work.ok(column)).then(_t(column))
+        values = work.frame.select(value.drop_nulls().unique()).to_series().to_list()
+        known = set(refs.owners(target, TABLE_KEYS[target][0], values)) if values else set()
+        checks.append(
+            Check(
+                column,
+                value.is_not_null() & ~value.is_in(list(known)),
+                pl.format("unknown {} {}", pl.lit(noun), show(_t(column))),
+            )
+        )
+    work.apply(checks)
+
+
+def _check_duplicates(work: _Work, table: str, keep: Sequence[str]) -> None:
+    """Same primary key twice among valid rows: the last wins, earlier different rows are
+    rejected (a batch upsert cannot touch a key twice, and the input disagrees with itself)."""
+    (key,) = TABLE_KEYS[table]
+    ok_key = pl.when(work.ok()).then(_t(key))
+    if work.frame.select(ok_key.drop_nulls().is_unique().all()).item():
+        return
+    row_hash = pl.struct([_t(c) for c in keep]).hash()
+    work.frame = work.frame.with_columns(
+        row_hash.alias("__hash"),
+        pl.col(_AT).last().over(ok_key).alias("__dup_at"),
+        pl.col(_ROW).last().over(ok_key).alias("__dup_row"),
+    ).with_columns(pl.col("__hash").last().over(ok_key).alias("__dup_hash"))
+    work.apply(
+        [
+            Check(
+                key,
+                ok_key.is_not_null()
+                & (pl.col(_ROW) != pl.col("__dup_row"))
+                & (pl.col("__hash") != pl.col("__dup_hash")),
+                pl.format(
+                    "{} again on {} with different values (the later row is kept)",
+                    show(_t(key)),
+                    pl.col("__dup_at"),
+                ),
+            )
+        ]
+    )
+
+
+def _check_unique(work: _Work, table: str, column: str, refs: References) -> None:
+    """A unique column must not repeat across keys in the batch, nor belong to another row in
+    the database; within the batch the last row keeps the value."""
+    (key,) = TABLE_KEYS[table]
+    ok_value = pl.when(work.ok()).then(_t(column))
+    owner, owner_at = f"__owner_{column}", f"__owner_at_{column}"
+    work.frame = work.frame.with_columns(
+        _t(key).last().over(ok_value).alias(owner),
+        pl.col(_AT).last().over(ok_value).alias(owner_at),
+    )
+    work.apply(
+        [
+            Check(
+                column,
+                ok_value.is_not_null() & (_t(key) != pl.col(owner)),
+                pl.format(
+                    "{} is also on {} ({} {})",
+                    show(_t(column)),
+                    pl.col(owner_at),
+                    pl.lit(key),
+                    show(pl.col(owner)),
+                ),
+            )
+        ]
+    )
+    values = work.frame.select(ok_value.drop_nulls().unique()).to_series().to_list()
+    held = refs.owners(table, column, values) if values else {}
+    db_owner = f"__db_owner_{column}"
+    owners = pl.DataFrame(
+        {"__v": list(held), db_owner: list(held.values())},
+        schema={"__v": pl.String, db_owner: pl.String},
+    )
+    work.frame = work.frame.join(
+        owners, left_on=f"__t_{column}", right_on="__v", how="left", maintain_order="left"
+    )
+    work.apply(
+        [
+            Check(
+                column,
+                ok_value.is_not_null() & (pl.col(db_owner) != _t(key)),
+                pl.format(
+                    "{} already belongs to {} {}",
+                    show(_t(column)),
+                    pl.lit(key),
+                    show(pl.col(db_owner)),
+                ),
+            )
+        ]
+    )
