@@ -41,6 +41,43 @@ def publish(
     render.err.print(f"Published {len(ids)} entries to {stream}: {', '.join(ids)}")
 
 
+@app.command("complete")
+def complete(
+    ctx: typer.Context,
+    completion: str = typer.Argument(
+        ..., help="The session as a JSON object, or @FILE holding one."
+    ),
+    stream: str = typer.Option(keys.SESSIONS_STREAM, "--stream", help="Raw completions stream."),
+) -> None:
+    """Put one raw session completion (an envelope) on the pipeline's input stream.
+
+    Example: tutormax events complete @session.json && tutormax pipeline run --burst
+    """
+    import json
+    from pathlib import Path
+
+    from tutormax_cli.errors import UsageError
+    from tutormax_cli.stream import events
+    from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.producer import publish as xadd_all
+
+    source = completion
+    if completion.startswith("@"):
+        try:
+            source = Path(completion[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {completion[1:]}: {exc.strerror}") from None
+    try:
+        data = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"completion is not JSON: {exc.msg} at {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise UsageError("completion must be a JSON object of session fields")
+    client = connect(context.settings(ctx).redis_url)
+    ids = xadd_all(client, stream, [events.envelope(data, channel=stream, source="cli")])
+    render.err.print(f"Published completion {data.get('session_id')} to {stream}: {ids[0]}")
+
+
 @app.command("replay")
 def replay(
     ctx: typer.Context,

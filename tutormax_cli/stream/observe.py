@@ -15,27 +15,30 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 class WorkerMetrics:
     """The worker's Prometheus instruments (names are what alert rules refer to)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, prefix: str = "tutormax_worker", registry: CollectorRegistry | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        p = prefix
         self.entries_read = Counter(
-            "tutormax_worker_entries_read", "Stream entries read (new, recovered, claimed)",
+            f"{p}_entries_read", "Stream entries read (new, recovered, claimed)",
             ["source"], registry=r,
         )  # fmt: skip
         self.tutors_recomputed = Counter(
-            "tutormax_worker_tutors_recomputed", "Tutors whose metrics were recomputed", registry=r
+            f"{p}_tutors_recomputed", "Tutors whose metrics were recomputed", registry=r
         )
-        self.flushes = Counter("tutormax_worker_flushes", "Committed flushes", registry=r)
+        self.flushes = Counter(f"{p}_flushes", "Committed flushes", registry=r)
         self.errors = Counter(
-            "tutormax_worker_errors", "Failures by kind (database, redis, compute)",
+            f"{p}_errors", "Failures by kind (database, redis, compute)",
             ["kind"], registry=r,
         )  # fmt: skip
         self.dead_lettered = Counter(
-            "tutormax_worker_dead_lettered", "Entries moved to the dead-letter stream", registry=r
+            f"{p}_dead_lettered", "Entries moved to the dead-letter stream", registry=r
         )
-        self.acked = Counter("tutormax_worker_entries_acked", "Entries acknowledged", registry=r)
+        self.acked = Counter(f"{p}_entries_acked", "Entries acknowledged", registry=r)
         self.buffered_tutors = Gauge(
-            "tutormax_worker_buffered_tutors", "Tutors waiting in the debounce buffer", registry=r
+            f"{p}_buffered_tutors", "Tutors waiting in the debounce buffer", registry=r
         )
         self.pending_entries = Gauge(
             "tutormax_stream_pending_entries", "Entries delivered to the group, not yet acked",
@@ -45,16 +48,16 @@ class WorkerMetrics:
             "tutormax_stream_lag_entries", "Entries not yet delivered to the group", registry=r
         )
         self.flush_duration = Histogram(
-            "tutormax_worker_flush_duration_seconds", "Load + compute + write + ack of a flush",
+            f"{p}_flush_duration_seconds", "Load + compute + write + ack of a flush",
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.db_write = Histogram(
-            "tutormax_worker_db_write_seconds", "Upsert and commit time of a flush",
+            f"{p}_db_write_seconds", "Upsert and commit time of a flush",
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.latency = Histogram(
-            "tutormax_worker_end_to_end_latency_seconds",
+            f"{p}_end_to_end_latency_seconds",
             "From a stream entry's ID time to the commit of its tutor's rows",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.up = Gauge("tutormax_worker_up", "1 while the worker loop runs", registry=r)
+        self.up = Gauge(f"{p}_up", "1 while the worker loop runs", registry=r)
