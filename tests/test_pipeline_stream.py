@@ -57,4 +57,4 @@ def test_raw_completion_reaches_the_metrics_table(
     result = runner.invoke(app, ["show", "tutor", "T0001", "--json"], env=env)
     doc = json.loads(result.output)
     assert doc["windows"]["7day"]["sessions_scheduled"] == 1
-    assert doc["windows"]["7day"]["engagement_score"] == 96.0  # 0.4*100 + 0.4*90 + 0.2*100
+    assert doc["windows"]["7day"]["engagement_score"] == 56.0  # 0.4*0 logins + 0.4*90 + 0.2*100

@@ -154,7 +154,8 @@ def compute_metrics(
     start = t - timedelta(days=longest)
     s = sessions.lazy().filter(pl.col("scheduled_start").is_between(start, t, closed="left"))
     if tutors is not None:
-        s = s.filter(pl.col("tutor_id").is_in(pl.Series(list(tutors), dtype=pl.String)))
+        wanted = pl.Series(list(tutors), dtype=pl.String).implode()
+        s = s.filter(pl.col("tutor_id").is_in(wanted))
     s = with_ratings(s, feedback.lazy())
     e = events.lazy().filter(pl.col("event_timestamp").is_between(start, t, closed="left"))
 
