@@ -87,7 +87,7 @@ class TierRules:
 
 def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> TierRules:
     """Rules from parsed TOML; metrics the file leaves out keep `default`'s thresholds."""
-    raw = data.get("thresholds")
+    raw = data.get("thresholds", {} if default is not None else None)
     if not isinstance(raw, dict):
         raise TiersFileError(f"{origin}: missing [thresholds.<metric>] tables")
     unknown = sorted(set(raw) - set(FLAGGED_METRICS))
