@@ -1,9 +1,130 @@
-"""`tutormax pending`: what is stuck in the metrics stream."""
+"""`tutormax pending`: what is stuck in the metrics stream (like `kafka-consumer-groups`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+from rich.markup import escape
+
+from tutormax_cli import keys
+from tutormax_cli.cli import context, render
+from tutormax_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from tutormax_cli.stream.inspect import GroupReport, PendingEntry
 
 
 def register(app: typer.Typer) -> None:
-    """Add the top-level `pending` command to `app` (not implemented yet)."""
+    """Add the top-level `pending` command to `app`."""
+    app.command("pending")(pending)
+
+
+def pending(
+    ctx: typer.Context,
+    entries: bool = typer.Option(
+        False, "--entries", help="List the pending entries instead of the summary."
+    ),
+    consumer: str | None = typer.Option(
+        None, "--consumer", help="With --entries: only this consumer's entries."
+    ),
+    limit: int = typer.Option(
+        50, "--limit", min=1, help="With --entries: at most this many, oldest first."
+    ),
+    stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="The stream."),
+    group: str = typer.Option(keys.METRICS_GROUP, "--group", help="The consumer group."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Lag and pending entries of the metrics workers' consumer group.
+
+    Lag: entries not yet delivered to the group (counted from the stream on servers older than
+    Redis 7); lag_s: age of the oldest of them. Pending: delivered, not yet acknowledged;
+    oldest_pending_age_s: age of the oldest pending entry (by its ID). Per consumer, idle is
+    the time since its last attempt to read, inactive since its last successful one (Redis
+    7.2+ only, else null). Ages are seconds on the Redis server's clock.
+
+    Example: tutormax pending --entries --consumer worker-1 --json
+    """
+    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream.connection import connect
+
+    if not entries and (consumer is not None or limit != 50):
+        raise UsageError("--consumer and --limit go with --entries: tutormax pending --entries")
+    client = connect(context.settings(ctx).redis_url)
+    if entries:
+        found = inspect.pending_entries(client, stream, group, consumer=consumer, limit=limit)
+        if as_json:
+            context.print_json([e.as_dict() for e in found])
+        else:
+            _entries_table(found, stream, group)
+        if not found:
+            render.err.print(f"Nothing pending in group {group} on {stream}.")
+        return
+    report = inspect.group_report(client, stream, group)
+    if not report.exists:
+        render.err.print(
+            f"Group {group} does not exist on {stream} yet: a worker creates it when it starts "
+            "(`tutormax worker run`); until then every entry counts as lag."
+        )
+    if as_json:
+        context.print_json(report.as_dict())
+        return
+    _summary(report)
+    if report.pending:
+        render.err.print("The pending entries: `tutormax pending --entries`.")
+    if report.dead_letter:
+        render.err.print("The dead letters: `tutormax dlq list`.")
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else render.age(value)
+
+
+def _summary(r: GroupReport) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{r.stream} — group {r.group}", title_justify="left")
+    for name in ("length", "lag", "lag age", "pending", "oldest pending", "max deliv.", "DLQ"):
+        table.add_column(name, justify="right")
+    lag = f"{r.lag:,}" if r.lag_exact else f"≥{r.lag:,}"
+    table.add_row(
+        f"{r.length:,}",
+        f"[yellow]{lag}[/]" if r.lag else lag,
+        _seconds(r.lag_s) if r.lag else "—",
+        f"[yellow]{r.pending:,}[/]" if r.pending else "0",
+        _seconds(r.oldest_pending_age_s),
+        f"[red]{r.max_deliveries}[/]" if r.max_deliveries > 1 else str(r.max_deliveries),
+        f"[red]{r.dead_letter:,}[/]" if r.dead_letter else "0",
+    )
+    render.out.print(table)
+    if not r.consumers:
+        return
+    consumers = Table(title="Consumers", title_justify="left")
+    consumers.add_column("consumer")
+    for name in ("pending", "idle", "inactive"):
+        consumers.add_column(name, justify="right")
+    for c in r.consumers:
+        consumers.add_row(
+            escape(c.name), f"{c.pending:,}", _seconds(c.idle_s), _seconds(c.inactive_s)
+        )
+    render.out.print(consumers)
+
+
+def _entries_table(found: list[PendingEntry], stream: str, group: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Pending in {stream} — group {group}", title_justify="left")
+    table.add_column("entry id")
+    table.add_column("consumer")
+    table.add_column("idle", justify="right")
+    table.add_column("deliveries", justify="right")
+    table.add_column("tutor")
+    for e in found:
+        table.add_row(
+            e.id,
+            escape(e.consumer),
+            render.age(e.idle_s),
+            f"[red]{e.deliveries}[/]" if e.deliveries > 1 else str(e.deliveries),
+            escape(e.tutor_id) if e.tutor_id is not None else "—",
+        )
+    render.out.print(table)

@@ -1,12 +1,13 @@
-"""`tutormax show`: one tutor's metrics across windows, side by side."""
+"""`tutormax show`: one tutor's metrics, trends and reasons; the leaderboard; the tier chart."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
+from rich.markup import escape
 
 from tutormax_cli.cli import context, render
 from tutormax_cli.errors import UnknownTutor
@@ -27,66 +28,170 @@ METRIC_LABELS = {
     "learning_objectives_met_pct": "Objectives met %",
     "response_time_avg_minutes": "Avg response (min)",
 }
+WindowName = Literal["7day", "30day", "90day"]
+"""A window as a command-line choice: validated and completed by Typer (a test keeps it equal to
+`metrics.windows.WINDOWS`; spelled out so `tutormax --help` does not import polars)."""
+
+DEFAULT_WINDOW: WindowName = "30day"
+"""The window a view shows when not told: a month smooths a bad week without hiding a trend."""
+
+WINDOW_HELP = "The window (7day, 30day or 90day)."
+TIERS_HELP = "Judge flags by this TOML thresholds file."
 
 
-def tutor_document(rows: list[dict[str, Any]], tiers_file: Path | None) -> dict[str, Any]:
-    """The JSON document of `show tutor`: windows keyed by name, each with its flags."""
-    from tutormax_cli.metrics.tiers import FLAGGED_METRICS, load_tiers
+def complete_tier(incomplete: str) -> list[str]:
+    """Tier names for shell completion, matched case-insensitively."""
+    from tutormax_cli.metrics.tiers import TIER_NAMES
 
-    rules = load_tiers(tiers_file)
-    now = datetime.now(UTC)
-    windows: dict[str, Any] = {}
-    for row in rows:
-        flags = {}
-        for metric in FLAGGED_METRICS:
-            th = rules.threshold(metric)
-            flag = th.flag_of(row[metric])
-            flags[metric] = {"flag": flag, "rule": th.describe(flag) if flag else None}
-        windows[row["window"]] = {
-            **{k: v for k, v in row.items() if k not in ("tutor_id", "window")},
-            "age_s": round((now - row["updated_at"]).total_seconds(), 1),
-            "flags": flags,
-        }
-    first = rows[0]
-    return {
-        "tutor_id": first["tutor_id"],
-        "metric_date": first["metric_date"],
-        "as_of": max(r["calculation_date"] for r in rows),
-        "windows": {w: windows[w] for w in ("7day", "30day", "90day") if w in windows},
-    }
+    return [t for t in TIER_NAMES if t.lower().startswith(incomplete.lower())]
+
+
+def _complete_metric(incomplete: str) -> list[str]:
+    from tutormax_cli.views import METRICS
+
+    return [m for m in METRICS if m.startswith(incomplete)]
 
 
 @app.command("tutor")
 def tutor(
     ctx: typer.Context,
     tutor_id: str = typer.Argument(..., help="The tutor's id."),
-    tiers_file: Path | None = typer.Option(
-        None, "--tiers", help="Judge flags by this TOML thresholds file."
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=TIERS_HELP),
+    window: WindowName = typer.Option(
+        DEFAULT_WINDOW, "--window", help="The window of the trend and of --explain."
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Say which flags decided the tier, and the sessions behind it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """The latest 7/30/90-day metrics of one tutor, each flag with the threshold behind it.
+    """The latest 7/30/90-day metrics of one tutor, each flag with the threshold behind it, and
+    a trend per metric over the last 30 daily snapshots.
 
-    Example: tutormax show tutor T0001 --json
+    Example: tutormax show tutor T0001 --explain --window 7day
     """
-    from rich.table import Table
+    from tutormax_cli import views
+    from tutormax_cli.metrics.tiers import load_tiers
+    from tutormax_cli.store.query import history_for_tutor, latest_for_tutor, tutor_sessions
 
-    from tutormax_cli.store.query import latest_for_tutor
-
-    engine = context.database(ctx)
-    with engine.connect() as conn:
+    rules = load_tiers(tiers_file)
+    with context.database(ctx).connect() as conn:
         rows = latest_for_tutor(conn, tutor_id).to_dicts()
-    if not rows:
-        raise UnknownTutor(
-            f"no metrics for tutor {tutor_id!r}: check the id, or run `tutormax recompute`"
-        )
-    doc = tutor_document(rows, tiers_file)
+        if not rows:
+            raise UnknownTutor(
+                f"no metrics for tutor {tutor_id!r}: check the id (`tutormax show tutors`), "
+                "or run `tutormax recompute`"
+            )
+        doc = views.tutor_document(rows, rules, datetime.now(UTC))
+        doc["trend"] = views.trend(history_for_tutor(conn, tutor_id, views.TREND_DAYS), window)
+        row = next((r for r in rows if r["window"] == window), None)
+        if explain and row is not None:
+            sessions = tutor_sessions(conn, tutor_id, *views.window_bounds(row))
+            doc["explain"] = views.explain(row, sessions, rules).as_dict()
     if as_json:
         context.print_json(doc)
         return
+    _print_tutor(doc)
+
+
+@app.command("tutors")
+def tutors(
+    ctx: typer.Context,
+    window: WindowName = typer.Option(DEFAULT_WINDOW, "--window", help=WINDOW_HELP),
+    tier: list[str] | None = typer.Option(
+        None, "--tier", help="Only this tier (repeatable).", autocompletion=complete_tier
+    ),
+    sort: str | None = typer.Option(
+        None,
+        "--sort",
+        help="Order by this metric (default: tier, then rating).",
+        autocompletion=_complete_metric,
+    ),
+    desc: bool = typer.Option(False, "--desc", help="Reverse the order (highest first)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many tutors."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """A leaderboard of every tutor's latest row in one window.
+
+    Example: tutormax show tutors --tier "At Risk" --window 30day --sort no_show_count --desc
+    """
+    from tutormax_cli import views
+    from tutormax_cli.store.query import latest_in_window
+
+    chosen = views.tier_names(tier)
+    views.check_sort(sort)
+    with context.database(ctx).connect() as conn:
+        latest = latest_in_window(conn, window)
+    board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc, limit=limit)
+    if as_json:
+        context.print_json(views.leaderboard_records(board))
+        return
+    _print_leaderboard(board, window, sort)
+    if latest.is_empty():
+        render.err.print("No metrics yet: run `tutormax recompute`.")
+
+
+@app.command("tiers")
+def tiers(
+    ctx: typer.Context,
+    window: WindowName = typer.Option(DEFAULT_WINDOW, "--window", help=WINDOW_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the chart."),
+) -> None:
+    """The tier distribution of every tutor's latest row, against 7 days earlier (the latest
+    rows as they stood on the newest metric date minus 7, from the daily history).
+
+    Example: tutormax show tiers --window 7day
+    """
+    from datetime import timedelta
+
+    from tutormax_cli import views
+    from tutormax_cli.store.query import latest_in_window, newest_metric_date
+
+    with context.database(ctx).connect() as conn:
+        newest = newest_metric_date(conn, window)
+        current = latest_in_window(conn, window)
+        week = newest - timedelta(days=7) if newest else None
+        earlier = latest_in_window(conn, window, week) if week else None
+    if earlier is not None and earlier.is_empty():
+        earlier = None
+    dist = views.tier_distribution(current, earlier)
+    doc: dict[str, Any] = {
+        "window": window,
+        "metric_date": newest,
+        "compared_with": week if earlier is not None else None,
+        "tutors": current.height,
+        "tiers": dist.to_dicts(),
+    }
+    if as_json:
+        context.print_json(doc)
+        return
+    _print_distribution(doc)
+    if earlier is None and newest is not None:
+        render.err.print(
+            f"No rows on or before {week}: backfill daily snapshots with "
+            "`tutormax recompute --as-of DAY` to see the change.",
+            soft_wrap=True,
+        )
+    if newest is None:
+        render.err.print("No metrics yet: run `tutormax recompute`.")
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _flag_cell(d: dict[str, Any], metric: str) -> str:
+    flag = d["flags"].get(metric)
+    if flag:
+        return render.flagged(d[metric], flag["flag"], flag["rule"])
+    return render.number(d[metric])
+
+
+def _print_tutor(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
     windows = doc["windows"]
     table = Table(
-        title=f"Tutor {doc['tutor_id']} — metric date {doc['metric_date']}",
+        title=f"Tutor {escape(doc['tutor_id'])} — metric date {doc['metric_date']}",
         caption=f"as of {doc['as_of']:%Y-%m-%d %H:%M:%S}Z; age "
         + ", ".join(f"{w} {render.age(d['age_s'])}" for w, d in windows.items()),
     )
@@ -95,13 +200,156 @@ def tutor(
         table.add_column(window, justify="right")
     table.add_row("Tier", *[render.tier(d["performance_tier"]) for d in windows.values()])
     for metric, label in METRIC_LABELS.items():
-        cells = []
-        for d in windows.values():
-            flag = d["flags"].get(metric)
-            cells.append(
-                render.flagged(d[metric], flag["flag"], flag["rule"])
-                if flag
-                else render.number(d[metric])
+        table.add_row(label, *[_flag_cell(d, metric) for d in windows.values()])
+    render.out.print(table)
+    _print_trend(doc["trend"])
+    if "explain" in doc:
+        _print_explain(doc["explain"])
+
+
+def _print_trend(trend: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    if not trend["dates"]:
+        return
+    table = Table(
+        title=f"Trend — {trend['window']} window, daily {trend['dates'][0]} → {trend['dates'][-1]}",
+    )
+    wide = render.out.width >= 100
+    table.add_column("metric", no_wrap=True)
+    table.add_column("trend", no_wrap=True)
+    for name in ("low", "high", "latest") if wide else ("latest",):
+        table.add_column(name, justify="right")
+    for metric, label in METRIC_LABELS.items():
+        values = trend["metrics"][metric]
+        present = [v for v in values if v is not None]
+        spread = (
+            [render.number(min(present)), render.number(max(present))] if present else ["—"] * 2
+        )
+        table.add_row(
+            label,
+            f"[cyan]{render.sparkline(values)}[/]",
+            *(spread if wide else []),
+            render.number(values[-1]),
+        )
+    render.out.print(table)
+
+
+SESSION_KINDS = {
+    "no_shows": "No-shows",
+    "lowest_ratings": "Lowest ratings (≤ 3)",
+    "reschedules": "Tutor reschedules",
+    "failed_first_sessions": "First sessions rated below 4",
+}
+
+
+def _print_explain(ex: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    render.out.print(
+        f"\n[bold]Why {render.tier(ex['tier'])} in the {ex['window']} window:[/] {ex['rule']}"
+    )
+    if ex["stored_tier_differs"]:
+        render.out.print("[yellow]The stored tier was computed under other thresholds.[/]")
+    for color, names in (("red", ex["red"]), ("green", ex["green"])):
+        for metric in names:
+            f = ex["flags"][metric]
+            mark = "✗" if color == "red" else "✓"
+            strong = "bold " if metric in ex["decisive"] else ""
+            value = render.number(f["value"])
+            render.out.print(
+                f"  [{strong}{color}]{mark} {METRIC_LABELS[metric]} {value} {f['rule']}[/]"
             )
-        table.add_row(label, *cells)
+    counts = ex["counts"]
+    for kind, title in SESSION_KINDS.items():
+        rows = ex["sessions"][kind]
+        if not rows:
+            continue
+        table = Table(
+            title=f"{title}: {len(rows)} of {counts[kind]} ({counts['sessions']} sessions)",
+            title_justify="left",
+        )
+        for name in ("session", "scheduled (UTC)", "student", "subject", "rating", "late"):
+            table.add_column(name, justify="right" if name in ("rating", "late") else "left")
+        for r in rows:
+            table.add_row(
+                escape(r["session_id"]),
+                f"{r['scheduled_start']:%Y-%m-%d %H:%M}",
+                escape(r["student_id"] or "—"),
+                escape(r["subject"] or "—"),
+                render.number(r["overall_rating"]),
+                f"{r['late_start_minutes']}m" if r["late_start_minutes"] else "",
+            )
+        render.out.print(table)
+
+
+BOARD_COLUMNS = {
+    "sessions_completed": "done",
+    "avg_rating": "rating",
+    "first_session_success_rate": "1st ok%",
+    "reschedule_rate": "resch%",
+    "no_show_count": "no-shows",
+    "engagement_score": "engage",
+    "learning_objectives_met_pct": "obj%",
+    "response_time_avg_minutes": "resp m",
+}
+NARROW = ("sessions_completed", "avg_rating", "no_show_count", "reschedule_rate")
+
+
+def _print_leaderboard(board: Any, window: str, sort: str | None) -> None:
+    from rich.table import Table
+
+    wide = render.out.width >= 120
+    metrics = [m for m in BOARD_COLUMNS if wide or m in NARROW or m == sort]
+    if sort and sort not in metrics and sort in METRIC_LABELS:
+        metrics.append(sort)
+    table = Table(title=f"Tutors — {window} window, latest rows", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("tutor")
+    table.add_column("tier", no_wrap=True)
+    for m in metrics:
+        table.add_column(BOARD_COLUMNS.get(m, m), justify="right")
+    table.add_column("date")
+    for r in board.iter_rows(named=True):
+        table.add_row(
+            str(r["rank"]),
+            escape(r["tutor_id"]),
+            render.tier(r["performance_tier"]),
+            *[render.number(r[m]) for m in metrics],
+            f"{r['metric_date']:%m-%d}",
+        )
+    render.out.print(table)
+
+
+def _print_distribution(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    rows = doc["tiers"]
+    since = f" vs {doc['compared_with']}" if doc["compared_with"] else ""
+    table = Table(
+        title=f"Tiers — {doc['window']} window, {doc['tutors']} tutors, "
+        f"metric date {doc['metric_date'] or '—'}{since}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("tier", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for name in ("tutors", "share", "7d ago", "change"):
+        table.add_column(name, justify="right", no_wrap=True)
+    top = max([r["tutors"] for r in rows] + [1])
+    width = min(max(render.out.width - 58, 8), 60)
+    for r in rows:
+        bar = "█" * round(width * r["tutors"] / top) if r["tutors"] else ""
+        change = r["change"]
+        shown = "—" if change is None else f"{change:+d}" if change else "0"
+        style = render.TIER_STYLES.get(r["tier"], "white")
+        table.add_row(
+            render.tier(r["tier"]),
+            f"[{style}]{bar}[/]",
+            str(r["tutors"]),
+            f"{r['share_pct']:.0f}%",
+            "—" if r["earlier"] is None else str(r["earlier"]),
+            shown,
+        )
     render.out.print(table)

@@ -2,8 +2,156 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
 import typer
+from rich.markup import escape
+
+from tutormax_cli import keys
+from tutormax_cli.cli import context, render
+from tutormax_cli.cli.show import DEFAULT_WINDOW, WindowName, complete_tier
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from tutormax_cli.stream.inspect import Board, BoardRow
 
 
 def register(app: typer.Typer) -> None:
-    """Add the top-level `watch` command to `app` (not implemented yet)."""
+    """Add the top-level `watch` command to `app`."""
+    app.command("watch")(watch)
+
+
+def watch(
+    ctx: typer.Context,
+    tier: list[str] | None = typer.Option(
+        None,
+        "--tier",
+        help="Only tutors entering or leaving this tier (repeatable).",
+        autocompletion=complete_tier,
+    ),
+    window: WindowName = typer.Option(DEFAULT_WINDOW, "--window", help="The window --tier uses."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Stop after N updates."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0, help="Stop after S seconds."),
+    start: str = typer.Option(
+        "$", "--from", help="Start after this entry ID (0: replay the kept history); $: new only."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per update (a line)."),
+) -> None:
+    """Follow tutors' tiers as the worker updates them (tutormax:metrics:updated), tier
+    changes highlighted. A table that redraws on a terminal, one line per update otherwise.
+    Ctrl-C stops.
+
+    Example: tutormax watch --tier "At Risk" --window 7day
+    """
+    from tutormax_cli import views
+    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream.connection import connect
+
+    chosen = set(views.tier_names(tier) or [])
+    client = connect(context.settings(ctx).redis_url)
+    board = inspect.Board()
+    history, last = inspect.recent_updates(client)
+    if start != "$":
+        last = inspect.check_id(start)
+        history = [u for u in history if inspect.id_key(u.id) <= inspect.id_key(last)]
+    board.prime(history)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    live = _live(board, chosen, window) if not as_json and render.out.is_terminal else None
+    shown, tutors = 0, set()
+    try:
+        with live or nullcontext():
+            while count is None or shown < count:
+                wait = 1000
+                if deadline is not None:
+                    wait = int(min(wait, (deadline - time.monotonic()) * 1000))
+                    if wait <= 0:
+                        break
+                updates, last = inspect.read_updates(client, last, block_ms=max(wait, 1))
+                for update in updates:
+                    row = board.apply(update)
+                    if chosen and not _matches(row, chosen, window):
+                        continue
+                    shown += 1
+                    tutors.add(row.tutor_id)
+                    if as_json:
+                        _json_line(update.as_dict())
+                    elif live is None:
+                        render.out.print(_line(row), soft_wrap=True)
+                    if count is not None and shown >= count:
+                        break
+                if live is not None:
+                    live.update(_table(board, chosen, window, shown), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    render.err.print(f"Stopped after {shown} update(s) of {len(tutors)} tutor(s).")
+
+
+def _matches(row: BoardRow, chosen: set[str], window: str) -> bool:
+    return row.tiers.get(window) in chosen or row.previous.get(window) in chosen
+
+
+def _json_line(doc: dict[str, Any]) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(row: BoardRow, window: str) -> str:
+    new = row.tiers.get(window)
+    if window in row.changed:
+        return f"[bold]{render.tier(row.previous.get(window))} → {render.tier(new)}[/]"
+    return render.tier(new)
+
+
+def _clock(ms: int) -> str:
+    return f"{datetime.fromtimestamp(ms / 1000, UTC):%H:%M:%S}"
+
+
+def _line(row: BoardRow) -> str:
+    cells = "  ".join(f"{w} {_cell(row, w)}" for w in ("7day", "30day", "90day"))
+    return f"{_clock(row.updated_ms)}Z  {escape(row.tutor_id)}  {cells}"
+
+
+def _table(board: Board, chosen: set[str], window: str, shown: int = 0) -> Table:
+    from rich.table import Table
+
+    rows = [r for r in board.latest(10_000) if not chosen or _matches(r, chosen, window)]
+    height = max(render.out.height - 8, 3)
+    table = Table(
+        title=f"{keys.METRICS_UPDATED_STREAM}: {shown} update(s), {len(rows)} tutor(s)"
+        + (f", {window} tier in {', '.join(sorted(chosen))}" if chosen else ""),
+        caption="Times UTC; tier changes in bold. Ctrl-C stops.",
+        title_justify="left",
+        min_width=min(render.out.width, 90),
+    )
+    table.add_column("time")
+    table.add_column("tutor")
+    for name in ("7day", "30day", "90day"):
+        table.add_column(name)
+    table.add_column("n", justify="right")
+    for r in rows[:height]:
+        table.add_row(
+            _clock(r.updated_ms),
+            escape(r.tutor_id),
+            *[_cell(r, w) for w in ("7day", "30day", "90day")],
+            str(r.updates),
+            style="on grey15" if r.changed else None,
+        )
+    return table
+
+
+def _live(board: Board, chosen: set[str], window: str) -> Any:
+    from rich.live import Live
+
+    return Live(
+        _table(board, chosen, window),
+        console=render.out,
+        auto_refresh=False,
+        transient=False,
+    )

@@ -7,6 +7,7 @@ with UTC timestamps whatever the backend stored.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -75,3 +76,121 @@ def history_for_tutor(conn: sa.Connection, tutor_id: str, days: int = 30) -> pl.
     )
     rows = conn.execute(sa.text(sql + " LIMIT :n"), {"t": tutor_id, "n": days * 3}).fetchall()
     return _frame(rows).sort("metric_date")
+
+
+def _day_filter(conn: sa.Connection) -> str:
+    """`metric_date <= :day` on either backend; SQLite compares the text's date part."""
+    if conn.dialect.name == "postgresql":
+        return "metric_date <= CAST(:day AS date)"
+    return "substr(metric_date, 1, 10) <= :day"
+
+
+def latest_in_window(
+    conn: sa.Connection, window: str, on_or_before: date | None = None
+) -> pl.DataFrame:
+    """Each tutor's newest row of one window, or the newest with `metric_date ≤ on_or_before`:
+    the leaderboard today, and the tier distribution as it stood on a past day."""
+    params: dict[str, Any] = {"w": window}
+    day = ""
+    if on_or_before is not None:
+        day = " AND " + _day_filter(conn)
+        params["day"] = on_or_before.isoformat()
+    sql = (
+        f"SELECT {_columns(conn)} FROM tutor_performance_metrics m JOIN ("
+        "SELECT tutor_id AS lt, max(metric_date) AS ld FROM tutor_performance_metrics "
+        f'WHERE "window" = :w{day} GROUP BY tutor_id) l '
+        'ON m.tutor_id = l.lt AND m.metric_date = l.ld WHERE m."window" = :w'
+    )
+    return _frame(conn.execute(sa.text(sql), params).fetchall())
+
+
+def newest_metric_date(conn: sa.Connection, window: str) -> date | None:
+    """The newest `metric_date` of any tutor in one window (None when there are no rows)."""
+    sql = 'SELECT max(metric_date) FROM tutor_performance_metrics WHERE "window" = :w'
+    value = conn.execute(sa.text(sql), {"w": window}).scalar()
+    if value is None:
+        return None
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def active_freshness(conn: sa.Connection) -> pl.DataFrame:
+    """`tutor_id`, `window`, `calculation_date` of each active tutor's newest row per window."""
+    pg = conn.dialect.name == "postgresql"
+    calc = (
+        "to_char(m.calculation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        if pg
+        else "m.calculation_date"
+    )
+    sql = (
+        f'SELECT m.tutor_id, m."window", {calc} FROM tutor_performance_metrics m JOIN ('
+        'SELECT tutor_id AS lt, "window" AS lw, max(metric_date) AS ld '
+        'FROM tutor_performance_metrics GROUP BY tutor_id, "window") l '
+        'ON m.tutor_id = l.lt AND m."window" = l.lw AND m.metric_date = l.ld '
+        "JOIN tutors t ON t.tutor_id = m.tutor_id WHERE t.status = 'active'"
+    )
+    rows = conn.execute(sa.text(sql)).fetchall()
+    raw = pl.DataFrame(
+        [tuple(r) for r in rows],
+        schema={"tutor_id": pl.String, "window": pl.String, "calculation_date": pl.String},
+        orient="row",
+    )
+    return raw.with_columns(parse_utc(pl.col("calculation_date")).alias("calculation_date"))
+
+
+SESSION_DETAIL = pl.Schema(
+    {
+        "session_id": pl.String(),
+        "student_id": pl.String(),
+        "subject": pl.String(),
+        "session_number": pl.Int64(),
+        "scheduled_start": frames.TS,
+        "no_show": pl.Boolean(),
+        "tutor_initiated_reschedule": pl.Boolean(),
+        "late_start_minutes": pl.Int64(),
+        "engagement_score": pl.Float64(),
+        "learning_objectives_met": pl.Boolean(),
+        "overall_rating": pl.Int64(),
+    }
+)
+"""A tutor's sessions with their rating, as `show tutor --explain` lists them."""
+
+
+def tutor_sessions(
+    conn: sa.Connection, tutor_id: str, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """One tutor's sessions with `start ≤ scheduled_start < end` and their feedback rating."""
+    pg = conn.dialect.name == "postgresql"
+    ts = (
+        "to_char(s.scheduled_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        if pg
+        else "s.scheduled_start"
+    )
+    sql = (
+        f"SELECT s.session_id, s.student_id, s.subject, s.session_number, {ts}, s.no_show, "
+        "s.tutor_initiated_reschedule, s.late_start_minutes, s.engagement_score, "
+        "s.learning_objectives_met, f.overall_rating FROM sessions s "
+        "LEFT JOIN student_feedback f ON f.session_id = s.session_id "
+        "WHERE s.tutor_id = :t AND s.scheduled_start >= :lo AND s.scheduled_start < :hi"
+    )
+    if pg:
+        params: dict[str, Any] = {"t": tutor_id, "lo": start, "hi": end}
+    else:  # ISO text in any form: narrow by day in SQL, exactly after parsing
+        params = {
+            "t": tutor_id,
+            "lo": (start - timedelta(days=1)).strftime("%Y-%m-%d"),
+            "hi": (end + timedelta(days=1)).strftime("%Y-%m-%d"),
+        }
+    raw_schema = {
+        n: pl.String if n == "scheduled_start" else pl.Int64 if t == pl.Boolean else t
+        for n, t in SESSION_DETAIL.items()
+    }
+    rows = [
+        tuple(int(v) if isinstance(v, bool) else v for v in r)
+        for r in conn.execute(sa.text(sql), params).fetchall()
+    ]
+    df = pl.DataFrame(rows, schema=raw_schema, orient="row")
+    df = df.with_columns(
+        parse_utc(pl.col("scheduled_start")).alias("scheduled_start"),
+        *[pl.col(n).cast(pl.Boolean) for n, t in SESSION_DETAIL.items() if t == pl.Boolean],
+    )
+    return df.filter(pl.col("scheduled_start").is_between(start, end, closed="left"))

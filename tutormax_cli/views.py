@@ -1,0 +1,354 @@
+"""The operator's views of computed metrics, as frames and plain data: the leaderboard, the tier
+distribution against a week earlier, one tutor's document with its trends and the reasons for
+its tier, and what-if tiers under other thresholds.
+
+Pure functions of frames read by `store.query`: no database, no clock (`now` is an argument),
+no rendering. The CLI draws them; the tests compare them with the rows they came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from tutormax_cli.errors import UsageError
+from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TIER_NAMES, TierRules, tier_expr
+from tutormax_cli.metrics.windows import WINDOWS
+
+METRICS = tuple(
+    name
+    for name in frames.METRICS.names()
+    if name not in ("tutor_id", "window", "metric_date", "calculation_date", "performance_tier")
+)
+"""The metric columns, in contract order."""
+
+TREND_DAYS = 30
+
+
+def tier_rank(column: str = "performance_tier") -> pl.Expr:
+    """0 for Exemplary … 4 for At Risk, 5 for a tier name this code does not know."""
+    return (
+        pl.col(column)
+        .replace_strict(list(TIER_NAMES), list(range(len(TIER_NAMES))), default=len(TIER_NAMES))
+        .cast(pl.Int32)
+    )
+
+
+def tier_names(given: list[str] | None) -> list[str] | None:
+    """Tier names as typed (any case, e.g. `at risk`) spelled as stored, or a usage error that
+    lists them."""
+    if not given:
+        return None
+    canonical = {name.lower(): name for name in TIER_NAMES}
+    out = []
+    for name in given:
+        if name.strip().lower() not in canonical:
+            raise UsageError(f"unknown tier {name!r}: use one of {', '.join(TIER_NAMES)}")
+        out.append(canonical[name.strip().lower()])
+    return out
+
+
+# -- leaderboard ------------------------------------------------------------------------------
+
+
+def check_sort(sort: str | None) -> None:
+    """A usage error naming the sortable columns unless `sort` is one of them (or None)."""
+    if sort is not None and sort not in (*METRICS, "tutor_id", "performance_tier"):
+        raise UsageError(f"cannot sort by {sort!r}: use one of {', '.join(METRICS)}")
+
+
+def leaderboard(
+    latest: pl.DataFrame,
+    *,
+    tiers: list[str] | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Tutors of one window's latest rows, ranked. By default best tier first, then higher
+    average rating, more completed sessions; `sort` orders by one metric instead (nulls last,
+    ties by tutor_id). `tiers` keeps only those tiers."""
+    check_sort(sort)
+    df = latest
+    if tiers:
+        df = df.filter(pl.col("performance_tier").is_in(tiers))
+    if sort is None:
+        df = df.sort(
+            [tier_rank(), "avg_rating", "sessions_completed", "tutor_id"],
+            descending=[descending, not descending, not descending, False],
+            nulls_last=True,
+        )
+    elif sort == "performance_tier":
+        df = df.sort([tier_rank(), "tutor_id"], descending=[descending, False])
+    else:
+        df = df.sort([sort, "tutor_id"], descending=[descending, False], nulls_last=True)
+    if limit is not None:
+        df = df.head(limit)
+    return df.with_row_index("rank", offset=1)
+
+
+def leaderboard_records(board: pl.DataFrame) -> list[dict[str, Any]]:
+    """The JSON objects of `show tutors --json`."""
+    cols = ["tutor_id", "window", "metric_date", "calculation_date", *METRICS, "performance_tier"]
+    return board.select([c for c in cols if c in board.columns]).to_dicts()
+
+
+# -- tier distribution ------------------------------------------------------------------------
+
+
+def tier_distribution(current: pl.DataFrame, earlier: pl.DataFrame | None) -> pl.DataFrame:
+    """Tutors per tier (best first) with their share, and the change against `earlier` (the
+    latest rows as they stood a week before; None when there is no history that old)."""
+    names = list(TIER_NAMES) + sorted(
+        set(current["performance_tier"].drop_nulls()) - set(TIER_NAMES)
+    )
+    now = current.group_by("performance_tier").len()
+    counts = dict(zip(now["performance_tier"], now["len"], strict=True))
+    before: dict[str | None, int] | None = None
+    if earlier is not None:
+        then = earlier.group_by("performance_tier").len()
+        before = dict(zip(then["performance_tier"], then["len"], strict=True))
+    total = max(current.height, 1)
+    rows = []
+    for name in names:
+        n = int(counts.get(name, 0))
+        was = None if before is None else int(before.get(name, 0))
+        rows.append((name, n, round(100 * n / total, 1), was, None if was is None else n - was))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "tier": pl.String,
+            "tutors": pl.Int64,
+            "share_pct": pl.Float64,
+            "earlier": pl.Int64,
+            "change": pl.Int64,
+        },
+        orient="row",
+    )
+
+
+# -- freshness -------------------------------------------------------------------------------
+
+
+def freshness(latest: pl.DataFrame, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per window, from the active tutors' newest rows (`store.query.active_freshness`): how
+    many, and the age of the newest and the oldest `calculation_date` among them."""
+    out: dict[str, dict[str, Any]] = {}
+    for window in WINDOWS:
+        dates = latest.filter(pl.col("window") == window)["calculation_date"].drop_nulls()
+        newest: datetime | None = dates.max() if len(dates) else None  # type: ignore[assignment]
+        oldest: datetime | None = dates.min() if len(dates) else None  # type: ignore[assignment]
+        out[window] = {
+            "tutors": len(dates),
+            "newest": newest,
+            "oldest": oldest,
+            "newest_age_s": None if newest is None else round((now - newest).total_seconds(), 1),
+            "oldest_age_s": None if oldest is None else round((now - oldest).total_seconds(), 1),
+        }
+    return out
+
+
+# -- one tutor --------------------------------------------------------------------------------
+
+
+def flags_of(row: dict[str, Any], rules: TierRules) -> dict[str, dict[str, Any]]:
+    """Per flagged metric: `flag` (green/red/None) and the `rule` it met."""
+    out = {}
+    for metric in FLAGGED_METRICS:
+        th = rules.threshold(metric)
+        flag = th.flag_of(row.get(metric))
+        out[metric] = {"flag": flag, "rule": th.describe(flag) if flag else None}
+    return out
+
+
+def tutor_document(rows: list[dict[str, Any]], rules: TierRules, now: datetime) -> dict[str, Any]:
+    """The JSON document of `show tutor`: windows keyed by name, each with its flags."""
+    windows: dict[str, Any] = {}
+    for row in rows:
+        windows[row["window"]] = {
+            **{k: v for k, v in row.items() if k not in ("tutor_id", "window")},
+            "age_s": round((now - row["updated_at"]).total_seconds(), 1),
+            "flags": flags_of(row, rules),
+        }
+    first = rows[0]
+    return {
+        "tutor_id": first["tutor_id"],
+        "metric_date": first["metric_date"],
+        "as_of": max(r["calculation_date"] for r in rows),
+        "windows": {w: windows[w] for w in WINDOWS if w in windows},
+    }
+
+
+def trend(history: pl.DataFrame, window: str, days: int = TREND_DAYS) -> dict[str, Any]:
+    """Each metric's value on each of the last `days` calendar days up to the newest snapshot
+    of `window` (null where a day has no row), oldest first."""
+    rows = history.filter(pl.col("window") == window)
+    if rows.is_empty():
+        return {"window": window, "dates": [], "metrics": {m: [] for m in METRICS}}
+    last: date = rows["metric_date"].max()  # type: ignore[assignment]
+    dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
+    by_date = {r["metric_date"]: r for r in rows.to_dicts()}
+    return {
+        "window": window,
+        "dates": dates,
+        "metrics": {m: [by_date.get(d, {}).get(m) for d in dates] for m in METRICS},
+        "tiers": [by_date.get(d, {}).get("performance_tier") for d in dates],
+    }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a tutor's row has its tier: the flags, the rule that matched, and the sessions of the
+    window that weighed most."""
+
+    window: str
+    tier: str | None
+    rule: str
+    greens: list[str]
+    reds: list[str]
+    decisive: list[str]
+    flags: dict[str, dict[str, Any]]
+    sessions: dict[str, list[dict[str, Any]]]
+    counts: dict[str, int]
+    stored_tier_differs: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `explain` object of `show tutor --explain --json`."""
+        return {
+            "window": self.window,
+            "tier": self.tier,
+            "rule": self.rule,
+            "green": self.greens,
+            "red": self.reds,
+            "decisive": self.decisive,
+            "flags": self.flags,
+            "sessions": self.sessions,
+            "counts": self.counts,
+            "stored_tier_differs": self.stored_tier_differs,
+        }
+
+
+def _rule_text(tier: str, greens: int, reds: int, rules: TierRules) -> str:
+    if tier == "Exemplary":
+        return f"{greens} green flags (≥ {rules.exemplary_min_green}) and no red → Exemplary"
+    if tier == "At Risk":
+        return f"{reds} red flags (≥ {rules.at_risk_min_red}) → At Risk"
+    if tier == "Needs Attention":
+        return (
+            f"{reds} red flag{'s' if reds != 1 else ''} "
+            f"(≥ {rules.needs_attention_min_red}, < {rules.at_risk_min_red}) → Needs Attention"
+        )
+    if tier == "Strong":
+        return f"{greens} green flags (≥ {rules.strong_min_green}) and no red → Strong"
+    return f"{greens} green flag{'s' if greens != 1 else ''} and no red → Developing"
+
+
+WEIGHTY_RATING = 3
+"""Ratings at or below this are listed among the sessions that weighed on a tier."""
+
+FIRST_SESSION_OK = 4
+"""A first session rated at least this is a success (METRICS.md §3)."""
+
+
+def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.DataFrame]:
+    """The sessions that pulled a tutor's metrics down: no-shows, reschedules and rated first
+    sessions below 4 (newest first), and the lowest ratings (≤ 3, lowest first)."""
+    newest = pl.col("scheduled_start")
+    return {
+        "no_shows": sessions.filter(pl.col("no_show")).sort(newest, descending=True),
+        "lowest_ratings": sessions.filter(pl.col("overall_rating") <= WEIGHTY_RATING).sort(
+            ["overall_rating", "scheduled_start"], descending=[False, True]
+        ),
+        "reschedules": sessions.filter(pl.col("tutor_initiated_reschedule")).sort(
+            newest, descending=True
+        ),
+        "failed_first_sessions": sessions.filter(
+            (pl.col("session_number") == 1) & (pl.col("overall_rating") < FIRST_SESSION_OK)
+        ).sort(newest, descending=True),
+    }
+
+
+def explain(
+    row: dict[str, Any], sessions: pl.DataFrame, rules: TierRules, limit: int = 5
+) -> Explanation:
+    """The flags and rule behind `row`'s tier, and the window's weightiest sessions (`limit`
+    of each kind, with the full counts)."""
+    flags = {m: {"value": row.get(m), **f} for m, f in flags_of(row, rules).items()}
+    greens = [m for m, f in flags.items() if f["flag"] == "green"]
+    reds = [m for m, f in flags.items() if f["flag"] == "red"]
+    tier = rules.tier_of(len(greens), len(reds))
+    decisive = reds if reds else greens if tier in ("Exemplary", "Strong") else []
+    picked = weighty_sessions(sessions, limit)
+    return Explanation(
+        window=row["window"],
+        tier=row.get("performance_tier"),
+        rule=_rule_text(tier, len(greens), len(reds), rules),
+        greens=greens,
+        reds=reds,
+        decisive=decisive,
+        flags=flags,
+        sessions={k: df.head(limit).to_dicts() for k, df in picked.items()},
+        counts={"sessions": sessions.height, **{k: df.height for k, df in picked.items()}},
+        stored_tier_differs=tier != row.get("performance_tier"),
+    )
+
+
+def window_bounds(row: dict[str, Any]) -> tuple[datetime, datetime]:
+    """The [start, end) instants a row's window covered (METRICS.md §2)."""
+    end: datetime = row["calculation_date"]
+    return end - timedelta(days=WINDOWS[row["window"]]), end
+
+
+# -- what-if tiers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The tier distribution now and under other rules, and the tutors who would move."""
+
+    window: str
+    distribution: pl.DataFrame
+    moves: pl.DataFrame
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document of `tiers simulate --json`."""
+        return {
+            "window": self.window,
+            "tutors": int(self.distribution["current"].sum()),
+            "distribution": self.distribution.to_dicts(),
+            "moves": self.moves.to_dicts(),
+        }
+
+
+def simulate(latest: pl.DataFrame, rules: TierRules, window: str) -> Simulation:
+    """Recompute the tier of each latest row under `rules` (tiers are a pure function of the
+    stored, rounded metrics) and compare with the stored tier. Nothing is written."""
+    df = latest.select(
+        "tutor_id",
+        pl.col("performance_tier").alias("current"),
+        tier_expr(rules).alias("simulated"),
+    ).with_columns(tier_rank("current").alias("_from"), tier_rank("simulated").alias("_to"))
+    names = list(TIER_NAMES) + sorted(set(df["current"].drop_nulls()) - set(TIER_NAMES))
+    cur = dict(df.group_by("current").len().iter_rows())
+    sim = dict(df.group_by("simulated").len().iter_rows())
+    dist = pl.DataFrame(
+        [(n, cur.get(n, 0), sim.get(n, 0), sim.get(n, 0) - cur.get(n, 0)) for n in names],
+        schema={"tier": pl.String, "current": pl.Int64, "simulated": pl.Int64, "change": pl.Int64},
+        orient="row",
+    )
+    moves = (
+        df.filter(pl.col("current") != pl.col("simulated"))
+        .with_columns(
+            pl.when(pl.col("_to") < pl.col("_from"))
+            .then(pl.lit("up"))
+            .otherwise(pl.lit("down"))
+            .alias("direction")
+        )
+        .sort(["_from", "_to", "tutor_id"])
+        .select("tutor_id", "current", "simulated", "direction")
+    )
+    return Simulation(window, dist, moves)
