@@ -50,6 +50,11 @@ def _first_sentence(text: str | None) -> str:
     return line.split(". ")[0].rstrip(".")
 
 
+def _option_key(name: str) -> tuple[bool, str]:
+    """Long names first, then short ones, each alphabetically."""
+    return (not name.startswith("--"), name)
+
+
 def _values(param: Any, ctx: Any) -> list[str]:
     desc = getattr(param, "type_descriptor", None)
     if desc is not None and (desc.is_path or desc.is_file):
@@ -71,7 +76,8 @@ def _node(command: Any, path: str, parent: Any) -> Node:
             takes = not param.is_flag and not param.count
             node.options.append(
                 Param(
-                    names=[*param.opts, *param.secondary_opts],
+                    # sorted: click's order of `-h`/`--help` varies between processes
+                    names=sorted([*param.opts, *param.secondary_opts], key=_option_key),
                     help=_first_sentence(param.help),
                     takes_value=takes,
                     values=_values(param, ctx) if takes else [],
