@@ -148,6 +148,9 @@ def main() -> None:
         print(f"burst: {len(batch):,} entries in {elapsed:.2f}s wall (process start included) = "
               f"{len(batch) / elapsed:,.0f} entries/s; {flushes} flushes; pending after: "
               f"{pending}; dead letters: {dead}/{len(MALFORMED) * 5}")  # fmt: skip
+        for line in proc.stderr.splitlines():
+            if "flush:" in line or "exiting" in line:
+                print("  worker log:", line.split(": ", 1)[1])
         mismatches = verify(engine)
         print(f"verify: {mismatches} mismatching values against the engine at calculation_date")
 

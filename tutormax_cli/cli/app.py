@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutormax_cli.cli import (
+    context,
     db,
     dlq,
     events,
@@ -27,6 +28,7 @@ app = typer.Typer(
     cls=ErrorHandlingGroup,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Real-time and batch tutor performance metrics for TutorMax.",
     epilog="Example: tutormax recompute --as-of 2026-03-03T00:00Z && tutormax show tutor T0001",
@@ -72,4 +74,7 @@ watch.register(app)
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # while printing help or a usage error into a closed pipe
+        context.quiet_broken_pipe()

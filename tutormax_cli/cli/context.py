@@ -93,6 +93,12 @@ def _unexpected(exc: BaseException) -> int:
     return 1
 
 
+def quiet_broken_pipe() -> None:
+    """The reader of our stdout went away (`| head`): stop writing, say nothing, exit 0."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 class ErrorHandlingGroup(TyperGroup):
     """The root group: every error below it becomes one line on stderr and an exit code."""
 
@@ -104,5 +110,8 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: Typer prints and exits as usual
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            raise typer.Exit(0) from None
         except Exception as exc:  # the last line of defence: no tracebacks
             raise typer.Exit(_unexpected(exc)) from None
