@@ -1,0 +1,274 @@
+"""`tutormax recompute` against the alternatives, on the same PostgreSQL data (issue 4).
+
+    python bench/recompute_bench.py asof     --db-url URL [--as-of T] [--repeat 5]
+    python bench/recompute_bench.py design   --db-url URL [--as-of T] [--tutors 200]
+    python bench/recompute_bench.py backfill --db-url URL [--as-of T] [--days 14] [--repeat 3]
+    python bench/recompute_bench.py memory   --db-url URL [--as-of T] [--history-days N]
+
+`asof` times whole processes, interleaved so background load hits every contestant alike, each
+on an emptied `tutor_performance_metrics` (a nightly run inserts a new metric_date):
+  sql       the DBA's single statement (bench/sql_single.py) as `psql -c`, INSERT … ON CONFLICT;
+  tutormax  `tutormax recompute --as-of T` (partials aggregated in PostgreSQL, polars finalize);
+  raw-*     the engine on raw rows, loaded by COPY+CSV / ADBC / connectorx (`_raw` below).
+It checks every contestant wrote the same rows. `design` runs the design document's per-tutor
+algorithm (bench/design_algorithm.py) over a sample of tutors and extrapolates to all of them.
+Peak RSS is the child's `ru_maxrss` from `wait4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.sql_single import render  # noqa: E402
+from tutormax_cli.store.db import open_engine  # noqa: E402
+
+
+def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Wall seconds and peak RSS (MB) of a whole process; fails loudly if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=ROOT
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    out = proc.stdout.read() if proc.stdout else ""
+    err = proc.stderr.read() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return elapsed, usage.ru_maxrss // 1024, out
+
+
+def tutormax(url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tutormax_cli", "--database-url", url, *args]
+
+
+def clear(url: str) -> None:
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE tutor_performance_metrics"))
+    engine.dispose()
+
+
+def fingerprint(url: str) -> tuple[int, str]:
+    """Row count and a digest of every stored value: equal fingerprints, equal rows."""
+    engine = open_engine(url)
+    cols = (
+        'tutor_id, "window", metric_date, calculation_date, sessions_scheduled, '
+        "sessions_completed, avg_rating, first_session_success_rate, first_sessions_count, "
+        "reschedule_rate, reschedule_count, no_show_count, no_show_rate, engagement_score, "
+        "learning_objectives_met_pct, response_time_avg_minutes, performance_tier"
+    )
+    sql = (
+        f"SELECT count(*), md5(string_agg(md5(ROW({cols})::text), '' ORDER BY metric_id)) "
+        "FROM tutor_performance_metrics"
+    )
+    with engine.connect() as conn:
+        n, digest = conn.execute(sa.text(sql)).one()
+    engine.dispose()
+    return int(n), str(digest)
+
+
+def _raw(url: str, as_of: str, loader: str) -> None:
+    """The engine on raw rows (the path before partials moved into SQL), as a whole process."""
+    from bench.load_paths import raw_adbc, raw_connectorx, raw_copy
+    from tutormax_cli.metrics.engine import compute_metrics
+    from tutormax_cli.store.save import save_metrics
+
+    t = datetime.fromisoformat(as_of.replace("Z", "+00:00")).astimezone(UTC)
+    read = {"copy": raw_copy, "adbc": raw_adbc, "connectorx": raw_connectorx}[loader]
+    inputs = read(url, t - timedelta(days=90), t)
+    metrics = compute_metrics(inputs["sessions"], inputs["feedback"], inputs["events"], t)
+    engine = open_engine(url)
+    with engine.begin() as conn:
+        save_metrics(conn, metrics)
+    engine.dispose()
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f}"
+
+
+def bench_asof(args: argparse.Namespace) -> None:
+    url, t = args.db_url, args.as_of
+    at = datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(UTC)
+    psql = ["psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-c"]
+    contestants: dict[str, list[str]] = {
+        "sql (psql, one statement)": [*psql, render(at)],
+        "tutormax recompute --as-of": tutormax(url, "recompute", "--as-of", t, "--quiet"),
+    }
+    contestants["sql SELECT only, no write (lower bound)"] = [
+        *psql,
+        render(at, write=False),
+        "-o",
+        "/dev/null",
+    ]
+    if args.jit:
+        contestants["sql, JIT on (server default)"] = [*psql, render(at, jit=True)]
+    if args.raw:
+        for loader in ("copy", "adbc", "connectorx"):
+            contestants[f"raw rows via {loader} + engine"] = [
+                sys.executable, os.path.abspath(__file__), "_raw", "--db-url", url,
+                "--as-of", t, "--loader", loader,
+            ]  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in contestants}
+    peaks: dict[str, list[int]] = {name: [] for name in contestants}
+    prints: dict[str, tuple[int, str]] = {}
+    for round_ in range(args.repeat):
+        for name, cmd in contestants.items():
+            clear(url)
+            seconds, peak, _ = run_process(cmd)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+            if round_ == 0:
+                prints[name] = fingerprint(url)
+        print(f"round {round_ + 1}: " + ", ".join(f"{n.split()[0]} {v[-1]:.2f}s"
+                                                for n, v in times.items()), flush=True)  # fmt: skip
+    rows = {fp for fp in prints.values()}
+    sql_fp = prints["sql (psql, one statement)"]
+    for name, fp in prints.items():
+        # the DBA's statement stamps rows with its own calculation_date type; compare values
+        print(f"  {name}: {fp[0]} rows, {'same rows' if fp == sql_fp else 'DIFFERENT'}")
+    print(f"\n| as of {t} | median s | min s | max s | peak RSS MB |\n|---|---|---|---|---|")
+    for name in contestants:
+        v = times[name]
+        print(f"| {name} | {_median(v)} | {min(v):.2f} | {max(v):.2f} | {max(peaks[name])} |")
+    base = statistics.median(times["sql (psql, one statement)"])
+    ours = statistics.median(times["tutormax recompute --as-of"])
+    print(f"\ntutormax / sql = {ours / base:.2f}×   ({len(rows)} distinct row sets)")
+
+
+def bench_design(args: argparse.Namespace) -> None:
+    from bench.design_algorithm import recompute_tutor
+
+    url = args.db_url
+    t = datetime.fromisoformat(args.as_of.replace("Z", "+00:00")).astimezone(UTC)
+    engine = open_engine(url)
+    sql = (
+        "SELECT DISTINCT tutor_id FROM sessions WHERE scheduled_start >= :s "
+        "AND scheduled_start < :t ORDER BY 1"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(sql), {"s": t - timedelta(days=90), "t": t})
+        everyone = [r[0] for r in rows]
+    step = max(1, len(everyone) // args.tutors)
+    picked = everyone[::step][: args.tutors]
+    started = time.perf_counter()
+    for tutor in picked:
+        recompute_tutor(engine, tutor, t)
+    elapsed = time.perf_counter() - started
+    per = elapsed / len(picked)
+    print(f"design algorithm: {len(picked)} tutors in {elapsed:.1f}s = {per * 1000:.1f} ms/tutor;"
+          f" all {len(everyone)} tutors ≈ {per * len(everyone):.0f} s (extrapolated)")  # fmt: skip
+    engine.dispose()
+
+
+def bench_backfill(args: argparse.Namespace) -> None:
+    url, t = args.db_url, args.as_of
+    last = (datetime.fromisoformat(t.replace("Z", "+00:00")) - timedelta(microseconds=1)).date()
+    first = last - timedelta(days=args.days - 1)
+    asof = tutormax(url, "recompute", "--as-of", t, "--quiet")
+    backfill = tutormax(url, "recompute", "--since", str(first), "--until", str(last), "--json")
+    times: dict[str, list[float]] = {"as-of": [], "backfill": [], "backfill rerun": []}
+    peaks: dict[str, int] = {}
+    counts = []
+    for _ in range(args.repeat):
+        clear(url)
+        s, p, _ = run_process(asof)
+        times["as-of"].append(s)
+        peaks["as-of"] = max(p, peaks.get("as-of", 0))
+        clear(url)
+        s, p, _ = run_process(backfill)
+        times["backfill"].append(s)
+        peaks["backfill"] = max(p, peaks.get("backfill", 0))
+        counts.append(fingerprint(url)[0])
+        s, p, _ = run_process(backfill)  # rows exist: an upsert of identical rows
+        times["backfill rerun"].append(s)
+        counts.append(fingerprint(url)[0])
+        print(", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    print(
+        f"\n| {args.days}-day backfill {first} … {last} | median s | peak RSS MB |\n|---|---|---|"
+    )
+    for name, v in times.items():
+        print(f"| {name} | {_median(v)} | {peaks.get(name, '')} |")
+    ratio = statistics.median(times["backfill"]) / statistics.median(times["as-of"])
+    print(f"\nbackfill / as-of = {ratio:.2f}×; row counts after each run: {sorted(set(counts))}")
+
+
+def bench_memory(args: argparse.Namespace) -> None:
+    url, t = args.db_url, args.as_of
+    last = (datetime.fromisoformat(t.replace("Z", "+00:00")) - timedelta(microseconds=1)).date()
+    engine = open_engine(url)
+    with engine.connect() as conn:
+        sessions, oldest = conn.execute(
+            sa.text("SELECT count(*), min(scheduled_start) FROM sessions")
+        ).one()
+    engine.dispose()
+    first = max(oldest.date(), last - timedelta(days=args.history_days - 1))
+    runs = {
+        "as-of": tutormax(url, "recompute", "--as-of", t, "--quiet"),
+        "14-day backfill": tutormax(
+            url,
+            "recompute",
+            "--since",
+            str(last - timedelta(days=13)),
+            "--until",
+            str(last),
+            "--quiet",
+        ),
+        f"backfill of all history ({first} …), shard 0/10": tutormax(
+            url,
+            "recompute",
+            "--since",
+            str(first),
+            "--until",
+            str(last),
+            "--shard",
+            "0/10",
+            "--quiet",
+        ),
+    }
+    print(f"{sessions:,} sessions in {url.rsplit('/', 1)[-1]}")
+    for name, cmd in runs.items():
+        clear(url)
+        seconds, peak, _ = run_process(cmd)
+        print(f"| {name} | {peak} MB | {seconds:.1f} s |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="tutormax recompute benchmarks")
+    parser.add_argument("command", choices=["asof", "design", "backfill", "memory", "_raw"])
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--as-of", default="2026-03-03T00:00:00+00:00")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tutors", type=int, default=200)
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--history-days", type=int, default=100_000)
+    parser.add_argument("--loader", default="copy")
+    parser.add_argument("--raw", action="store_true", help="asof: also the raw-row paths")
+    parser.add_argument("--jit", action="store_true", help="asof: also the SQL with JIT on")
+    args = parser.parse_args()
+    commands: dict[str, Any] = {
+        "asof": bench_asof,
+        "design": bench_design,
+        "backfill": bench_backfill,
+        "memory": bench_memory,
+        "_raw": lambda a: _raw(a.db_url, a.as_of, a.loader),
+    }
+    commands[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
