@@ -88,54 +88,77 @@ def raw_connectorx(url: str, start: datetime, end: datetime) -> dict[str, pl.Dat
     return out
 
 
-def _partials_sql(url: str, first: date, last: date) -> str:
-    """The exact statement `load_daily_partials` sends, captured from its COPY helper."""
-    captured: dict[str, str] = {}
+def _partials_sql(url: str, first: date, last: date) -> list[tuple[str, str]]:
+    """The statements `load_daily_partials` sends, with the settings it sends them with,
+    captured from its COPY helper (which returns empty frames meanwhile)."""
+    captured: list[tuple[str, str]] = []
     engine = open_engine(url)
 
-    def capture(conn: sa.Connection, sql: str, params: dict[str, Any], _: Any) -> pl.DataFrame:
+    def capture(
+        conn: sa.Connection,
+        sql: str,
+        params: dict[str, Any],
+        schema: dict[str, pl.DataType],
+        settings: str = "",
+    ) -> pl.DataFrame:
         raw: Any = conn.connection.dbapi_connection
         with raw.cursor() as cur:
             compiled = sa.text(sql).compile(dialect=conn.dialect).string
-            captured["sql"] = cur.mogrify(compiled, params).decode()
-        raise LookupError
+            captured.append((settings, cur.mogrify(compiled, params).decode()))
+        return pl.DataFrame(schema=schema)
 
     original = load._copy_frame
     load._copy_frame = capture  # type: ignore[assignment]
     try:
         with engine.connect() as conn:
             load.load_daily_partials(conn, first, last)
-    except LookupError:
-        pass
     finally:
         load._copy_frame = original  # type: ignore[assignment]
         engine.dispose()
-    return captured["sql"]
+    return captured
 
 
-def partials_copy(url: str, first: date, last: date) -> pl.DataFrame:
+SESSION_SETTINGS = "SET jit = off; SET work_mem = '64MB'; "
+"""What `store.load._copy_frame` sets, so every loader runs the same plans."""
+
+
+def partials_copy(url: str, first: date, last: date) -> list[pl.DataFrame]:
     engine = open_engine(url)
     with engine.connect() as conn:
         frame = load.load_daily_partials(conn, first, last).frame
     engine.dispose()
-    return frame
+    return [frame]
 
 
-def partials_adbc(url: str, first: date, last: date) -> pl.DataFrame:
+def partials_adbc(url: str, first: date, last: date) -> list[pl.DataFrame]:
     import adbc_driver_postgresql.dbapi as adbc
 
-    sql = _partials_sql(url, first, last)
-    with adbc.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        df = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(df, pl.DataFrame)
-    return df
+    out = []
+    with adbc.connect(url) as conn:
+        for settings, sql in _partials_sql(url, first, last):
+            with conn.cursor() as cur:
+                for setting in (SESSION_SETTINGS + settings.replace("LOCAL ", "")).split(";"):
+                    if setting.strip():
+                        cur.execute(setting)
+                cur.execute(sql)
+                df = pl.from_arrow(cur.fetch_arrow_table())
+            assert isinstance(df, pl.DataFrame)
+            out.append(df)
+    return out
 
 
-def partials_connectorx(url: str, first: date, last: date) -> pl.DataFrame:
+def partials_connectorx(url: str, first: date, last: date) -> list[pl.DataFrame]:
     import connectorx as cx
 
-    return cx.read_sql(url, _partials_sql(url, first, last), return_type="polars")
+    out = []
+    for settings, sql in _partials_sql(url, first, last):
+        # connectorx opens its own sessions: the settings travel as libpq `options`
+        options = ["jit=off", "work_mem=64MB"]
+        if "enable_sort" in settings:
+            options.append("enable_sort=off")
+        dsn = url + "?options=" + "%20".join(f"-c%20{o.replace('=', '%3D')}" for o in options)
+        out.append(cx.read_sql(dsn, sql, return_type="polars"))
+    return out
 
 
 def _median_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -177,8 +200,8 @@ def main() -> None:
         ("adbc", partials_adbc),
         ("connectorx", partials_connectorx),
     ):
-        seconds, df = _median_of(lambda pfn=pfn: pfn(url, first, last), args.repeat)  # type: ignore[misc]
-        print(f"  {name:<11} {seconds:6.2f} s  {df.height:,} rows")
+        seconds, dfs = _median_of(lambda pfn=pfn: pfn(url, first, last), args.repeat)  # type: ignore[misc]
+        print(f"  {name:<11} {seconds:6.2f} s  {sum(df.height for df in dfs):,} rows")
 
 
 if __name__ == "__main__":

@@ -26,17 +26,16 @@ import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.design_algorithm import recompute_tutor  # noqa: E402
-from tutormax_cli import keys  # noqa: E402
-
-from tutormax_cli.metrics.engine import compute_metrics  # noqa: E402
-from tutormax_cli.sample import SampleSpec, generate  # noqa: E402
-from tutormax_cli.store.db import open_engine  # noqa: E402
-from tutormax_cli.store.load import load_metric_inputs  # noqa: E402
-from tutormax_cli.store.migrate import upgrade  # noqa: E402
-from tutormax_cli.store.seed import save_tables  # noqa: E402
-from tutormax_cli.stream import events  # noqa: E402
-from tutormax_cli.stream.producer import publish  # noqa: E402
+from bench.design_algorithm import recompute_tutor
+from tutormax_cli import keys
+from tutormax_cli.metrics.engine import compute_metrics
+from tutormax_cli.sample import SampleSpec, generate
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.load import load_metric_inputs
+from tutormax_cli.store.migrate import upgrade
+from tutormax_cli.store.seed import save_tables
+from tutormax_cli.stream import events
+from tutormax_cli.stream.producer import publish
 
 
 def create_db(admin_url: str) -> tuple[str, sa.Engine]:

@@ -1,28 +1,202 @@
-"""Batch recomputation: load a slice, run the engine once, upsert once.
+"""Batch recomputation: pick the tutors, then per chunk of tutors load, compute, write.
 
-The same three phases serve `tutormax recompute --as-of`, the worker's flush and the backfill;
-each phase is timed so an operator sees where the seconds went.
+One code path serves `tutormax recompute --as-of`, `--since/--until` (end-of-day backfills),
+`--changed-since` (catch-up) and the worker's flush (`recompute_as_of`). Each phase is timed so
+an operator sees where the seconds went.
+
+Why it is shaped this way:
+- **Partials where the rows live.** On PostgreSQL the database aggregates sessions, feedback
+  and events into the engine's additive partials (`store.load.load_window_partials`,
+  `load_daily_partials`) and polars only finalizes them; shipping every raw row to Python was
+  most of a run's time. SQLite, an embedded single-file store, loads rows and lets polars
+  aggregate. Both paths end in the engine's `finalize`, so a metric has one definition.
+- **Bounded memory.** The tutor set is chosen first (one query) and processed in chunks of
+  `chunk_size` tutors; a backfill also goes through its days in blocks. Nothing held across
+  chunks grows with history except the summary counts.
+- **Idempotent, chunk by chunk.** Each chunk is upserted and committed on its own: a run that
+  dies half-way is finished by simply running it again.
+- **Shards.** `Shard(K, N)` keeps the tutors whose stable hash is K mod N, so N machines split a
+  run with nothing but the database between them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
 
 import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.metrics.engine import compute_metrics
+from tutormax_cli.errors import UsageError
+from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.engine import compute_metrics, finalize
+from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, compute_daily, input_range, roll
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
-from tutormax_cli.metrics.windows import LONGEST_DAYS, as_utc, metric_date_of
-from tutormax_cli.store.load import load_metric_inputs
+from tutormax_cli.metrics.windows import LONGEST_DAYS, WINDOWS, as_utc, end_of_day, metric_date_of
+from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.load import (
+    load_changed_tutor_ids,
+    load_daily_partials,
+    load_metric_inputs,
+    load_tutor_ids,
+    load_window_partials,
+)
+from tutormax_cli.store.lock import run_lock
 from tutormax_cli.store.save import save_metrics
+from tutormax_cli.store.state import database_now, get_instant, set_instant
 
 Progress = Callable[[str], None]
 """Called with a phase name (`load`, `compute`, `write`) as each phase starts."""
+
+ChunkProgress = Callable[[str, int, int], None]
+"""Called as `(phase, done, total)` when a phase of a chunk has finished."""
+
+CHUNK_SIZES = {"postgresql": 5000, "sqlite": 1000}
+"""Default tutors per chunk of a snapshot. On PostgreSQL a chunk ships only partials (three
+rows per tutor) and every chunk is one more scan, so chunks are large; on SQLite a chunk holds
+its raw rows (~100 sessions and ~250 events per tutor in 90 days). Backfills size their chunks
+from `GRID_BUDGET` instead."""
+
+GRID_BUDGET = 200_000
+"""Tutor-days one pass of a backfill may hold, the 89 days of inputs before its first snapshot
+day included. A backfill goes through its tutors in chunks and its days in blocks sized to
+this, so its memory depends neither on the history in the database nor on the number of days
+asked for (250–300 MB peak RSS on PostgreSQL, see bench/README_recompute.md)."""
+
+MAX_BLOCK_DAYS = 92
+"""Longest block of snapshot days per pass; each block re-reads the 89 days before it."""
+
+AUTO_OVERLAP = timedelta(minutes=5)
+"""`--changed-since auto` looks this far behind the stored mark. A row is stamped when its
+writer's transaction starts but becomes visible when it commits; rows of transactions shorter
+than this that straddled the previous run are still caught. Recomputing a tutor twice is
+harmless."""
+
+MARK_KEY = "recompute.changed_since.mark"
+
+Mode = Literal["as-of", "daily", "changed"]
+
+
+# -- shards -----------------------------------------------------------------------------------
+
+
+def shard_of(tutor_id: str, count: int) -> int:
+    """The shard of a tutor among `count`: the first 56 bits of MD5(UTF-8 id) mod `count`.
+
+    Stable across machines and Python runs (unlike `hash()`), and computable in PostgreSQL:
+    `('x' || substr(md5(tutor_id), 1, 14))::bit(56)::bigint % N`.
+    """
+    digest = hashlib.md5(tutor_id.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return int(digest[:14], 16) % count
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the tutors with `shard_of(tutor_id, count) == index`."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`K/N` as an operator types it; a `UsageError` names the fix otherwise."""
+        try:
+            k, n = (int(part) for part in text.strip().split("/"))
+        except ValueError:
+            raise UsageError(f"--shard: {text!r} is not K/N (e.g. 0/4)") from None
+        if n < 1 or not 0 <= k < n:
+            raise UsageError(f"--shard: {text!r} needs N ≥ 1 and 0 ≤ K < N (e.g. 0/4)")
+        return cls(k, n)
+
+    def __contains__(self, tutor_id: object) -> bool:
+        return isinstance(tutor_id, str) and shard_of(tutor_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+# -- request and result -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecomputeRequest:
+    """What to recompute. Exactly one of: `as_of` (default now), `since` (+ `until`) for daily
+    end-of-day snapshots, or `changed_since`/`changed_auto` for a catch-up as of now."""
+
+    as_of: datetime | None = None
+    since: date | None = None
+    until: date | None = None
+    changed_since: datetime | None = None
+    changed_auto: bool = False
+    tutors: tuple[str, ...] | None = None
+    shard: Shard | None = None
+    chunk_size: int | None = None
+    tiers: TierRules = DEFAULT_TIERS
+    write: bool = True
+    output: Path | None = None
+    wait: bool = False
+
+    @property
+    def mode(self) -> Mode:
+        """`daily`, `changed` or `as-of`."""
+        if self.since is not None:
+            return "daily"
+        if self.changed_since is not None or self.changed_auto:
+            return "changed"
+        return "as-of"
+
+    def validate(self) -> None:
+        """Raise a one-line `UsageError` for combinations that cannot be acted on."""
+        changed = self.changed_since is not None or self.changed_auto
+        if self.changed_since is not None and self.changed_auto:
+            raise UsageError("--changed-since takes an ISO-8601 time or 'auto', not both")
+        if changed and (self.as_of is not None or self.since is not None):
+            raise UsageError(
+                "--changed-since cannot be combined with --as-of or --since: "
+                "it recomputes changed tutors as of now"
+            )
+        if changed and self.tutors is not None:
+            raise UsageError("--changed-since cannot be combined with --tutor")
+        if self.as_of is not None and self.since is not None:
+            raise UsageError(
+                "--as-of cannot be combined with --since: --since computes end-of-day snapshots"
+            )
+        if self.until is not None and self.since is None:
+            raise UsageError("--until needs --since")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise UsageError(f"--since {self.since} is after --until {self.until}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise UsageError("--chunk-size must be at least 1")
+        if self.output is not None and self.output.suffix.lower() not in (".parquet", ".csv"):
+            raise UsageError(f"--output {self.output}: the file must end in .parquet or .csv")
+        if self.output is not None and not self.output.absolute().parent.is_dir():
+            raise UsageError(
+                f"--output {self.output}: directory {self.output.parent} does not exist"
+            )
+
+    @property
+    def lock_name(self) -> str:
+        """One lock per scope: shards of one backfill run side by side, a shard never twice."""
+        return (
+            "recompute"
+            if self.shard is None
+            else f"recompute-shard-{self.shard.index}of{self.shard.count}"
+        )
+
+    @property
+    def mark_key(self) -> str:
+        """Where the `--changed-since auto` mark of this scope is kept (per shard)."""
+        if self.shard is None:
+            return MARK_KEY
+        return f"{MARK_KEY}.shard-{self.shard.index}of{self.shard.count}"
 
 
 @dataclass
@@ -37,16 +211,32 @@ class RecomputeResult:
     written: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     tiers: dict[str, dict[str, int]] = field(default_factory=dict)
+    mode: Mode = "as-of"
+    first_day: str | None = None
+    days: int = 1
+    chunks: int = 0
+    shard: str | None = None
+    changed_since: str | None = None
+    mark: str | None = None
+    output: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready view."""
         return {
+            "mode": self.mode,
             "as_of": self.as_of.isoformat(),
             "metric_date": self.metric_date,
+            "first_day": self.first_day,
+            "days": self.days,
             "tutors": self.tutors,
             "rows": self.rows,
             "rows_read": self.rows_read,
             "written": self.written,
+            "output": self.output,
+            "chunks": self.chunks,
+            "shard": self.shard,
+            "changed_since": self.changed_since,
+            "mark": self.mark,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "tiers": self.tiers,
         }
@@ -65,12 +255,96 @@ def timed(seconds: dict[str, float], phase: str, progress: Progress | None) -> I
 
 
 def tier_counts(metrics: pl.DataFrame) -> dict[str, dict[str, int]]:
-    """Tier distribution per window: {window: {tier: tutors}}."""
+    """Tier distribution per window: {window: {tier: rows}}."""
     counts: dict[str, dict[str, int]] = {}
     grouped = metrics.group_by("window", "performance_tier").len()
     for window, tier, n in grouped.sort("window", "performance_tier").iter_rows():
         counts.setdefault(window, {})[tier] = n
     return counts
+
+
+def _add_counts(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> None:
+    for window, tiers in more.items():
+        into = total.setdefault(window, {})
+        for tier, n in tiers.items():
+            into[tier] = into.get(tier, 0) + n
+
+
+# -- the kernels of one chunk -----------------------------------------------------------------
+
+Finished = Callable[[str], None]
+"""Called with a phase name when that phase of a chunk is done (drives progress bars)."""
+
+
+def _snapshot(
+    conn: sa.Connection,
+    t: datetime,
+    tutors: Sequence[str] | None,
+    tiers: TierRules,
+    seconds: dict[str, float],
+    progress: Progress | None = None,
+    finished: Finished | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """The rows as of `t` of `tutors` (None: every tutor), and the input rows they took."""
+    pg = is_postgres(conn)
+    with timed(seconds, "load", progress):
+        if pg:
+            partials = load_window_partials(conn, t, tutors)
+            read = partials.rows_read
+        else:
+            inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
+            read = inputs.rows
+    if finished is not None:
+        finished("load")
+    with timed(seconds, "compute", progress):
+        if pg:
+            stamped = partials.frame.lazy().with_columns(
+                metric_date=pl.lit(metric_date_of(t), dtype=pl.Date),
+                calculation_date=pl.lit(t, dtype=frames.TS),
+            )
+            order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
+            metrics = finalize(stamped, tiers).sort(pl.col("tutor_id"), order).collect()
+        else:
+            metrics = compute_metrics(
+                inputs.sessions, inputs.feedback, inputs.events, t, tiers, tutors
+            )
+    if finished is not None:
+        finished("compute")
+    return metrics, read
+
+
+def _daily(
+    conn: sa.Connection,
+    first: date,
+    last: date,
+    tutors: Sequence[str] | None,
+    tiers: TierRules,
+    seconds: dict[str, float],
+    finished: Finished | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """End-of-day rows of `first` … `last` for `tutors`, and the input rows they took."""
+    pg = is_postgres(conn)
+    lo, hi = input_range(first, last)
+    with timed(seconds, "load", None):
+        if pg:
+            partials = load_daily_partials(conn, lo, hi, tutors)
+            read = partials.rows_read
+        else:
+            start = end_of_day(lo) - timedelta(days=1)
+            inputs = load_metric_inputs(conn, start, end_of_day(hi), tutors)
+            read = inputs.rows
+    if finished is not None:
+        finished("load")
+    with timed(seconds, "compute", None):
+        if pg:
+            metrics = roll(partials.frame, first, last, tiers)
+        else:
+            metrics = compute_daily(
+                inputs.sessions, inputs.feedback, inputs.events, first, last, tiers
+            )
+    if finished is not None:
+        finished("compute")
+    return metrics, read
 
 
 def recompute_as_of(
@@ -82,17 +356,12 @@ def recompute_as_of(
     write: bool = True,
     progress: Progress | None = None,
 ) -> tuple[RecomputeResult, pl.DataFrame]:
-    """Compute (and unless `write` is false, upsert) the snapshot at `as_of`."""
+    """Compute (and unless `write` is false, upsert) the snapshot at `as_of` in one pass: the
+    worker's flush, for a handful of tutors. Batch runs go through `run`, which chunks."""
     t = as_utc(as_of)
-    result = RecomputeResult(as_of=t, metric_date=metric_date_of(t).isoformat())
+    result = RecomputeResult(as_of=t, metric_date=metric_date_of(t).isoformat(), chunks=1)
     with engine.connect() as conn:
-        with timed(result.seconds, "load", progress):
-            inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
-        result.rows_read = inputs.rows
-        with timed(result.seconds, "compute", progress):
-            metrics = compute_metrics(
-                inputs.sessions, inputs.feedback, inputs.events, t, tiers, tutors
-            )
+        metrics, result.rows_read = _snapshot(conn, t, tutors, tiers, result.seconds, progress)
         if write:
             with timed(result.seconds, "write", progress):
                 save_metrics(conn, metrics)
@@ -102,3 +371,215 @@ def recompute_as_of(
     result.tutors = metrics["tutor_id"].n_unique()
     result.tiers = tier_counts(metrics)
     return result, metrics
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+class _Export:
+    """Rows appended chunk by chunk to a CSV or Parquet file, never all held in memory; the
+    file appears (atomically renamed) only when the run succeeds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._dir = Path(tempfile.mkdtemp(prefix=".tutormax-export-", dir=path.parent or "."))
+        self._parts: list[Path] = []
+
+    def add(self, metrics: pl.DataFrame) -> None:
+        part = self._dir / f"part-{len(self._parts):06d}.parquet"
+        metrics.write_parquet(part)
+        self._parts.append(part)
+        self.rows += metrics.height
+
+    def finish(self) -> None:
+        tmp = self._dir / f"out{self.path.suffix.lower()}"
+        frame = pl.scan_parquet(self._parts) if self._parts else frames.empty(frames.METRICS).lazy()
+        if self.path.suffix.lower() == ".csv":
+            frame.sink_csv(tmp, datetime_format="%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        else:
+            frame.sink_parquet(tmp)
+        tmp.replace(self.path)
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# -- a batch run ---------------------------------------------------------------------------------
+
+
+def _chunks(tutors: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(tutors), size):
+        yield tutors[i : i + size]
+
+
+def backfill_split(tutors: int, days: int, chunk_size: int | None) -> tuple[int, int]:
+    """(tutors per chunk, days per block) for a backfill: blocks as long as the days asked
+    for (at most `MAX_BLOCK_DAYS`) and chunks to fit `GRID_BUDGET`, or with an explicit
+    `chunk_size`, blocks shortened (to no less than 14 days) to fit it."""
+    if chunk_size is None:
+        block = min(days, MAX_BLOCK_DAYS)
+        return max(1, GRID_BUDGET // (block + LOOKBACK_DAYS)), block
+    fit = GRID_BUDGET // min(chunk_size, max(1, tutors)) - LOOKBACK_DAYS
+    return chunk_size, max(14, min(days, MAX_BLOCK_DAYS, fit))
+
+
+def _blocks(first: date, last: date, size: int) -> Iterator[tuple[date, date]]:
+    start = first
+    while start <= last:
+        end = min(last, start + timedelta(days=size - 1))
+        yield start, end
+        start = end + timedelta(days=1)
+
+
+Unit = tuple[list[str] | None, tuple[date, date] | None]
+"""One pass: a chunk of tutors (None: all of them) and a block of days (None: a snapshot)."""
+
+
+@dataclass
+class _Plan:
+    """The resolved run: its result shell, the tutors, the days, and the catch-up mark."""
+
+    result: RecomputeResult
+    tutors: list[str]
+    unfiltered: bool
+    days: tuple[date, date] | None = None
+    mark: datetime | None = None
+
+    def units(self, chunk_size: int | None, default_size: int) -> list[Unit]:
+        """The passes of this run, chunk by chunk (and block by block for a backfill)."""
+        if not self.tutors:
+            return []
+        blocks: list[tuple[date, date] | None] = [None]
+        size = chunk_size or default_size
+        if self.days is not None:
+            first, last = self.days
+            size, block = backfill_split(len(self.tutors), (last - first).days + 1, chunk_size)
+            blocks = list(_blocks(first, last, block))
+        # One chunk of everyone needs no tutor list in the SQL: the plain scan is faster.
+        if self.unfiltered and len(self.tutors) <= size:
+            return [(None, block) for block in blocks]
+        chunks = -(-len(self.tutors) // size)
+        even = -(-len(self.tutors) // chunks)  # balanced: no runt chunk at the end
+        return [(chunk, block) for chunk in _chunks(self.tutors, even) for block in blocks]
+
+
+def _changed_since(conn: sa.Connection, req: RecomputeRequest) -> datetime | None:
+    """The explicit `--changed-since`, or for `auto` the stored mark minus the overlap; None
+    when `auto` has no mark yet (the first run recomputes everyone)."""
+    if not req.changed_auto:
+        return req.changed_since
+    stored = get_instant(conn, req.mark_key)
+    return None if stored is None else stored - AUTO_OVERLAP
+
+
+def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
+    """Resolve the request against the database: the as-of instant or days, and the tutors."""
+    days: tuple[date, date] | None = None
+    mark = since = None
+    if req.since is not None:
+        last = req.until if req.until is not None else (now - timedelta(days=1)).date()
+        if req.since > last:
+            raise UsageError(f"--since {req.since} is after --until {last} (default: yesterday)")
+        days = (req.since, last)
+        t = end_of_day(last)
+        lo, _ = input_range(req.since, last)
+        tutors = load_tutor_ids(conn, end_of_day(lo) - timedelta(days=1), t)
+    else:
+        t = as_utc(req.as_of) if req.as_of is not None else now
+        if req.mode == "changed":
+            mark = database_now(conn)  # read first: later changes belong to the next run
+            since = _changed_since(conn, req)
+        if since is None:
+            tutors = load_tutor_ids(conn, t - timedelta(days=LONGEST_DAYS), t)
+        else:
+            tutors = load_changed_tutor_ids(conn, since)
+    unfiltered = req.shard is None and req.tutors is None and since is None
+    if req.tutors is not None:
+        wanted = set(req.tutors)
+        tutors = [x for x in tutors if x in wanted]
+    if req.shard is not None:
+        tutors = [x for x in tutors if x in req.shard]
+    result = RecomputeResult(
+        as_of=t,
+        metric_date=metric_date_of(t).isoformat(),
+        mode=req.mode,
+        first_day=None if days is None else days[0].isoformat(),
+        days=1 if days is None else (days[1] - days[0]).days + 1,
+        shard=None if req.shard is None else str(req.shard),
+        changed_since=None if since is None else since.isoformat(),
+        output=None if req.output is None else str(req.output),
+    )
+    return _Plan(result, tutors, unfiltered, days, mark)
+
+
+def run(
+    engine: sa.Engine,
+    req: RecomputeRequest,
+    *,
+    progress: ChunkProgress | None = None,
+    on_wait: Callable[[], None] | None = None,
+    now: datetime | None = None,
+) -> RecomputeResult:
+    """A batch recomputation under the run lock: plan, then per chunk load, compute, write
+    (commit) and/or export. Raises `LockHeld` when another run of the same scope is going."""
+    req.validate()
+    with run_lock(engine, req.lock_name, wait=req.wait, on_wait=on_wait):
+        return _run_locked(engine, req, as_utc(now) if now else datetime.now(UTC), progress)
+
+
+def _run_locked(
+    engine: sa.Engine, req: RecomputeRequest, now: datetime, progress: ChunkProgress | None
+) -> RecomputeResult:
+    export = _Export(req.output) if req.output is not None else None
+    try:
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            plan = _plan(conn, req, now)
+            conn.commit()
+            result = plan.result
+            result.seconds["plan"] = time.perf_counter() - started
+            units = plan.units(req.chunk_size, CHUNK_SIZES.get(engine.dialect.name, 1000))
+            result.chunks = len({id(chunk) for chunk, _ in units})  # blocks share their chunk
+            done: dict[str, int] = {}
+
+            def finished(phase: str) -> None:
+                done[phase] = done.get(phase, 0) + 1
+                if progress is not None:
+                    progress(phase, done[phase], len(units))
+
+            tutors: set[str] = set()
+            for chunk, block in units:
+                if block is None:
+                    metrics, read = _snapshot(
+                        conn, result.as_of, chunk, req.tiers, result.seconds, finished=finished
+                    )
+                else:
+                    metrics, read = _daily(
+                        conn, *block, chunk, req.tiers, result.seconds, finished=finished
+                    )
+                with timed(result.seconds, "write", None):
+                    if req.write:
+                        save_metrics(conn, metrics)
+                        conn.commit()
+                    if export is not None:
+                        export.add(metrics)
+                finished("write")
+                result.rows += metrics.height
+                result.rows_read += read
+                tutors.update(metrics["tutor_id"].unique().to_list())
+                _add_counts(result.tiers, tier_counts(metrics))
+            result.tutors = len(tutors)
+            if export is not None:
+                with timed(result.seconds, "write", None):
+                    export.finish()
+            result.written = req.write
+            if plan.mark is not None and req.write:
+                set_instant(conn, req.mark_key, plan.mark)
+                conn.commit()
+                result.mark = plan.mark.isoformat()
+            return result
+    finally:
+        if export is not None:
+            export.close()

@@ -1,12 +1,24 @@
-"""`tutormax recompute`: the batch snapshot, as of an instant."""
+"""`tutormax recompute`: snapshots as of an instant, daily backfills, catch-up after downtime.
+
+Parses, calls `tutormax_cli.recompute.run`, renders: one summary line (or `--json`) on stdout,
+progress bars on stderr only when it is a terminal, nothing but errors under `--quiet`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from tutormax_cli.cli import context, render
+from tutormax_cli.errors import LockHeld, UsageError
+
+if TYPE_CHECKING:
+    from tutormax_cli.recompute import ChunkProgress, RecomputeResult
 
 
 def register(app: typer.Typer) -> None:
@@ -14,35 +26,146 @@ def register(app: typer.Typer) -> None:
     app.command("recompute")(recompute)
 
 
+def _day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+@contextmanager
+def _bars(enabled: bool) -> Iterator[ChunkProgress | None]:
+    """Load/compute/write bars on stderr, only when a person is watching."""
+    if not (enabled and render.err.is_terminal):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "{task.description:>8}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=render.err, transient=True,
+    ) as bars:  # fmt: skip
+        tasks = {phase: bars.add_task(phase, total=None) for phase in ("load", "compute", "write")}
+
+        def advance(phase: str, done: int, total: int) -> None:
+            bars.update(tasks[phase], completed=done, total=total)
+
+        yield advance
+
+
+def summary_line(r: RecomputeResult) -> str:
+    """What the run did, in one line an operator can grep from a cron log."""
+    if r.output and r.written:
+        verb = f"Wrote and exported to {r.output}"
+    elif r.output:
+        verb = f"Exported to {r.output} (database untouched)"
+    else:
+        verb = "Wrote" if r.written else "Computed (dry run, nothing written)"
+    what = f"{r.rows:,} rows for {r.tutors:,} tutors"
+    if r.mode == "daily":
+        when = f"end-of-day snapshots of {r.days} days, {r.first_day} … {r.metric_date}"
+    else:
+        when = f"as of {r.as_of:%Y-%m-%dT%H:%M:%S}Z (metric_date {r.metric_date})"
+    if r.mode == "changed":
+        since = r.changed_since or "the beginning (no mark yet)"
+        when += f", tutors changed since {since}"
+    shard = f", shard {r.shard}" if r.shard else ""
+    chunks = f"{r.chunks} chunk" + ("" if r.chunks == 1 else "s")
+    phases = ", ".join(f"{k} {v:.2f}s" for k, v in r.seconds.items())
+    return f"{verb} {what}, {when}{shard}; {chunks}, {r.rows_read:,} input rows; {phases}."
+
+
 def recompute(
     ctx: typer.Context,
     as_of: str | None = typer.Option(
-        None, "--as-of", help="Compute as of this instant (ISO-8601; default: now)."
+        None, "--as-of", help="One snapshot as of this instant (ISO-8601; default: now)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Backfill end-of-day snapshots from this day (YYYY-MM-DD)."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help="Last day of the backfill (default: yesterday, UTC)."
+    ),
+    changed_since: str | None = typer.Option(
+        None,
+        "--changed-since",
+        help="Only tutors whose inputs changed since this instant, as of now; 'auto' continues "
+        "from the last successful run.",
     ),
     tutor: list[str] | None = typer.Option(
         None, "--tutor", help="Only this tutor (repeatable). Default: every tutor."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: only tutors whose stable hash mod N is K (split a run)."
+    ),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: "
+        "sized to a memory budget).",
     ),
     tiers_file: Path | None = typer.Option(
         None, "--tiers", help="TOML file of tier thresholds (default: METRICS.md §4)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and report; write nothing."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Export the rows to this .parquet or .csv file instead of writing."
+    ),
+    write: bool = typer.Option(False, "--write", help="With --output: write the rows as well."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another run holds the lock, wait for it instead of exiting."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary line."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Compute and upsert every tutor's 7/30/90-day metrics as of an instant.
+    """Compute and upsert tutors' 7/30/90-day metrics: as of an instant, as daily end-of-day
+    snapshots (--since), or for tutors changed since a time (--changed-since).
 
-    Example: tutormax recompute --as-of 2026-03-03T00:00Z --tutor T0001
+    Exit status: 0 done (or skipped: another run holds the lock), 1 failure, 2 usage error.
+
+    Example: tutormax recompute --since 2026-01-01 --until 2026-01-31 --shard 0/4 --quiet
     """
     from tutormax_cli.metrics.tiers import load_tiers
-    from tutormax_cli.recompute import recompute_as_of
+    from tutormax_cli.recompute import RecomputeRequest, Shard, run
 
-    rules = load_tiers(tiers_file)
-    at = context.parse_instant(as_of, "--as-of")
+    if dry_run and write:
+        raise UsageError("--dry-run and --write cannot be combined")
+    auto = changed_since is not None and changed_since.strip().lower() == "auto"
+    request = RecomputeRequest(
+        as_of=None if as_of is None else context.parse_instant(as_of, "--as-of"),
+        since=_day(since, "--since"),
+        until=_day(until, "--until"),
+        changed_since=(
+            None if changed_since is None or auto
+            else context.parse_instant(changed_since, "--changed-since")
+        ),
+        changed_auto=auto,
+        tutors=tuple(tutor) if tutor else None,
+        shard=None if shard is None else Shard.parse(shard),
+        chunk_size=chunk_size,
+        tiers=load_tiers(tiers_file),
+        write=not dry_run and (output is None or write),
+        output=output,
+        wait=wait,
+    )  # fmt: skip
+    request.validate()
     engine = context.database(ctx)
-    with render.phase_progress(enabled=not as_json) as progress:
-        result, _ = recompute_as_of(
-            engine, at, tutors=tutor or None, tiers=rules, write=not dry_run, progress=progress
-        )
+
+    def waiting() -> None:
+        if not quiet:
+            render.err.print("Another recompute holds the lock: waiting for it…")
+
+    try:
+        with _bars(not quiet) as progress:
+            result = run(engine, request, progress=progress, on_wait=waiting)
+    except LockHeld:
+        if quiet:
+            raise typer.Exit(0) from None
+        raise
     if as_json:
         context.print_json(result.as_dict())
-        return
-    render.out.print(render.recompute_summary(result))
+    elif not quiet:
+        render.out.print(summary_line(result), markup=False, highlight=False, soft_wrap=True)

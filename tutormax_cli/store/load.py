@@ -12,13 +12,14 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
 from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.engine import FLOAT_PARTIALS, PARTIALS
 from tutormax_cli.metrics.windows import as_utc
 from tutormax_cli.store.db import is_postgres
 
@@ -214,3 +215,267 @@ def load_metric_inputs(
             pl.col("event_timestamp").is_between(lo, hi, closed="left")
         )
     return MetricInputs(**loaded)
+
+
+# -- tutor sets -----------------------------------------------------------------------------------
+
+
+def _any_tutor(column: str) -> str:
+    return f" AND {column} = ANY(:tutors)"
+
+
+def load_tutor_ids(conn: sa.Connection, start: datetime, end: datetime) -> list[str]:
+    """The tutors with a session in `start ≤ scheduled_start < end`, sorted: the tutor set a
+    recompute splits into chunks. On SQLite the bounds are a day loose (a superset: a tutor
+    with no session in the exact range simply gets no rows)."""
+    pg = is_postgres(conn)
+    sql = (
+        "SELECT DISTINCT s.tutor_id FROM sessions s "
+        "WHERE s.scheduled_start >= :start AND s.scheduled_start < :end"
+    )
+    if pg:
+        params: dict[str, Any] = {"start": as_utc(start), "end": as_utc(end)}
+    else:
+        params = {"start": _sqlite_bound(start, -1), "end": _sqlite_bound(end, 1)}
+    return sorted(str(row[0]) for row in conn.execute(sa.text(sql), params))
+
+
+def load_changed_tutor_ids(conn: sa.Connection, since: datetime) -> list[str]:
+    """The tutors whose sessions, feedback or events were created or updated at or after
+    `since`, sorted. Feedback counts for the tutor of its session (METRICS.md §1).
+
+    `created_at`/`updated_at` are the database's own clock (server defaults), so `since`
+    should be a mark read from the same clock. On SQLite, where the stamps are text in any
+    ISO-8601 form, SQL narrows by day and polars applies the exact bound.
+    """
+    pg = is_postgres(conn)
+    sources = (
+        "SELECT s.tutor_id, s.created_at AS c, s.updated_at AS u FROM sessions s "
+        "WHERE s.created_at >= :since OR s.updated_at >= :since",
+        "SELECT s.tutor_id, f.created_at AS c, NULL AS u FROM student_feedback f "
+        "JOIN sessions s ON s.session_id = f.session_id WHERE f.created_at >= :since",
+        "SELECT e.tutor_id, e.created_at AS c, NULL AS u FROM tutor_events e "
+        "WHERE e.created_at >= :since",
+    )
+    if pg:
+        ids = " UNION ".join(f"SELECT tutor_id FROM ({q}) x" for q in sources)
+        return sorted(str(r[0]) for r in conn.execute(sa.text(ids), {"since": as_utc(since)}))
+    rows = conn.execute(
+        sa.text(" UNION ALL ".join(sources)), {"since": _sqlite_bound(since, -1)}
+    ).fetchall()
+    df = pl.DataFrame(
+        [tuple(r) for r in rows],
+        schema={"tutor_id": pl.String, "c": pl.String, "u": pl.String},
+        orient="row",
+    )
+    bound = as_utc(since)
+    late = (parse_utc(pl.col("c")) >= bound) | (parse_utc(pl.col("u")) >= bound)
+    return sorted(df.filter(late.fill_null(False))["tutor_id"].unique().to_list())
+
+
+# -- partials aggregated in PostgreSQL ------------------------------------------------------------
+#
+# The engine reduces every metric to additive partials (`engine.PARTIALS`). On PostgreSQL the
+# database computes them where the rows live and ships one row per tutor (as-of) or per tutor and
+# day (backfill) instead of every session and event: the transfer and parsing of ~1.5M raw rows
+# was most of a recompute's time (see bench/README_recompute.md). Each aggregate below is the SQL
+# twin of the polars expression of the same name; tests/test_backfill.py holds them equal.
+
+_SESSION_PARTIAL_SQL: tuple[tuple[str, str, str | None], ...] = (
+    ("n_sessions", "count(*)", None),
+    ("n_completed", "count(*)", "NOT coalesce(s.no_show, false) AND s.actual_start IS NOT NULL"),
+    ("n_first", "count(*)", "s.session_number = 1"),
+    ("n_reschedule", "count(*)", "s.tutor_initiated_reschedule"),
+    ("n_no_show", "count(*)", "s.no_show"),
+    ("fb_n", "count(f.overall_rating)", None),
+    ("fb_sum", "sum(f.overall_rating)", None),
+    ("first_fb_n", "count(*)", "s.session_number = 1 AND f.overall_rating IS NOT NULL"),
+    ("first_fb_ok", "count(*)", "s.session_number = 1 AND f.overall_rating >= 4"),
+    ("eng_n", "count(s.engagement_score)", None),
+    ("eng_sum", "sum(s.engagement_score)", None),
+    ("n_on_time", "count(*)", "s.late_start_minutes <= 10"),
+    ("lo_n", "count(s.learning_objectives_met)", None),
+    ("lo_true", "count(*)", "s.learning_objectives_met"),
+)
+_EVENT_PARTIAL_SQL: tuple[tuple[str, str, str | None], ...] = (
+    ("n_logins", "count(*)", "e.event_type = 'login'"),
+    ("resp_n", "count(e.rt)", None),
+    ("resp_sum", "sum(e.rt)", None),
+)
+PARTIAL_SQL_NAMES = tuple(name for name, _, _ in _SESSION_PARTIAL_SQL + _EVENT_PARTIAL_SQL)
+"""The partials the SQL below computes, in `engine.PARTIALS` order (a test keeps them equal)."""
+
+_WINDOW_STARTS = {"7day": 7, "30day": 30, "90day": 90}
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Partials aggregated by the database, and how many input rows went into them."""
+
+    frame: pl.DataFrame
+    rows_read: int
+
+
+def _aggregate(name: str, agg: str, cond: str | None, extra: str | None = None) -> str:
+    where = " AND ".join(c for c in (extra, cond) if c)
+    filtered = f"{agg} FILTER (WHERE {where})" if where else agg
+    return f"coalesce({filtered}, 0)" if agg.startswith("sum(") else filtered
+
+
+def _partial_sources(has_tutors: bool) -> tuple[str, str]:
+    """FROM … WHERE clauses of the session (+ rating) and event aggregates over [start, end)."""
+    tutors_s = _any_tutor("s.tutor_id") if has_tutors else ""
+    tutors_e = _any_tutor("e.tutor_id") if has_tutors else ""
+    rt = (
+        "CASE WHEN e.event_type = 'message_response' AND "
+        "jsonb_typeof(e.metadata::jsonb -> 'response_time_minutes') = 'number' "
+        "THEN (e.metadata::jsonb ->> 'response_time_minutes')::float8 END"
+    )
+    sessions = (
+        "FROM sessions s LEFT JOIN student_feedback f ON f.session_id = s.session_id "
+        f"WHERE s.scheduled_start >= :start AND s.scheduled_start < :end{tutors_s}"
+    )
+    events = (
+        f"FROM (SELECT e.tutor_id, e.event_type, e.event_timestamp, {rt} AS rt "
+        "FROM tutor_events e WHERE e.event_timestamp >= :start AND e.event_timestamp < :end "
+        f"AND e.event_type IN ('login', 'message_response'){tutors_e}) e"
+    )
+    return sessions, events
+
+
+def _copy_frame(
+    conn: sa.Connection,
+    sql: str,
+    params: dict[str, Any],
+    schema: dict[str, pl.DataType],
+    settings: str = "",
+) -> pl.DataFrame:
+    """Run `sql` through COPY … TO STDOUT (CSV) and read it with polars as `schema` (the
+    result's columns, in order): the fastest way psycopg2 has to hand rows to polars."""
+    raw: Any = conn.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        # For this transaction only: floats that round-trip exactly; no JIT (these wide FILTER
+        # aggregates cross PostgreSQL's JIT cost thresholds on large tables, and compiling
+        # them then takes longer than running them: seconds to tens of seconds); and enough
+        # work_mem for the per-day group-by to sort in memory instead of spilling to disk.
+        cursor.execute(
+            "SET LOCAL extra_float_digits = 3; SET LOCAL jit = off; "
+            f"SET LOCAL work_mem = '64MB'; {settings}"
+        )
+        bound = cursor.mogrify(sa.text(sql).compile(dialect=conn.dialect).string, params)
+        buffer = io.BytesIO()
+        cursor.copy_expert(
+            f"COPY ({bound.decode()}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer
+        )
+    buffer.seek(0)
+    return pl.read_csv(buffer, schema=schema)
+
+
+def _partial_dtype(name: str) -> pl.DataType:
+    return pl.Float64() if name in FLOAT_PARTIALS else pl.Int64()
+
+
+def _input_rows(frame: pl.DataFrame, sessions: str) -> int:
+    """Sessions, feedback rows and events that went into the partials."""
+    total = frame.select(pl.sum(sessions) + pl.sum("rows_f") + pl.sum("rows_e")).item()
+    return int(total or 0)
+
+
+def load_window_partials(
+    conn: sa.Connection, as_of: datetime, tutors: Sequence[str] | None = None
+) -> Partials:
+    """PostgreSQL only. Per (tutor, window) partials as of `as_of`, for every tutor with a
+    session in the longest window (optionally only `tutors`): one statement, one scan per
+    table, the windows as FILTER clauses."""
+    t = as_utc(as_of)
+    sessions, events = _partial_sources(tutors is not None)
+    session_aggs, event_aggs = [], []
+    schema: dict[str, pl.DataType] = {"tutor_id": pl.String()}
+    event_schema: dict[str, pl.DataType] = {}
+    params: dict[str, Any] = {"start": t - timedelta(days=max(_WINDOW_STARTS.values())), "end": t}
+    for window, days in _WINDOW_STARTS.items():
+        params[f"w{days}"] = t - timedelta(days=days)
+        for name, agg, cond in _SESSION_PARTIAL_SQL:
+            expr = _aggregate(name, agg, cond, f"s.scheduled_start >= :w{days}")
+            session_aggs.append(f'{expr} AS "{name}@{window}"')
+            schema[f"{name}@{window}"] = _partial_dtype(name)
+        for name, agg, cond in _EVENT_PARTIAL_SQL:
+            expr = _aggregate(name, agg, cond, f"e.event_timestamp >= :w{days}")
+            event_aggs.append(f'{expr} AS "{name}@{window}"')
+            event_schema[f"{name}@{window}"] = _partial_dtype(name)
+    if tutors is not None:
+        params["tutors"] = list(tutors)
+    sql = (
+        f"WITH sp AS (SELECT s.tutor_id, {', '.join(session_aggs)}, "
+        f"count(f.overall_rating) AS rows_f {sessions} GROUP BY s.tutor_id), "
+        f"ep AS (SELECT e.tutor_id, {', '.join(event_aggs)}, count(*) AS rows_e "
+        f"{events} GROUP BY e.tutor_id) "
+        "SELECT * FROM sp LEFT JOIN ep USING (tutor_id)"
+    )
+    schema = {**schema, "rows_f": pl.Int64(), **event_schema, "rows_e": pl.Int64()}
+    wide = _copy_frame(conn, sql, params, schema).fill_null(0)  # no events: zero
+    partials = pl.concat(
+        [
+            wide.select(
+                "tutor_id",
+                pl.lit(window).alias("window"),
+                *[pl.col(f"{p}@{window}").alias(p) for p in PARTIAL_SQL_NAMES],
+            )
+            for window in _WINDOW_STARTS
+        ]
+    )
+    longest = max(_WINDOW_STARTS, key=_WINDOW_STARTS.__getitem__)
+    return Partials(partials, _input_rows(wide, f"n_sessions@{longest}"))
+
+
+def load_daily_partials(
+    conn: sa.Connection,
+    first_day: date,
+    last_day: date,
+    tutors: Sequence[str] | None = None,
+) -> Partials:
+    """PostgreSQL only. Per (tutor, UTC day) partials of the days `first_day` … `last_day`
+    (inclusive): the input of `metrics.rolling.roll`, aggregated where the rows live.
+
+    Sessions and events are two statements joined in polars: a FULL JOIN of ~400k groups each
+    costs PostgreSQL a second on one core, polars a few milliseconds.
+    """
+    start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
+    end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + timedelta(days=1)
+    sessions, events = _partial_sources(tutors is not None)
+    params: dict[str, Any] = {"start": start, "end": end}
+    if tutors is not None:
+        params["tutors"] = list(tutors)
+    day = "(({ts} AT TIME ZONE 'UTC')::date - DATE '1970-01-01')"  # immune to DateStyle
+    parts = []
+    for specs, alias, ts, source, rows in (
+        (_SESSION_PARTIAL_SQL, "s", "scheduled_start", sessions, "count(f.overall_rating)"),
+        (_EVENT_PARTIAL_SQL, "e", "event_timestamp", events, "count(*)"),
+    ):
+        aggs = ", ".join(f'{_aggregate(n, a, c)} AS "{n}"' for n, a, c in specs)
+        sql = (
+            f"SELECT {alias}.tutor_id, {day.format(ts=f'{alias}.{ts}')} AS day, {aggs}, "
+            f"{rows} AS rows_read {source} GROUP BY 1, 2"
+        )
+        schema: dict[str, pl.DataType] = {
+            "tutor_id": pl.String(),
+            "day": pl.Int32(),
+            **{name: _partial_dtype(name) for name, _, _ in specs},
+            "rows_read": pl.Int64(),
+        }
+        # PostgreSQL cannot estimate the number of (tutor, day) groups and, overestimating
+        # it, sorts ~1M rows where a hash aggregate is a third faster: steer it to hashing.
+        parts.append(_copy_frame(conn, sql, params, schema, "SET LOCAL enable_sort = off"))
+    session_days, event_days = parts
+    rows_read = int(session_days.select(pl.sum("n_sessions") + pl.sum("rows_read")).item() or 0)
+    rows_read += int(event_days["rows_read"].sum() or 0)
+    daily = session_days.drop("rows_read").join(
+        event_days.drop("rows_read"), on=["tutor_id", "day"], how="full", coalesce=True
+    )
+    daily = daily.select(
+        "tutor_id",
+        pl.col("day").cast(pl.Date),
+        *[pl.col(p).fill_null(0) for p in PARTIALS],
+    )
+    return Partials(daily, rows_read)

@@ -1,0 +1,200 @@
+"""`tutormax recompute` as cron and an operator run it: exit codes, exact messages, output
+formats, exports, and the run lock seen from the command line."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner, Result
+
+from tests.helpers import T, count_rows, expected_metrics, sample, sort_metrics, stored_metrics
+from tutormax_cli.cli.app import app
+from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.windows import end_of_day
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.lock import run_lock
+from tutormax_cli.store.seed import save_tables
+
+AS_OF = "2026-03-03T00:00:00Z"
+
+
+def cli(db_url: str, *args: str) -> Result:
+    return CliRunner().invoke(app, ["--database-url", db_url, "recompute", *args])
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pl.DataFrame]:
+    return sample(tutors=12, days=120, seed=9)
+
+
+@pytest.fixture
+def seeded(engine: sa.Engine, db_url: str, tables: dict[str, pl.DataFrame]) -> str:
+    save_tables(engine, tables)
+    return db_url
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--as-of", AS_OF, "--since", "2026-03-01"],
+         "--as-of cannot be combined with --since: --since computes end-of-day snapshots"),
+        (["--until", "2026-03-01"], "--until needs --since"),
+        (["--since", "2026-03-05", "--until", "2026-03-01"],
+         "--since 2026-03-05 is after --until 2026-03-01"),
+        (["--since", "2026-02-30"], "--since: '2026-02-30' is not a date (YYYY-MM-DD)"),
+        (["--shard", "4/4"], "--shard: '4/4' needs N ≥ 1 and 0 ≤ K < N (e.g. 0/4)"),
+        (["--shard", "first"], "--shard: 'first' is not K/N (e.g. 0/4)"),
+        (["--output", "rows.json"], "--output rows.json: the file must end in .parquet or .csv"),
+        (["--output", "no/such/dir/rows.csv"],
+         "--output no/such/dir/rows.csv: directory no/such/dir does not exist"),
+        (["--dry-run", "--write"], "--dry-run and --write cannot be combined"),
+        (["--changed-since", "auto", "--tutor", "T0001"],
+         "--changed-since cannot be combined with --tutor"),
+        (["--changed-since", "auto", "--as-of", AS_OF],
+         "--changed-since cannot be combined with --as-of or --since: "
+         "it recomputes changed tutors as of now"),
+        (["--changed-since", "yesterday"],
+         "--changed-since: 'yesterday' is not an ISO-8601 time (e.g. 2026-03-02T14:05:00Z)"),
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2_with_one_line(sqlite_url: str, args: list[str], message: str) -> None:
+    result = cli(sqlite_url, *args)
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"Error: {message}\n", "")
+
+
+def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
+    assert cli(sqlite_url, "--chunk-size", "0").exit_code == 2
+    assert cli(sqlite_url, "--bogus").exit_code == 2
+
+
+def test_failure_exits_1(sqlite_url: str) -> None:
+    result = cli(sqlite_url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: database sqlite:///") and result.stderr.endswith(
+        "has no tutormax schema: run `tutormax db init`\n"
+    )
+
+
+def test_help_documents_every_mode(sqlite_url: str) -> None:
+    result = CliRunner().invoke(app, ["recompute", "--help"])
+    assert result.exit_code == 0
+    for option in ("--since", "--until", "--changed-since", "--shard", "--chunk-size",
+                   "--output", "--write", "--wait", "--quiet", "--json"):  # fmt: skip
+        assert option in result.stdout
+
+
+def test_as_of_one_line_summary_and_silent_stderr(seeded: str, engine: sa.Engine) -> None:
+    result = cli(seeded, "--as-of", AS_OF)
+    assert result.exit_code == 0 and result.stderr == ""  # not a terminal: no progress
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "Wrote 36 rows for 12 tutors, as of 2026-03-03T00:00:00Z (metric_date 2026-03-02); "
+        "1 chunk, "
+    )
+    assert count_rows(engine) == 36
+
+
+def test_json_quiet_tutor_tiers_dry_run(seeded: str, engine: sa.Engine, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[thresholds.avg_rating]\ngreen = 5.1\nred = 5.0\n", encoding="utf-8")
+    result = cli(seeded, "--as-of", AS_OF, "--tutor", "T0002", "--tiers", str(strict),
+                 "--dry-run", "--json")  # fmt: skip
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    assert payload["rows"] == 3 and payload["tutors"] == 1 and payload["written"] is False
+    assert payload["mode"] == "as-of" and payload["metric_date"] == "2026-03-02"
+    assert set(payload["seconds"]) >= {"plan", "load", "compute"}
+    assert count_rows(engine) == 0
+    quiet = cli(seeded, "--as-of", AS_OF, "--quiet")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert count_rows(engine) == 36
+
+
+def test_backfill_then_rerun_upserts(
+    seeded: str, engine: sa.Engine, tables: dict[str, pl.DataFrame]
+) -> None:
+    first = cli(seeded, "--since", "2026-02-25", "--until", "2026-03-02", "--json")
+    assert first.exit_code == 0, first.stderr
+    rows = json.loads(first.stdout)["rows"]
+    again = cli(seeded, "--since", "2026-02-25", "--until", "2026-03-02", "--chunk-size", "5")
+    assert again.exit_code == 0
+    assert "end-of-day snapshots of 6 days, 2026-02-25 … 2026-03-02; 3 chunks" in again.stdout
+    assert count_rows(engine) == rows == 6 * 36
+    days = [date(2026, 2, 25) + timedelta(days=i) for i in range(6)]
+    expected = pl.concat([expected_metrics(tables, end_of_day(d)) for d in days])
+    assert_frame_equal(stored_metrics(engine), sort_metrics(expected))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_output_exports_instead_of_writing(
+    seeded: str, engine: sa.Engine, tmp_path: Path, tables: dict[str, pl.DataFrame], suffix: str
+) -> None:
+    out = tmp_path / f"rows{suffix}"
+    result = cli(seeded, "--as-of", AS_OF, "--output", str(out), "--chunk-size", "5")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"Exported to {out} (database untouched) 36 rows")
+    assert count_rows(engine) == 0
+    got = pl.read_csv(out, schema=frames.METRICS) if suffix == ".csv" else pl.read_parquet(out)
+    assert_frame_equal(sort_metrics(got), sort_metrics(expected_metrics(tables, T)))
+    both = cli(seeded, "--as-of", AS_OF, "--output", str(out), "--write")
+    assert both.exit_code == 0 and both.stdout.startswith(f"Wrote and exported to {out} ")
+    assert count_rows(engine) == 36
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tutormax-export-")]
+
+
+def test_changed_since_auto_from_the_command_line(seeded: str) -> None:
+    first = cli(seeded, "--changed-since", "auto", "--json")
+    payload = json.loads(first.stdout)
+    assert payload["mode"] == "changed" and payload["changed_since"] is None
+    assert payload["mark"] is not None
+    second = cli(seeded, "--changed-since", "auto")
+    assert second.exit_code == 0
+    assert (
+        "Wrote 0 rows for 0 tutors" in second.stdout and "tutors changed since 20" in second.stdout
+    )
+
+
+def _hold(db_url: str, release_after: float | None) -> tuple[threading.Event, threading.Event]:
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        eng = open_engine(db_url)
+        with run_lock(eng, "recompute"):
+            taken.set()
+            release.wait(release_after)
+        eng.dispose()
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert taken.wait(10)
+    return taken, release
+
+
+def test_lock_held_exits_0_with_a_message_or_quietly(seeded: str, engine: sa.Engine) -> None:
+    _, release = _hold(seeded, None)
+    try:
+        result = cli(seeded, "--as-of", AS_OF)
+        assert result.exit_code == 0 and result.stdout == ""
+        assert result.stderr.startswith("Error: another tutormax recompute is running (lock held")
+        assert result.stderr.endswith("skipped; pass --wait to wait for it\n")
+        quiet = cli(seeded, "--as-of", AS_OF, "--quiet")
+        assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+        assert count_rows(engine) == 0
+    finally:
+        release.set()
+
+
+def test_wait_runs_once_the_lock_is_released(seeded: str, engine: sa.Engine) -> None:
+    _hold(seeded, 0.5)
+    result = cli(seeded, "--as-of", AS_OF, "--wait")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "Another recompute holds the lock: waiting for it…\n"
+    assert result.stdout.startswith("Wrote 36 rows")
+    assert count_rows(engine) == 36
