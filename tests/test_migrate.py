@@ -116,9 +116,9 @@ def test_db_init_and_status_cli(sqlite_url: str) -> None:
     assert "Run `tutormax db init`" in result.output
     result = runner.invoke(app, ["--database-url", sqlite_url, "db", "init"])
     assert result.exit_code == 0, result.output
-    assert "upgraded: none -> 0001" in result.output
+    assert f"upgraded: none -> {SCHEMA_REVISION}" in result.output
     result = runner.invoke(app, ["--database-url", sqlite_url, "db", "init"])
-    assert "is up to date (revision 0001)" in result.output
+    assert f"is up to date (revision {SCHEMA_REVISION})" in result.output
     result = runner.invoke(app, ["--database-url", sqlite_url, "db", "status", "--json"])
     assert result.exit_code == 0 and '"ready": true' in result.output
 
@@ -138,3 +138,23 @@ def test_unreachable_postgres_is_one_line_without_password() -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "s3cret" not in result.output
     assert lines[0].startswith("Error: cannot connect to postgresql://ops:***@127.0.0.1:1/nowhere")
+
+
+def test_schema_revision_is_the_newest_migration() -> None:
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import tutormax_cli.store.migrate as migrate_module
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrate_module.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_REVISION
+
+
+def test_window_indexes_exist(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    assert ["scheduled_start"] in [ix["column_names"] for ix in inspector.get_indexes("sessions")]
+    events = [ix["column_names"] for ix in inspector.get_indexes("tutor_events")]
+    assert ["event_timestamp"] in events

@@ -182,7 +182,7 @@ def test_lock_held_exits_0_with_a_message_or_quietly(seeded: str, engine: sa.Eng
     try:
         result = cli(seeded, "--as-of", AS_OF)
         assert result.exit_code == 0 and result.stdout == ""
-        assert result.stderr.startswith("Error: another tutormax recompute is running (lock held")
+        assert result.stderr.startswith("another tutormax recompute is running (lock held")
         assert result.stderr.endswith("skipped; pass --wait to wait for it\n")
         quiet = cli(seeded, "--as-of", AS_OF, "--quiet")
         assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")

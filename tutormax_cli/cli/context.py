@@ -106,7 +106,10 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except TutormaxError as exc:
-            error(str(exc))
+            if exc.exit_code == 0:  # e.g. another run holds the lock: a note, not a failure
+                sys.stderr.write(f"{exc}\n")
+            else:
+                error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: Typer prints and exits as usual

@@ -6,9 +6,8 @@ import math
 import threading
 from collections.abc import Sequence
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.status import Status
-from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=False)
 """Tables and reports: stdout."""
@@ -113,29 +112,3 @@ class PhaseProgress:
 def phase_progress(enabled: bool = True) -> PhaseProgress:
     """A progress callback for library phases, used as a context manager."""
     return PhaseProgress(enabled)
-
-
-def recompute_summary(result: object) -> Group:
-    """A short table of what a recomputation did: rows, tiers per window, seconds per phase."""
-    from rich.table import Table
-
-    from tutormax_cli.metrics.tiers import TIER_NAMES
-    from tutormax_cli.recompute import RecomputeResult
-
-    assert isinstance(result, RecomputeResult)
-    verb = "Wrote" if result.written else "Computed (dry run, nothing written)"
-    phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items())
-    heading = (
-        f"{verb} {result.rows:,} rows for {result.tutors:,} tutors as of "
-        f"{result.as_of:%Y-%m-%d %H:%M:%S}Z (metric_date {result.metric_date}) from "
-        f"{result.rows_read:,} input rows; {phases}."
-    )
-    table = Table(title="Tier distribution", title_justify="left")
-    table.add_column("tier")
-    windows = list(result.tiers) or ["7day", "30day", "90day"]
-    windows.sort(key=lambda w: int(w.removesuffix("day")))
-    for window in windows:
-        table.add_column(window, justify="right")
-    for name in TIER_NAMES:
-        table.add_row(tier(name), *[str(result.tiers.get(w, {}).get(name, 0)) for w in windows])
-    return Group(Text(heading), table)

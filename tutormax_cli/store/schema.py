@@ -72,6 +72,7 @@ sessions = sa.Table(
     sa.Column("technical_issues", sa.Boolean, nullable=False),
     *_stamps(),
     sa.Index("ix_sessions_tutor_id_scheduled_start", "tutor_id", "scheduled_start"),
+    sa.Index("ix_sessions_scheduled_start", "scheduled_start"),
     sa.Index("ix_sessions_updated_at", "updated_at"),
 )
 
@@ -107,6 +108,7 @@ tutor_events = sa.Table(
     sa.Column("metadata", Json),
     sa.Column("created_at", TS, nullable=False, server_default=NOW),
     sa.Index("ix_tutor_events_tutor_id_event_timestamp", "tutor_id", "event_timestamp"),
+    sa.Index("ix_tutor_events_event_timestamp", "event_timestamp"),
 )
 
 tutor_performance_metrics = sa.Table(
