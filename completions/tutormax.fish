@@ -223,7 +223,7 @@ complete -c tutormax -n '__tutormax_at \'recompute\'' -l until -x -d 'Last day o
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l changed-since -x -d 'Only tutors whose inputs changed since this instant, as of now; \'auto\' continues from the last successful run'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l tutor -x -d 'Only this tutor (repeatable)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l shard -x -d 'K/N: only tutors whose stable hash mod N is K (split a run)'
-complete -c tutormax -n '__tutormax_at \'recompute\'' -l chunk-size -x -d 'Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite)'
+complete -c tutormax -n '__tutormax_at \'recompute\'' -l chunk-size -x -d 'Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: sized to a memory budget)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l tiers -r -F -d 'TOML file of tier thresholds (default: METRICS.md §4)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l dry-run -d 'Compute and report; write nothing'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l output -r -F -d 'Export the rows to this .parquet or .csv file instead of writing'
