@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.status import Status
 
 out = Console(highlight=False, soft_wrap=False)
 """Tables and reports: stdout."""
@@ -78,37 +76,3 @@ def age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
-
-
-class PhaseProgress:
-    """A spinner on stderr naming the current phase; it appears only once a run has lasted a
-    second, and never when stderr is not a terminal (cron, pipes)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and err.is_terminal
-        self._status: Status | None = None
-        self._timer: threading.Timer | None = None
-
-    def __call__(self, phase: str) -> None:
-        if not self.enabled:
-            return
-        if self._status is None:
-            self._status = Status(f"{phase}…", console=err)
-            self._timer = threading.Timer(1.0, self._status.start)
-            self._timer.daemon = True
-            self._timer.start()
-        self._status.update(f"{phase}…")
-
-    def __enter__(self) -> PhaseProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._status is not None:
-            self._status.stop()
-
-
-def phase_progress(enabled: bool = True) -> PhaseProgress:
-    """A progress callback for library phases, used as a context manager."""
-    return PhaseProgress(enabled)
