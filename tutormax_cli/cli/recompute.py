@@ -74,7 +74,20 @@ def summary_line(r: RecomputeResult) -> str:
     shard = f", shard {r.shard}" if r.shard else ""
     chunks = f"{r.chunks} chunk" + ("" if r.chunks == 1 else "s")
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in r.seconds.items())
-    return f"{verb} {what}, {when}{shard}; {chunks}, {r.rows_read:,} input rows; {phases}."
+    return (
+        f"{verb} {what}, {when}{shard}; {chunks}, {r.rows_read:,} input rows; {phases}."
+        + _tier_summary(r)
+    )
+
+
+def _tier_summary(r: RecomputeResult) -> str:
+    """The 30-day tier distribution of a snapshot (every window's is in `--json`)."""
+    from tutormax_cli.metrics.tiers import TIER_NAMES
+
+    counts = r.tiers.get("30day")
+    if r.mode == "daily" or not counts:
+        return ""
+    return " 30day tiers: " + ", ".join(f"{t} {counts.get(t, 0)}" for t in TIER_NAMES) + "."
 
 
 def recompute(
