@@ -400,6 +400,17 @@ class GroupConsumer:
             self._failed("redis", exc)
             time.sleep(min(self._backoff, 5.0))
             return None
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the server lost the group (a restart without persistence, or someone deleted
+            # it): recreate it; what was pending there is gone with it, nothing of ours is
+            log.warning("group %s is gone from %s: recreating it", self.config.group,
+                        self.config.stream)  # fmt: skip
+            self.setup()
+            self.recovering = True
+            self._recover_cursor = "0"
+            return None
 
     def _teardown(self, reason: str) -> None:
         with contextlib.suppress(redis.RedisError):
