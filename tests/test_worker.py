@@ -345,3 +345,20 @@ def test_events_publish_and_replay(sqlite_url: str, redis_url: str, rclient: red
     decoded = [events.decode(f) for _, f in entries]  # type: ignore[arg-type]
     assert all(isinstance(d, events.SessionEvent) and d.kind == "envelope" for d in decoded)
     assert pl.Series([d.tutor_id for d in decoded]).n_unique() == 2  # type: ignore[union-attr]
+
+
+def test_a_vanished_group_is_recreated(sqlite_url: str, rclient: redis.Redis) -> None:
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    save_tables(engine, sample(tutors=2))
+    worker = make_worker(rclient, engine, debounce=0, max_wait=0)
+    worker.run_once()
+    rclient.delete(STREAM)  # a Redis restart without persistence loses stream and group
+    assert worker._with_retry(worker.run_once) is None  # NOGROUP: recreated, not raised
+    publish(rclient, STREAM, [events.flat("T0002")])
+    worker.run_once()
+    worker.run_once()
+    assert pending_count(rclient) == 0 and count_rows(engine) == 3
