@@ -87,49 +87,48 @@ def _render(template: str, pg: bool) -> str:
     return "".join(out)
 
 
-def _session_filter(pg: bool, has_tutors: bool) -> str:
-    where = "s.scheduled_start >= :start AND s.scheduled_start < :end"
-    if has_tutors:
-        where += (
-            " AND s.tutor_id = ANY(:tutors)"
-            if pg
-            else " AND s.tutor_id IN (SELECT value FROM json_each(:tutors))"
-        )
-    return where
+def _any_tutor(column: str, pg: bool = True) -> str:
+    """` AND column is one of :tutors` (a list on PostgreSQL, a JSON array on SQLite, so any
+    number of tutors binds as one parameter)."""
+    if pg:
+        return f" AND {column} = ANY(:tutors)"
+    return f" AND {column} IN (SELECT value FROM json_each(:tutors))"
+
+
+_RESPONSE_TIME = {
+    True: (
+        "CASE WHEN e.event_type = 'message_response' AND "
+        "jsonb_typeof(e.metadata::jsonb -> 'response_time_minutes') = 'number' "
+        "THEN (e.metadata::jsonb ->> 'response_time_minutes')::float8 END"
+    ),
+    False: (
+        "CASE WHEN e.event_type = 'message_response' AND json_valid(e.metadata) AND "
+        "json_type(e.metadata, '$.response_time_minutes') IN ('integer', 'real') "
+        "THEN json_extract(e.metadata, '$.response_time_minutes') END"
+    ),
+}
+"""`metadata.response_time_minutes` of message_response events when it is a JSON number, by
+dialect (keyed by `is_postgres`)."""
 
 
 def _queries(pg: bool, has_tutors: bool) -> dict[str, str]:
-    where = _session_filter(pg, has_tutors)
+    where = "s.scheduled_start >= :start AND s.scheduled_start < :end"
+    if has_tutors:
+        where += _any_tutor("s.tutor_id", pg)
     sessions = f"SELECT {', '.join(_SESSION_COLS)} FROM sessions s WHERE {where}"
     feedback = (
         "SELECT f.session_id, f.overall_rating FROM student_feedback f "
         f"JOIN sessions s ON s.session_id = f.session_id WHERE {where}"
     )
-    if pg:
-        rt = (
-            "CASE WHEN e.event_type = 'message_response' AND "
-            "jsonb_typeof(e.metadata::jsonb -> 'response_time_minutes') = 'number' "
-            "THEN (e.metadata::jsonb ->> 'response_time_minutes')::float8 END"
-        )
-    else:
-        rt = (
-            "CASE WHEN e.event_type = 'message_response' AND json_valid(e.metadata) AND "
-            "json_type(e.metadata, '$.response_time_minutes') IN ('integer', 'real') "
-            "THEN json_extract(e.metadata, '$.response_time_minutes') END"
-        )
     ev_where = (
         "e.event_timestamp >= :start AND e.event_timestamp < :end "
         "AND e.event_type IN ('login', 'message_response')"
     )
     if has_tutors:
-        ev_where += (
-            " AND e.tutor_id = ANY(:tutors)"
-            if pg
-            else " AND e.tutor_id IN (SELECT value FROM json_each(:tutors))"
-        )
+        ev_where += _any_tutor("e.tutor_id", pg)
     events = (
         f"SELECT e.tutor_id, e.event_type, {{ts:e.event_timestamp}} AS event_timestamp, "
-        f"{rt} AS response_time_minutes FROM tutor_events e WHERE {ev_where}"
+        f"{_RESPONSE_TIME[pg]} AS response_time_minutes FROM tutor_events e WHERE {ev_where}"
     )
     return {
         "sessions": _render(sessions, pg),
@@ -147,21 +146,14 @@ _TS_COLS = {
 
 
 def _pg_copy(conn: sa.Connection, sql: str, params: dict[str, Any], name: str) -> pl.DataFrame:
-    raw: Any = conn.connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
-        bound = cursor.mogrify(sa.text(sql).compile(dialect=conn.dialect).string, params)
-        buffer = io.BytesIO()
-        cursor.copy_expert(
-            f"COPY ({bound.decode()}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer
-        )
+    """Raw rows through `_copy_frame`: timestamps arrive as epoch microseconds, booleans as
+    0/1, and are cast to the engine's types here."""
     schema = _SCHEMAS[name]
-    raw_schema = {
-        col: (pl.Int64 if col in _TS_COLS[name] else pl.Int8 if dtype == pl.Boolean else dtype)
+    raw_schema: dict[str, pl.DataType] = {
+        col: (pl.Int64() if col in _TS_COLS[name] else pl.Int8() if dtype == pl.Boolean else dtype)
         for col, dtype in schema.items()
     }
-    buffer.seek(0)
-    df = pl.read_csv(buffer, schema=raw_schema)
+    df = _copy_frame(conn, sql, params, raw_schema)
     return df.with_columns(
         [pl.col(c).cast(frames.TS) for c in _TS_COLS[name]]
         + [pl.col(c).cast(pl.Boolean) for c, t in schema.items() if t == pl.Boolean]
@@ -218,10 +210,6 @@ def load_metric_inputs(
 
 
 # -- tutor sets -----------------------------------------------------------------------------------
-
-
-def _any_tutor(column: str) -> str:
-    return f" AND {column} = ANY(:tutors)"
 
 
 def load_tutor_ids(conn: sa.Connection, start: datetime, end: datetime) -> list[str]:
@@ -326,11 +314,7 @@ def _partial_sources(has_tutors: bool) -> tuple[str, str]:
     """FROM … WHERE clauses of the session (+ rating) and event aggregates over [start, end)."""
     tutors_s = _any_tutor("s.tutor_id") if has_tutors else ""
     tutors_e = _any_tutor("e.tutor_id") if has_tutors else ""
-    rt = (
-        "CASE WHEN e.event_type = 'message_response' AND "
-        "jsonb_typeof(e.metadata::jsonb -> 'response_time_minutes') = 'number' "
-        "THEN (e.metadata::jsonb ->> 'response_time_minutes')::float8 END"
-    )
+    rt = _RESPONSE_TIME[True]
     sessions = (
         "FROM sessions s LEFT JOIN student_feedback f ON f.session_id = s.session_id "
         f"WHERE s.scheduled_start >= :start AND s.scheduled_start < :end{tutors_s}"
