@@ -62,6 +62,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def setup_logging(level: str) -> None:
+    """One log format for every long-running command (workers), on stderr."""
+    import logging
+
+    name = level.upper()
+    if name not in LOG_LEVELS:
+        raise UsageError(f"--log-level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def parse_instant(text: str | None, option: str) -> datetime:
     """An ISO-8601 instant from an option (no offset = UTC), or now when `text` is None."""
     if text is None:

@@ -36,16 +36,13 @@ def run(
 
     Example: tutormax pipeline run --burst
     """
-    import logging
 
     from tutormax_cli.pipeline.stream import PipelineConfig, PipelineConsumer
     from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    context.setup_logging(log_level)
     config = PipelineConfig(
         stream=stream,
         group=group,

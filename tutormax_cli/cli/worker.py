@@ -56,10 +56,7 @@ def run(
     from tutormax_cli.stream.observe import WorkerMetrics
     from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    context.setup_logging(log_level)
     config = WorkerConfig(
         stream=stream,
         group=group,
