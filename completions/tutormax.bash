@@ -3,7 +3,8 @@
 
 _tutormax_commands() {
     case "$1" in
-        '') printf '%s\n' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        '') printf '%s\n' 'api' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        'api') printf '%s\n' 'openapi' 'serve' ;;
         'db') printf '%s\n' 'init' 'status' ;;
         'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
@@ -19,6 +20,9 @@ _tutormax_commands() {
 _tutormax_options() {
     case "$1" in
         '') printf '%s\n' '--database-url' '--redis-url' '--install-completion' '--show-completion' '--help' '-h' ;;
+        'api') printf '%s\n' '--help' '-h' ;;
+        'api openapi') printf '%s\n' '--output' '-o' '--help' '-h' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' '--help' '-h' ;;
         'db') printf '%s\n' '--help' '-h' ;;
         'db init') printf '%s\n' '--help' '-h' ;;
         'db status') printf '%s\n' '--json' '--help' '-h' ;;
@@ -39,7 +43,7 @@ _tutormax_options() {
         'ingest tutors') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--log-level' '--help' '-h' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--log-level' '--help' '-h' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--quiet' '-q' '--json' '--help' '-h' ;;
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
@@ -61,6 +65,8 @@ _tutormax_options() {
 _tutormax_valued() {
     case "$1" in
         '') printf '%s\n' '--database-url' '--redis-url' ;;
+        'api openapi') printf '%s\n' '--output' '-o' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
         'dlq list') printf '%s\n' '--limit' ;;
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
@@ -71,7 +77,7 @@ _tutormax_valued() {
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--log-level' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show tiers') printf '%s\n' '--window' ;;
@@ -86,6 +92,7 @@ _tutormax_valued() {
 
 _tutormax_values() {
     case "$1" in
+        'api openapi --output'|'api openapi -o') printf '%s\n' '@file' ;;
         'ingest events --format') printf '%s\n' 'csv' 'jsonl' 'parquet' ;;
         'ingest events --rejects') printf '%s\n' '@file' ;;
         'ingest feedback --format') printf '%s\n' 'csv' 'jsonl' 'parquet' ;;

@@ -4,7 +4,8 @@
 
 _tutormax_commands() {
     case "$1" in
-        '') printf '%s\n' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        '') printf '%s\n' 'api' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        'api') printf '%s\n' 'openapi' 'serve' ;;
         'db') printf '%s\n' 'init' 'status' ;;
         'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
@@ -19,7 +20,8 @@ _tutormax_commands() {
 
 _tutormax_described() {
     case "$1" in
-        '') printf '%s\n' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
+        '') printf '%s\n' 'api:The HTTP API: session completions in, metrics out, live updates (needs the api extra)' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
+        'api') printf '%s\n' 'openapi:Print the API'\''s OpenAPI schema (JSON); docs/openapi.json is this output, committed' 'serve:Run the API on uvicorn until SIGTERM' ;;
         'db') printf '%s\n' 'init:Create the tables, or add what an existing TutorMax database lacks' 'status:Show the schema revision and each table'\''s row count and missing columns' ;;
         'dlq') printf '%s\n' 'list:List the dead letters with the reason each was set aside' 'purge:Delete dead letters for good' 'replay:Put dead letters back on their source stream (the worker reads them again) and remove them from the dead-letter stream, each in one transaction' 'show:One dead letter in full: reason, origin and the original fields' ;;
         'events') printf '%s\n' 'complete:Put one raw session completion (an envelope) on the pipeline'\''s input stream' 'publish:Add one entry per tutor to the metrics stream, as a producer would' 'replay:Publish one envelope per session created or updated since a time' ;;
@@ -34,7 +36,10 @@ _tutormax_described() {
 
 _tutormax_options() {
     case "$1" in
-        '') printf '%s\n' '--database-url:SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db' '--redis-url:redis://host:port/db, or '\''embedded'\'' for a private server under ./.tutormax' '--install-completion:Install completion for the current shell' '--show-completion:Show completion for the current shell, to copy it or customize the installation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        '') printf '%s\n' '--database-url:SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db (or a file named by TUTORMAX_DATABASE_URL_FILE)' '--redis-url:redis://host:port/db, or '\''embedded'\'' for a private server under ./.tutormax (or a file named by TUTORMAX_REDIS_URL_FILE)' '--install-completion:Install completion for the current shell' '--show-completion:Show completion for the current shell, to copy it or customize the installation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'api') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'api openapi') printf '%s\n' '--output:Write the schema here instead of stdout' '-o:Write the schema here instead of stdout' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'api serve') printf '%s\n' '--host:Address to listen on' '--port:Port to listen on' '--workers:Worker processes' '--max-body-bytes:Larger request bodies get 413' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db init') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db status') printf '%s\n' '--json:Print JSON instead of a table' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -55,7 +60,7 @@ _tutormax_options() {
         'ingest tutors') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'pending') printf '%s\n' '--entries:List the pending entries instead of the summary' '--consumer:With --entries: only this consumer'\''s entries' '--limit:With --entries: at most this many, oldest first' '--stream:The stream' '--group:The consumer group' '--json:Print JSON instead of tables' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'pipeline') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'pipeline run') printf '%s\n' '--consumer:Consumer name [hostname-pid]' '--stream:Raw completions stream' '--group:Consumer group' '--output:Stream to publish to' '--claim-idle:Reclaim entries idle this long' '--max-deliveries:Dead-letter after this many deliveries' '--count:Entries per XREADGROUP' '--burst:Exit once nothing is new, pending or claimable' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'pipeline run') printf '%s\n' '--consumer:Consumer name [hostname-pid]' '--stream:Raw completions stream' '--group:Consumer group' '--output:Stream to publish to' '--claim-idle:Reclaim entries idle this long' '--max-deliveries:Dead-letter after this many deliveries' '--count:Entries per XREADGROUP' '--burst:Exit once nothing is new, pending or claimable' '--metrics-port:Serve Prometheus metrics on this port' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'recompute') printf '%s\n' '--as-of:One snapshot as of this instant (ISO-8601; default: now)' '--since:Backfill end-of-day snapshots from this day (YYYY-MM-DD)' '--until:Last day of the backfill (default: yesterday, UTC)' '--changed-since:Only tutors whose inputs changed since this instant, as of now; '\''auto'\'' continues from the last successful run' '--tutor:Only this tutor (repeatable)' '--shard:K/N: only tutors whose stable hash mod N is K (split a run)' '--chunk-size:Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: sized to a memory budget)' '--tiers:TOML file of tier thresholds (default: METRICS.md §4)' '--dry-run:Compute and report; write nothing' '--output:Export the rows to this .parquet or .csv file instead of writing' '--write:With --output: write the rows as well' '--wait:If another run holds the lock, wait for it instead of exiting' '--quiet:No progress, no summary line' '-q:No progress, no summary line' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'sample') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'sample generate') printf '%s\n' '--tutors:Number of tutors' '--days:Days of history before --end' '--seed:Same seed, same rows, on any database' '--end:End of the history (ISO-8601, default: today'\''s midnight UTC)' '--out:Write CSV files into this directory instead of the database' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -77,6 +82,8 @@ _tutormax_options() {
 _tutormax_valued() {
     case "$1" in
         '') printf '%s\n' '--database-url' '--redis-url' ;;
+        'api openapi') printf '%s\n' '--output' '-o' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
         'dlq list') printf '%s\n' '--limit' ;;
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
@@ -87,7 +94,7 @@ _tutormax_valued() {
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--log-level' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show tiers') printf '%s\n' '--window' ;;
@@ -102,6 +109,7 @@ _tutormax_valued() {
 
 _tutormax_values() {
     case "$1" in
+        'api openapi --output'|'api openapi -o') printf '%s\n' '@file' ;;
         'ingest events --format') printf '%s\n' 'csv' 'jsonl' 'parquet' ;;
         'ingest events --rejects') printf '%s\n' '@file' ;;
         'ingest feedback --format') printf '%s\n' 'csv' 'jsonl' 'parquet' ;;

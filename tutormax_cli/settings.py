@@ -6,6 +6,8 @@ and a command that needs no Redis does not fail when Redis is down.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +25,26 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def from_file(variable: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret named by `$<variable>_FILE`: the first line of that file, or None when the
+    variable is unset. This is how credentials reach a service without appearing on a command
+    line or in a unit file (systemd's `LoadCredential=` puts them in such files)."""
+    from tutormax_cli.errors import UsageError
+
+    env = os.environ if environ is None else environ
+    path = env.get(f"{variable}_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.readline().strip()
+    except OSError as exc:
+        raise UsageError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise UsageError(f"{variable}_FILE: {path} is empty")
+    return value
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutormax_cli.cli import (
+    api,
     context,
     db,
     dlq,
@@ -21,7 +22,7 @@ from tutormax_cli.cli import (
     worker,
 )
 from tutormax_cli.cli.context import ErrorHandlingGroup
-from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
 
 app = typer.Typer(
     name="tutormax",
@@ -42,19 +43,31 @@ def root(
         DEFAULT_DATABASE_URL,
         "--database-url",
         envvar="TUTORMAX_DATABASE_URL",
-        help="SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db.",
+        help="SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db "
+        "(or a file named by TUTORMAX_DATABASE_URL_FILE).",
         show_default=True,
     ),
     redis_url: str = typer.Option(
         DEFAULT_REDIS_URL,
         "--redis-url",
         envvar="TUTORMAX_REDIS_URL",
-        help="redis://host:port/db, or 'embedded' for a private server under ./.tutormax.",
+        help="redis://host:port/db, or 'embedded' for a private server under ./.tutormax "
+        "(or a file named by TUTORMAX_REDIS_URL_FILE).",
         show_default=True,
     ),
 ) -> None:
     """Real-time and batch tutor performance metrics for TutorMax."""
+    # an option or the variable itself wins; `TUTORMAX_*_URL_FILE` only replaces the default
+    if _defaulted(ctx, "database_url"):
+        database_url = from_file("TUTORMAX_DATABASE_URL") or database_url
+    if _defaulted(ctx, "redis_url"):
+        redis_url = from_file("TUTORMAX_REDIS_URL") or redis_url
     ctx.obj = Settings(database_url=database_url, redis_url=redis_url)
+
+
+def _defaulted(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name.startswith("DEFAULT")
 
 
 app.add_typer(db.app, name="db")
@@ -66,6 +79,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(tiers.app, name="tiers")
+app.add_typer(api.app, name="api")
 recompute.register(app)
 pending.register(app)
 status.register(app)

@@ -62,6 +62,8 @@ _NON_PRINTABLE = r"[\p{C}\p{Zl}\p{Zp}]|[\p{Zs}&&[^ ]]"  # what str.isprintable()
 _ROW = "__row"
 _AT = "__at"  # where a row is, for reasons that point at another row: `line 7` or `FILE:7`
 _SHOW_CHARS = 40
+ERRORS = "_errors"
+"""The rejects' per-field failures, with `validate(..., detail=True)`."""
 
 
 def table_name(name: str) -> str:
@@ -543,15 +545,31 @@ class _Work:
         failed = pl.any_horizontal(flags) if flags else pl.lit(False)
         return pl.col(ERROR).is_null() & ~failed
 
-    def reasons(self) -> pl.DataFrame:
-        """`__row` and `reason` of every failing row; a record-level `_error` stands alone."""
+    def reasons(self, *, detail: bool = False) -> pl.DataFrame:
+        """`__row` and `reason` of every failing row; a record-level `_error` stands alone.
+
+        With `detail`, also `_errors`: the same failures as a list of `{field, message}` (field
+        null for a record-level error), for callers that answer per field (the HTTP API) and
+        must not parse `reason` back apart."""
         bad = self.frame.filter(~self.ok())
         parts = [
             pl.when(pl.col(name)).then(pl.lit(f"{check.column}: ") + check.message)
             for name, check in self.checks
         ]
         reason = pl.concat_str(parts, separator="; ", ignore_nulls=True) if parts else pl.lit("")
-        return bad.select(_ROW, pl.coalesce(pl.col(ERROR), reason).alias(REASON))
+        columns = [_ROW, pl.coalesce(pl.col(ERROR), reason).alias(REASON)]
+        if detail:
+            record = pl.struct(field=pl.lit(None, dtype=pl.String), message=pl.col(ERROR))
+            fields = [
+                pl.when(pl.col(name)).then(
+                    pl.struct(field=pl.lit(check.column), message=check.message)
+                )
+                for name, check in self.checks
+            ]
+            failed = pl.concat_list(fields).list.drop_nulls() if fields else pl.lit(None)
+            errors = pl.when(pl.col(ERROR).is_not_null()).then(pl.concat_list([record]))
+            columns.append(errors.otherwise(failed).alias(ERRORS))
+        return bad.select(columns)
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -563,13 +581,15 @@ def validate(
     refs: References,
     *,
     now: datetime | None = None,
+    detail: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split `df` (text or typed columns, as read) into valid rows and rejects.
 
     Valid rows have the contract columns the input has (all required ones) typed as in
     `sample.TABLE_SCHEMAS`, plus the bookkeeping columns. Rejects have the input's columns as
     text, the bookkeeping columns and `reason`. Every input row is in exactly one of the two.
-    `now` is the instant "30 days ahead" is measured from.
+    `now` is the instant "30 days ahead" is measured from. With `detail`, rejects also have
+    `_errors`, each failure as `{field, message}`.
     """
     table = table_name(table)
     now = now or datetime.now(UTC)
@@ -592,10 +612,10 @@ def validate(
         c for c in text.columns if is_bookkeeping(c) and not c.startswith("__") and c != ERROR
     ]
     valid = work.frame.filter(work.ok()).select(*[_t(c).alias(c) for c in keep], *bookkeeping)
-    reasons = work.reasons()
+    reasons = work.reasons(detail=detail)
     originals = [c for c in df.columns if not is_bookkeeping(c)]
     rejects = text.join(reasons, on=_ROW, how="inner", maintain_order="left").select(
-        *bookkeeping, *originals, REASON
+        *bookkeeping, *originals, REASON, *([ERRORS] if detail else [])
     )
     return valid, rejects
 

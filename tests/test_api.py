@@ -1,0 +1,364 @@
+"""The HTTP API as deployed: a real `tutormax api serve` process on a free port, a real SQLite
+file and PostgreSQL database, a real Redis, the real worker, a real WebSocket client."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+import redis
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+from websockets.sync.client import connect as ws_connect
+
+from tests.api_server import TOKEN, api_server, free_port
+from tests.helpers import count_rows, recent_sample, stored_metrics
+from tutormax_cli import keys
+from tutormax_cli.api.observe import API_METRIC_NAMES
+from tutormax_cli.cli.app import app
+from tutormax_cli.metrics.tiers import TIER_NAMES
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.migrate import upgrade
+from tutormax_cli.store.seed import save_tables
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def seed(url: str) -> None:
+    """Three tutors and their students, no sessions: every metric row comes from the API."""
+    engine = open_engine(url)
+    upgrade(engine)
+    tables = recent_sample(tutors=3)
+    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
+    engine.dispose()
+
+
+def completion(hours_ago: float, tutor: str = "T0001", **changes: Any) -> dict[str, Any]:
+    start = NOW - timedelta(hours=hours_ago)
+    body = {
+        "tutor_id": tutor, "student_id": "S00001", "session_number": 2,
+        "scheduled_start": start.isoformat(),
+        "actual_start": (start + timedelta(minutes=3)).isoformat(),
+        "duration_minutes": 60, "subject": "Algebra", "session_type": "1-on-1",
+        "tutor_initiated_reschedule": False, "no_show": False, "late_start_minutes": 3,
+        "engagement_score": 0.8, "learning_objectives_met": True, "technical_issues": False,
+    }  # fmt: skip
+    body.update(changes)
+    return body
+
+
+def run_worker(db_url: str, redis_url: str) -> None:
+    env = dict(os.environ, TUTORMAX_DATABASE_URL=db_url, TUTORMAX_REDIS_URL=redis_url)
+    result = CliRunner().invoke(app, ["worker", "run", "--burst", "--debounce", "0"], env=env)
+    assert result.exit_code == 0, result.output
+
+
+def receive(ws: Any, timeout: float = 10) -> dict[str, Any]:
+    return dict(json.loads(ws.recv(timeout=timeout)))
+
+
+@pytest.fixture
+def client_for() -> Iterator[Any]:
+    clients: list[httpx.Client] = []
+
+    def make(base: str) -> httpx.Client:
+        clients.append(httpx.Client(base_url=base, timeout=30))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_completions_reach_metrics_and_websockets(
+    db_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+) -> None:
+    seed(db_url)
+    engine = open_engine(db_url)
+    with api_server(db_url, redis_url) as base:
+        http = client_for(base)
+        ws_base = base.replace("http://", "ws://")
+        with (
+            ws_connect(f"{ws_base}/ws/tutors/T0001") as one,
+            ws_connect(f"{ws_base}/ws/tutors") as every,
+        ):
+            assert receive(one) == {"type": "subscribed", "tutor_id": "T0001"}
+            assert receive(every) == {"type": "subscribed", "tutor_id": None}
+            first = completion(30, feedback={"overall_rating": 4, "would_recommend": True})
+            for session_id, body in (
+                ("API-1", first),
+                ("API-2", completion(20, late_start_minutes=15, learning_objectives_met=False)),
+                ("API-3", completion(10, tutor="T0002", session_number=1)),
+                ("API-1", first),  # a retry: idempotent
+            ):
+                reply = http.post(f"/api/sessions/{session_id}/complete", json=body, headers=AUTH)
+                assert reply.status_code == 202, reply.text
+                assert reply.json()["session_id"] == session_id
+            assert count_rows(engine, "sessions") == 3
+            assert count_rows(engine, "student_feedback") == 1
+            assert rclient.xlen(keys.ENRICHMENT_STREAM) == 4  # every accepted post publishes
+
+            run_worker(db_url, redis_url)
+
+            update = receive(one)
+            assert update["type"] == "metrics.updated" and update["tutor_id"] == "T0001"
+            assert {update[f"tier_{w}"] for w in ("7day", "30day", "90day")} <= set(TIER_NAMES)
+            seen = {receive(every)["tutor_id"], receive(every)["tutor_id"]}
+            assert seen == {"T0001", "T0002"}
+            with pytest.raises(TimeoutError):
+                one.recv(timeout=0.5)  # T0002's update is not T0001's subscriber's business
+
+        got = http.get("/api/tutors/T0001/metrics").json()
+        stored = stored_metrics(engine).filter(pl.col("tutor_id") == "T0001")
+        assert [m["window"] for m in got["metrics"]] == ["7day", "30day", "90day"]
+        for row in got["metrics"]:
+            want = stored.filter(pl.col("window") == row["window"]).to_dicts()[0]
+            for name, value in want.items():
+                if name == "calculation_date":
+                    assert datetime.fromisoformat(row[name]) == value
+                elif name == "metric_date":
+                    assert row[name] == value.isoformat()
+                else:
+                    assert row[name] == value, name
+        week = got["metrics"][0]
+        # by hand: two sessions, one rating (4), one late start (15 > 10 min), one objective met
+        assert week["sessions_scheduled"] == 2 and week["sessions_completed"] == 2
+        assert week["avg_rating"] == 4.0
+        assert week["learning_objectives_met_pct"] == 50.0
+        assert week["reschedule_count"] == 0 and week["no_show_count"] == 0
+
+        only = http.get("/api/tutors/T0001/metrics", params={"window": "30day"}).json()
+        assert [m["window"] for m in only["metrics"]] == ["30day"]
+        history = http.get("/api/tutors/T0001/metrics/history", params={"window": "7day"}).json()
+        assert history["window"] == "7day" and [r["metric_date"] for r in history["rows"]] == [
+            week["metric_date"]
+        ]
+        board = http.get("/api/tutors", params={"window": "7day"}).json()
+        assert board["count"] == 2 and [t["rank"] for t in board["tutors"]] == [1, 2]
+        assert {t["tutor_id"] for t in board["tutors"]} == {"T0001", "T0002"}
+        tier = board["tutors"][0]["performance_tier"]
+        narrowed = http.get("/api/tutors", params={"window": "7day", "tier": tier.lower()}).json()
+        assert narrowed["tiers"] == [tier] and narrowed["count"] >= 1
+        assert all(t["performance_tier"] == tier for t in narrowed["tutors"])
+
+        known = http.get("/api/tutors/T0003/metrics")  # a tutor without metrics yet
+        assert known.status_code == 200 and known.json()["metrics"] == []
+        assert http.get("/api/tutors/NOBODY/metrics").status_code == 404
+        assert http.get("/api/tutors/NOBODY/metrics/history").json() == {
+            "detail": "unknown tutor 'NOBODY'"
+        }
+        assert http.get("/readyz").json()["status"] == "ready"
+
+        exported = http.get("/metrics")
+        assert exported.headers["content-type"].startswith("text/plain")
+        names = {s.name for f in text_string_to_metric_families(exported.text) for s in f.samples}
+        missing = {n for n in API_METRIC_NAMES if n not in names and f"{n}_bucket" not in names}
+        assert missing == set()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(exported.text)
+            for s in f.samples
+        }
+        assert samples[("tutormax_api_sessions_accepted_total", ())] == 4
+        accepted = (("method", "POST"), ("route", "/api/sessions/{session_id}/complete"),
+                    ("status", "202"))  # fmt: skip
+        assert samples[("tutormax_api_requests_total", accepted)] == 4
+        assert samples[("tutormax_api_updates_pushed_total", ())] == 3
+        seven = [v for (n, lab), v in samples.items() if n == "tutormax_metrics_tutors"
+                 and ("window", "7day") in lab]  # fmt: skip
+        assert sum(seven) == 2
+    engine.dispose()
+
+
+def test_bad_requests_are_refused_and_write_nothing(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+) -> None:
+    seed(sqlite_url)
+    engine = open_engine(sqlite_url)
+    with api_server(sqlite_url, redis_url) as base:
+        http = client_for(base)
+
+        def post(body: Any, session_id: str = "BAD-1", **kw: Any) -> httpx.Response:
+            headers = kw.pop("headers", AUTH)
+            return http.post(f"/api/sessions/{session_id}/complete", json=body,
+                             headers=headers, **kw)  # fmt: skip
+
+        def where(reply: httpx.Response) -> list[list[Any]]:
+            assert reply.status_code == 422, reply.text
+            return [e["loc"] for e in reply.json()["detail"]]
+
+        unauthorized = post(completion(1), headers={})
+        assert unauthorized.status_code == 401
+        assert unauthorized.headers["www-authenticate"] == "Bearer"
+        assert post(completion(1), headers={"Authorization": "Bearer nope"}).status_code == 401
+
+        no_tutor = completion(1)
+        del no_tutor["tutor_id"]
+        assert where(post(no_tutor)) == [["body", "tutor_id"]]
+        assert where(post(completion(1, duration_minutes="an hour"))) == [
+            ["body", "duration_minutes"]
+        ]
+        assert where(post(completion(1, colour="red"))) == [["body", "colour"]]
+        # rules the ingest stage owns, answered in the same shape
+        late = post(completion(1, duration_minutes=20, late_start_minutes=30))
+        assert where(late) == [["body", "late_start_minutes"]]
+        assert late.json()["detail"][0]["msg"] == "30 is above duration_minutes (20)"
+        assert where(post(completion(1, no_show=True))) == [["body", "actual_start"]]
+        stranger = post(completion(1, tutor="T9999"))
+        assert where(stranger) == [["body", "tutor_id"]]
+        assert stranger.json()["detail"][0]["msg"] == "unknown tutor 'T9999'"
+        assert where(post(completion(-24 * 40))) == [["body", "scheduled_start"]]
+        assert where(post(completion(1, feedback={"overall_rating": 7}))) == [
+            ["body", "feedback", "overall_rating"]
+        ]
+        # the session is valid, its feedback is not: the session must not be written either
+        nul = post(completion(1, feedback={"overall_rating": 5, "free_text_feedback": "a\x00b"}))
+        assert where(nul) == [["body", "feedback", "free_text_feedback"]]
+        assert where(post({**completion(1), "session_id": "OTHER"})) == [["body", "session_id"]]
+        assert where(post(completion(1), session_id="X" * 51)) == [["path", "session_id"]]
+        malformed = http.post("/api/sessions/BAD-1/complete", content=b"{oops",
+                              headers={**AUTH, "content-type": "application/json"})  # fmt: skip
+        assert malformed.status_code == 422
+
+        huge = post(
+            completion(1, feedback={"overall_rating": 5, "free_text_feedback": "x" * 70_000})
+        )
+        assert huge.status_code == 413 and "65536" in huge.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"tutor_id": "'
+            for _ in range(100):
+                yield b"y" * 1000
+            yield b'"}'
+
+        streamed = http.post("/api/sessions/BAD-1/complete", content=chunks(),
+                             headers={**AUTH, "content-type": "application/json"})  # fmt: skip
+        assert streamed.status_code == 413
+
+        for path in ("/api/tutors/T0001/metrics", "/api/tutors/T0001/metrics/history",
+                     "/api/tutors"):  # fmt: skip
+            bad = http.get(path, params={"window": "8day"})
+            assert bad.status_code == 400
+            assert bad.json() == {"detail": "window '8day' is not one of 7day, 30day, 90day"}
+        assert http.get("/api/tutors", params={"tier": "Legendary"}).status_code == 400
+        assert where(http.get("/api/tutors/T0001/metrics/history", params={"days": 0})) == [
+            ["query", "days"]
+        ]
+        assert http.get("/no/such/route").status_code == 404
+    assert count_rows(engine, "sessions") == 0
+    assert count_rows(engine, "student_feedback") == 0
+    assert rclient.exists(keys.ENRICHMENT_STREAM) == 0
+    engine.dispose()
+
+
+def test_a_redis_outage_is_a_503_and_the_retry_publishes(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+) -> None:
+    seed(sqlite_url)
+    engine = open_engine(sqlite_url)
+    down = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
+    body = completion(2)
+    with api_server(sqlite_url, down) as base:
+        http = client_for(base)
+        assert http.get("/healthz").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        checks = ready.json()["checks"]
+        assert checks["database"] == {"ok": True, "error": None}
+        assert not checks["redis"]["ok"] and "hunter2" not in ready.text
+        reply = http.post("/api/sessions/RETRY-1/complete", json=body, headers=AUTH)
+        assert reply.status_code == 503
+        assert "saved but was not published" in reply.json()["detail"]
+        assert "hunter2" not in reply.text
+    assert count_rows(engine, "sessions") == 1  # committed before publishing: nothing lost
+    with api_server(sqlite_url, redis_url, workers=2) as base:
+        http = client_for(base)
+        reply = http.post("/api/sessions/RETRY-1/complete", json=body, headers=AUTH)
+        assert reply.status_code == 202
+        for _ in range(6):
+            assert http.get("/healthz").status_code == 200
+        text = http.get("/metrics").text
+        healthz = [
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "tutormax_api_requests_total" and s.labels["route"] == "/healthz"
+        ]
+        # both worker processes' counts, summed (the readiness wait adds its own /healthz)
+        assert sum(healthz) >= 7
+    assert count_rows(engine, "sessions") == 1
+    assert rclient.xlen(keys.ENRICHMENT_STREAM) == 1
+    engine.dispose()
+
+
+def test_credentials_never_reach_logs_or_answers(
+    pg_database_url: str, redis_url: str, tmp_path: Path, client_for: Any
+) -> None:
+    """PostgreSQL here trusts local connections, so any password works and must be hidden."""
+    url = sa.make_url(pg_database_url).set(password="s3cret-pw").render_as_string(False)
+    seed(url)
+    log = tmp_path / "api.log"
+    with api_server(url, redis_url, log=log, extra=("--log-level", "DEBUG")) as base:
+        http = client_for(base)
+        assert http.get("/readyz").json()["status"] == "ready"
+        assert http.get("/api/tutors/NOBODY/metrics").status_code == 404
+    text = log.read_text()
+    assert "API on database postgresql://root:***@" in text
+    assert "s3cret-pw" not in text and TOKEN not in text
+
+
+def test_credential_files_feed_the_cli(tmp_path: Path, sqlite_url: str) -> None:
+    secret = tmp_path / "database-url"
+    secret.write_text(sqlite_url + "\n")
+    env = {"TUTORMAX_DATABASE_URL_FILE": str(secret)}
+    runner = CliRunner()
+    result = runner.invoke(app, ["db", "status", "--json"], env=env)
+    assert result.exit_code in (0, 1), result.output
+    assert Path(sqlite_url.removeprefix("sqlite:///")).name in result.output
+    # the variable itself, or the option, wins over the file
+    env_wins = runner.invoke(
+        app, ["db", "status", "--json"],
+        env={**env, "TUTORMAX_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"},
+    )  # fmt: skip
+    assert "other.db" in env_wins.output
+    secret.write_text("\n")
+    empty = runner.invoke(app, ["db", "status"], env=env)
+    assert empty.exit_code == 2
+    assert empty.output.strip() == f"Error: TUTORMAX_DATABASE_URL_FILE: {secret} is empty"
+    missing = runner.invoke(app, ["db", "status"], env={"TUTORMAX_DATABASE_URL_FILE": "/nope"})
+    assert missing.exit_code == 2 and "cannot read /nope" in missing.output
+
+
+def test_api_workers_read_credentials_from_files(tmp_path: Path) -> None:
+    from tutormax_cli.api.config import ApiConfig
+
+    (tmp_path / "token").write_text("from-a-file\n")
+    (tmp_path / "redis").write_text("redis://:pw@10.0.0.1:6379/2\n")
+    config = ApiConfig.from_env(
+        {"TUTORMAX_API_TOKEN_FILE": str(tmp_path / "token"),
+         "TUTORMAX_REDIS_URL_FILE": str(tmp_path / "redis")}
+    )  # fmt: skip
+    assert config.token == "from-a-file"
+    assert config.settings.redis_url == "redis://:pw@10.0.0.1:6379/2"
+    assert config.settings.redis_label == "redis://:***@10.0.0.1:6379/2"
+    assert ApiConfig.from_env(config.environ()) == config  # what `api serve` hands its workers
+    assert ApiConfig.from_env({}).token is None
+
+
+def test_the_committed_openapi_schema_is_current() -> None:
+    from tutormax_cli.api.app import create_app
+    from tutormax_cli.api.config import ApiConfig
+
+    committed = json.loads((Path(__file__).parent.parent / "docs" / "openapi.json").read_text())
+    assert committed == create_app(ApiConfig()).openapi(), (
+        "run `tutormax api openapi --output docs/openapi.json` and commit it"
+    )

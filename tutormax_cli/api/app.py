@@ -1,0 +1,378 @@
+"""The FastAPI application: routes, error answers, start-up and shutdown.
+
+Handlers are plain `def`s: FastAPI runs them on its thread pool, which is what the synchronous
+SQLAlchemy engine and Redis client want. Every error answers JSON with a one-line `detail`
+(422: FastAPI's list of `{loc, msg, type}`, the same for the ingest rules as for types), and a
+database or Redis outage is a 503 naming which, never a traceback.
+
+No `from __future__ import annotations` here: FastAPI reads the routes' annotations at
+definition time, and some name closures (`Depends(authorized)`).
+"""
+
+import asyncio
+import hmac
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+import polars as pl
+import redis
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.websockets import WebSocketDisconnect
+
+from tutormax_cli.api import models
+from tutormax_cli.api.completion import InvalidCompletion, NotPublished, complete_session
+from tutormax_cli.api.config import ApiConfig
+from tutormax_cli.api.guards import BodyLimit, RequestMetrics
+from tutormax_cli.api.live import Subscription, UpdateHub
+from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
+from tutormax_cli.errors import RedisUnavailable, TutormaxError, UsageError
+from tutormax_cli.metrics.windows import WINDOWS
+
+log = logging.getLogger("tutormax.api")
+
+ID_LENGTH = 50
+"""The contract's id columns are VARCHAR(50); a longer id cannot name anything."""
+
+TutorId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH, description="A tutor id.")]
+SessionId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH, description="A session id.")]
+WindowQuery = Query(None, description="7day, 30day or 90day (400 otherwise).")
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": models.Problem, "description": "A bad query parameter."},
+    404: {"model": models.Problem, "description": "No such tutor."},
+    503: {"model": models.Problem, "description": "The database or Redis is unavailable."},
+}
+
+
+def _version() -> str:
+    try:
+        return version("tutormax-cli")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+class Services:
+    """The connections one API process holds: opened lazily, so the API starts (and `/healthz`
+    answers) while PostgreSQL or Redis is still coming up; `/readyz` says when they are."""
+
+    def __init__(self, config: ApiConfig) -> None:
+        from tutormax_cli.store.db import open_engine
+
+        self.config = config
+        self.engine = open_engine(config.settings.database_url)
+        self._redis: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def redis_client(self) -> redis.Redis:
+        """The shared Redis client (thread-safe: redis-py pools its connections)."""
+        from tutormax_cli.stream.connection import connect
+
+        with self._lock:
+            if self._redis is None:
+                self._redis = connect(self.config.settings.redis_url, check=False)
+            return self._redis
+
+    def new_redis(self) -> redis.Redis:
+        """A client of its own, for the live-update thread's blocking reads."""
+        from tutormax_cli.stream.connection import connect
+
+        return connect(self.config.settings.redis_url, check=True)
+
+    def close(self) -> None:
+        """Release the pools at shutdown."""
+        self.engine.dispose()
+        if self._redis is not None:
+            self._redis.close()
+
+
+def _window(window: str | None) -> str | None:
+    if window is not None and window not in WINDOWS:
+        raise UsageError(f"window {window!r} is not one of {', '.join(WINDOWS)}")
+    return window
+
+
+def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one closure per route
+    """The application for one process (uvicorn calls this once per worker)."""
+    config = config or ApiConfig.from_env()
+    services = Services(config)
+    metrics = ApiMetrics()
+    stats = TableStats(services.engine, config.stats_ttl)
+    if multiprocess_dir() is None:
+        metrics.registry.register(stats)
+    hub = UpdateHub(services.new_redis, config.updates_stream, on_delivered=metrics.pushed.inc)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        from tutormax_cli.store.db import url_label
+
+        log.info("API on database %s, Redis %s", url_label(services.engine),
+                 config.settings.redis_label)  # fmt: skip
+        hub.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(hub.stop)
+            services.close()
+
+    app = FastAPI(
+        title="TutorMax metrics API",
+        version=_version(),
+        description=(
+            "Session completions in, tutor performance metrics out (METRICS.md), live updates "
+            "over WebSockets at `/ws/tutors/{tutor_id}` and `/ws/tutors`."
+        ),
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    bearer = HTTPBearer(auto_error=False, description="Set TUTORMAX_API_TOKEN to require it.")
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if config.token is None:
+            return
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, config.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    @app.exception_handler(InvalidCompletion)
+    async def invalid(_request: Request, exc: InvalidCompletion) -> JSONResponse:
+        return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
+
+    @app.exception_handler(UsageError)
+    async def bad_request(_request: Request, exc: UsageError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(NotPublished)
+    @app.exception_handler(RedisUnavailable)
+    async def redis_down(_request: Request, exc: TutormaxError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_error(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        return JSONResponse({"detail": f"Redis unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def database_down(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        from tutormax_cli.store.db import describe_error
+
+        log.warning("database error: %s", describe_error(exc))
+        return JSONResponse({"detail": f"database unavailable: {describe_error(exc)}"},
+                            status_code=503)  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; the server log has the details"},
+                            status_code=500)  # fmt: skip
+
+    @app.post(
+        "/api/sessions/{session_id}/complete",
+        status_code=202,
+        response_model=models.Accepted,
+        responses={
+            400: {"model": models.Problem, "description": "A body that is not UTF-8 JSON."},
+            401: {"model": models.Problem, "description": "Missing or wrong bearer token."},
+            413: {"model": models.Problem, "description": "Body over the size limit."},
+            503: PROBLEMS[503],
+        },
+        summary="Record a completed session (and its feedback) for the metrics worker",
+    )
+    def complete(
+        session_id: SessionId,
+        body: models.SessionCompletion,
+        _auth: Annotated[None, Depends(authorized)],
+    ) -> models.Accepted:
+        """Validated with the ingest rules (422 names each bad field), upserted, committed,
+        then published to the enrichment stream. Idempotent on `session_id`: posting again
+        rewrites nothing and publishes again, so a 503 is safe to retry."""
+        feedback_id = complete_session(
+            services.engine, services.redis_client(), session_id, body, stream=config.publish_stream
+        )
+        metrics.accepted.inc()
+        return models.Accepted(
+            session_id=session_id, feedback_id=feedback_id, stream=config.publish_stream
+        )
+
+    @app.get(
+        "/api/tutors/{tutor_id}/metrics",
+        response_model=models.TutorMetrics,
+        responses={k: PROBLEMS[k] for k in (400, 404, 503)},
+        summary="A tutor's latest metrics, one row per window",
+    )
+    def tutor_metrics(tutor_id: TutorId, window: str | None = WindowQuery) -> dict[str, Any]:
+        """The newest row of each window (or of `window`): the design's "latest three"."""
+        from tutormax_cli.store import query
+
+        window = _window(window)
+        with services.engine.connect() as conn:
+            latest = query.latest_for_tutor(conn, tutor_id)
+            if latest.is_empty():
+                _require_tutor(conn, tutor_id)
+        if window is not None:
+            latest = latest.filter(pl.col("window") == window)
+        rows = latest.sort(
+            pl.col("window").replace_strict(list(WINDOWS), range(len(WINDOWS)))
+        ).to_dicts()
+        day = rows[0]["metric_date"] if rows else None
+        return {"tutor_id": tutor_id, "metric_date": day, "metrics": rows}
+
+    @app.get(
+        "/api/tutors/{tutor_id}/metrics/history",
+        response_model=models.MetricHistory,
+        responses={k: PROBLEMS[k] for k in (400, 404, 503)},
+        summary="A tutor's daily rows of one window",
+    )
+    def tutor_history(
+        tutor_id: TutorId,
+        window: str | None = WindowQuery,
+        days: int = Query(30, ge=1, le=366, description="Metric dates to return."),
+    ) -> dict[str, Any]:
+        """The last `days` metric dates of `window` (default 30day), oldest first."""
+        from tutormax_cli.store import query
+
+        name = _window(window) or "30day"
+        with services.engine.connect() as conn:
+            history = query.history_for_tutor(conn, tutor_id, days)
+            if history.is_empty():
+                _require_tutor(conn, tutor_id)
+        rows = history.filter(pl.col("window") == name).tail(days)
+        return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows.to_dicts()}
+
+    @app.get(
+        "/api/tutors",
+        response_model=models.Leaderboard,
+        responses={k: PROBLEMS[k] for k in (400, 503)},
+        summary="The leaderboard of one window",
+    )
+    def tutors(
+        tier: list[str] | None = Query(None, description="Keep these tiers (repeatable)."),
+        window: str | None = WindowQuery,
+        limit: int = Query(50, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """Each tutor's newest row of `window` (default 30day), best tier first, then higher
+        average rating, then more completed sessions."""
+        from tutormax_cli import views
+        from tutormax_cli.store import query
+
+        name = _window(window) or "30day"
+        tiers = views.tier_names(tier)
+        with services.engine.connect() as conn:
+            latest = query.latest_in_window(conn, name)
+        board = views.leaderboard(latest, tiers=tiers, limit=limit)
+        rows = board.to_dicts()
+        return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
+
+    @app.get("/healthz", response_model=models.Health, summary="The process answers")
+    def healthz() -> models.Health:
+        """No dependency is checked: a load balancer restarts on this, not on an outage."""
+        return models.Health()
+
+    @app.get(
+        "/readyz",
+        response_model=models.Readiness,
+        responses={503: {"model": models.Readiness, "description": "A dependency is down."}},
+        summary="The database (at this code's schema) and Redis answer",
+    )
+    def readyz() -> JSONResponse:
+        checks = {"database": _check_database(services), "redis": _check_redis(services)}
+        ready = all(c.ok for c in checks.values())
+        body = models.Readiness(status="ready" if ready else "not ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
+        summary="Prometheus metrics",
+    )
+    def prometheus() -> Response:
+        return Response(exposition(metrics, stats), media_type=CONTENT_TYPE_LATEST)
+
+    async def follow(ws: WebSocket, tutor_id: str | None) -> None:
+        sub = hub.subscribe(tutor_id)
+        metrics.ws_clients.inc()
+        try:
+            await ws.accept()
+            await ws.send_json({"type": "subscribed", "tutor_id": tutor_id})
+            await _pump(ws, sub)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.unsubscribe(sub)
+            metrics.ws_clients.dec()
+
+    @app.websocket("/ws/tutors/{tutor_id}")
+    async def ws_tutor(ws: WebSocket, tutor_id: str) -> None:
+        """Each update of one tutor's metrics, as the worker commits them."""
+        if not 1 <= len(tutor_id) <= ID_LENGTH:
+            await ws.close(code=1008, reason="tutor id must be 1 to 50 characters")
+            return
+        await follow(ws, tutor_id)
+
+    @app.websocket("/ws/tutors")
+    async def ws_all(ws: WebSocket) -> None:
+        """Each update of any tutor's metrics."""
+        await follow(ws, None)
+
+    return app
+
+
+async def _pump(ws: WebSocket, sub: Subscription) -> None:
+    """Send the subscription's updates until the client leaves or falls too far behind."""
+    leaving = asyncio.ensure_future(ws.receive())
+    try:
+        while True:
+            getting = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if leaving in done:
+                getting.cancel()
+                message = leaving.result()
+                if message["type"] == "websocket.disconnect":
+                    return
+                leaving = asyncio.ensure_future(ws.receive())  # clients may send pings
+                continue
+            await ws.send_json(getting.result())
+            if sub.overflowed:
+                await ws.close(code=1013, reason="too far behind: reconnect and re-read")
+                return
+    finally:
+        leaving.cancel()
+
+
+def _require_tutor(conn: sa.Connection, tutor_id: str) -> None:
+    """404 unless the tutor exists (a known tutor without metrics yet gets an empty answer)."""
+    from tutormax_cli.store.schema import metadata
+
+    tutors = metadata.tables["tutors"]
+    found = conn.execute(sa.select(tutors.c.tutor_id).where(tutors.c.tutor_id == tutor_id))
+    if found.first() is None:
+        raise HTTPException(404, f"unknown tutor {tutor_id!r}")
+
+
+def _check_database(services: Services) -> models.Check:
+    from tutormax_cli.store.db import require_schema
+
+    try:
+        require_schema(services.engine)
+    except TutormaxError as exc:
+        return models.Check(ok=False, error=str(exc))
+    return models.Check(ok=True)
+
+
+def _check_redis(services: Services) -> models.Check:
+    try:
+        services.redis_client().ping()
+    except (redis.RedisError, OSError, TutormaxError) as exc:
+        return models.Check(ok=False, error=str(exc) or type(exc).__name__)
+    return models.Check(ok=True)

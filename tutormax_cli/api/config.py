@@ -1,0 +1,69 @@
+"""What one API process needs to know, read from the environment.
+
+`tutormax api serve` resolves the settings (options, variables, `*_FILE` credential files)
+and hands them to uvicorn's worker processes through their environment: each worker builds
+its app with `create_app()` from `ApiConfig.from_env()`, so `--workers 4` needs no shared state
+and no credential ever appears on a command line or in a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tutormax_cli import keys
+from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+"""A session with its feedback is well under 4 KiB; 64 KiB leaves room for long free text."""
+
+STATS_TTL_SECONDS = 15.0
+"""How long the tier distribution and freshness gauges of `/metrics` are reused between
+scrapes: they cost three indexed queries, and Prometheus scrapes every 15 s by default."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Settings of one API process."""
+
+    settings: Settings = field(default_factory=Settings)
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    publish_stream: str = keys.ENRICHMENT_STREAM
+    updates_stream: str = keys.METRICS_UPDATED_STREAM
+    stats_ttl: float = STATS_TTL_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiConfig:
+        """The configuration `tutormax api serve` exported to this worker process."""
+        env = os.environ if environ is None else environ
+        settings = Settings(
+            database_url=env.get("TUTORMAX_DATABASE_URL")
+            or from_file("TUTORMAX_DATABASE_URL", env)
+            or DEFAULT_DATABASE_URL,
+            redis_url=env.get("TUTORMAX_REDIS_URL")
+            or from_file("TUTORMAX_REDIS_URL", env)
+            or DEFAULT_REDIS_URL,
+        )
+        token = env.get("TUTORMAX_API_TOKEN") or from_file("TUTORMAX_API_TOKEN", env)
+        return cls(
+            settings=settings,
+            token=token or None,
+            max_body_bytes=int(env.get("TUTORMAX_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+            publish_stream=env.get("TUTORMAX_API_PUBLISH_STREAM", keys.ENRICHMENT_STREAM),
+            updates_stream=env.get("TUTORMAX_API_UPDATES_STREAM", keys.METRICS_UPDATED_STREAM),
+        )
+
+    def environ(self) -> dict[str, str]:
+        """The variables `from_env` reads back: what `api serve` exports to its workers."""
+        out = {
+            "TUTORMAX_DATABASE_URL": self.settings.database_url,
+            "TUTORMAX_REDIS_URL": self.settings.redis_url,
+            "TUTORMAX_API_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "TUTORMAX_API_PUBLISH_STREAM": self.publish_stream,
+            "TUTORMAX_API_UPDATES_STREAM": self.updates_stream,
+        }
+        if self.token:
+            out["TUTORMAX_API_TOKEN"] = self.token
+        return out

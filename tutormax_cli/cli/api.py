@@ -1,0 +1,97 @@
+"""`tutormax api`: serve the HTTP API, and print its OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+from tutormax_cli.cli import context
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="The HTTP API: session completions in, metrics out, live updates (needs the api extra).",
+)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    max_body_bytes: int = typer.Option(
+        65_536, "--max-body-bytes", min=1024, help="Larger request bodies get 413."
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run the API on uvicorn until SIGTERM.
+
+    The write endpoint requires `Authorization: Bearer <token>` when TUTORMAX_API_TOKEN (or a
+    file named by TUTORMAX_API_TOKEN_FILE) is set. Run it behind nginx (deploy/nginx).
+
+    Example: tutormax api serve --host 127.0.0.1 --port 8000 --workers 4
+    """
+    from tutormax_cli.api import require_api
+
+    require_api()
+    import uvicorn
+
+    from tutormax_cli.api.config import ApiConfig
+    from tutormax_cli.settings import from_file
+
+    context.setup_logging(log_level)
+    context.database(ctx).dispose()  # fail now, in one line, on a wrong URL or an old schema
+    token = os.environ.get("TUTORMAX_API_TOKEN") or from_file("TUTORMAX_API_TOKEN")
+    config = ApiConfig(
+        settings=context.settings(ctx), token=token or None, max_body_bytes=max_body_bytes
+    )
+    os.environ.update(config.environ())  # how uvicorn's worker processes get the settings
+    scratch = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="tutormax-api-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch  # /metrics sums the workers' files
+    try:
+        uvicorn.run(
+            "tutormax_cli.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level.lower(),
+            server_header=False,
+            proxy_headers=True,
+            log_config=None,  # keep tutormax's one log format
+        )
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@app.command("openapi")
+def openapi(
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the schema here instead of stdout."
+    ),
+) -> None:
+    """Print the API's OpenAPI schema (JSON); docs/openapi.json is this output, committed.
+
+    Example: tutormax api openapi --output docs/openapi.json
+    """
+    from tutormax_cli.api import require_api
+
+    require_api()
+    from tutormax_cli.api.app import create_app
+    from tutormax_cli.api.config import ApiConfig
+
+    text = json.dumps(create_app(ApiConfig()).openapi(), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
