@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context
+from tutormax_cli.cli import context, render
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,6 +29,9 @@ def run(
     count: int = typer.Option(500, "--count", min=1, help="Entries per XREADGROUP."),
     burst: bool = typer.Option(
         False, "--burst", help="Exit once nothing is new, pending or claimable."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve Prometheus metrics on this port."
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
@@ -56,6 +59,12 @@ def run(
     )
     engine = context.database(ctx)
     client = connect(context.settings(ctx).redis_url)
-    consumer_ = PipelineConsumer(client, engine, config, metrics=WorkerMetrics("tutormax_pipeline"))
+    metrics = WorkerMetrics("tutormax_pipeline")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=metrics.registry)
+        render.err.print(f"Prometheus metrics on http://0.0.0.0:{metrics_port}/metrics")
+    consumer_ = PipelineConsumer(client, engine, config, metrics=metrics)
     install_signal_handlers(consumer_)
     consumer_.run()
