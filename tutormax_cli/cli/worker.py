@@ -96,7 +96,7 @@ def health(
 ) -> None:
     """Exit 0 when a live worker's heartbeat is seen, 1 otherwise (for systemd and probes).
 
-    Example: tutormax worker health || systemctl restart tutormax-worker@1
+    Example: tutormax worker health || systemctl restart tutormax-worker@9108
     """
     from tutormax_cli.stream.connection import connect
 

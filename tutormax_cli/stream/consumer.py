@@ -401,10 +401,11 @@ class GroupConsumer:
             time.sleep(min(self._backoff, 5.0))
             return None
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
             # the server lost the group (a restart without persistence, or someone deleted
-            # it): recreate it; what was pending there is gone with it, nothing of ours is
+            # it or the stream, which UNBLOCKs a waiting XREADGROUP): recreate it; what was
+            # pending there is gone with it, nothing of ours is
             log.warning("group %s is gone from %s: recreating it", self.config.group,
                         self.config.stream)  # fmt: skip
             self.setup()

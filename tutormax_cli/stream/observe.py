@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 45, 60, 120, 300)
+ENTRY_SOURCES = ("new", "recovered", "claimed")
+ERROR_KINDS = ("database", "redis", "compute")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -61,3 +63,9 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.up = Gauge(f"{p}_up", "1 while the worker loop runs", registry=r)
+        # every label value exists from the first scrape, so rate() and sums over them are
+        # defined before the first error (an absent series makes an alert expression empty)
+        for source in ENTRY_SOURCES:
+            self.entries_read.labels(source)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
