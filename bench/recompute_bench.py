@@ -9,6 +9,7 @@
 on an emptied `tutor_performance_metrics` (a nightly run inserts a new metric_date):
   sql       the DBA's single statement (bench/sql_single.py) as `psql -c`, INSERT … ON CONFLICT;
   tutormax  `tutormax recompute --as-of T` (partials aggregated in PostgreSQL, polars finalize);
+            with --cumulative, also from the cumulative partials table (`db partials enable`);
   raw-*     the engine on raw rows, loaded by COPY+CSV / ADBC / connectorx (`_raw` below).
 It checks every contestant wrote the same rows. `design` runs the design document's per-tutor
 algorithm (bench/design_algorithm.py) over a sample of tutors and extrapolates to all of them.
@@ -109,6 +110,15 @@ def bench_asof(args: argparse.Namespace) -> None:
         "sql (psql, one statement)": [*psql, render(at)],
         "tutormax recompute --as-of": tutormax(url, "recompute", "--as-of", t, "--quiet"),
     }
+    if args.cumulative:
+        # the table must be current: enabling fills it, and every run refreshes it first
+        run_process(tutormax(url, "db", "partials", "enable"))
+        contestants["tutormax recompute --as-of"] = tutormax(
+            url, "recompute", "--as-of", t, "--quiet", "--raw"
+        )
+        contestants["tutormax recompute --as-of, cumulative partials"] = tutormax(
+            url, "recompute", "--as-of", t, "--quiet"
+        )
     contestants["sql SELECT only, no write (lower bound)"] = [
         *psql,
         render(at, write=False),
@@ -146,8 +156,15 @@ def bench_asof(args: argparse.Namespace) -> None:
         v = times[name]
         print(f"| {name} | {_median(v)} | {min(v):.2f} | {max(v):.2f} | {max(peaks[name])} |")
     base = statistics.median(times["sql (psql, one statement)"])
-    ours = statistics.median(times["tutormax recompute --as-of"])
-    print(f"\ntutormax / sql = {ours / base:.2f}×   ({len(rows)} distinct row sets)")
+    bare = statistics.median(times["sql SELECT only, no write (lower bound)"])
+    print(f"\n{len(rows)} distinct row sets")
+    for name in contestants:
+        if name.startswith("tutormax"):
+            ours = statistics.median(times[name])
+            line = f"{name}: {ours / base:.2f}× the sql upsert, {ours / bare:.2f}× its SELECT"
+            if args.design_seconds:
+                line += f", {args.design_seconds / ours:.1f}× faster than the per-tutor algorithm"
+            print(line)
 
 
 def bench_design(args: argparse.Namespace) -> None:
@@ -259,6 +276,17 @@ def main() -> None:
     parser.add_argument("--loader", default="copy")
     parser.add_argument("--raw", action="store_true", help="asof: also the raw-row paths")
     parser.add_argument("--jit", action="store_true", help="asof: also the SQL with JIT on")
+    parser.add_argument(
+        "--cumulative",
+        action="store_true",
+        help="asof: enable `db partials` and time recompute with and without it (--raw)",
+    )
+    parser.add_argument(
+        "--design-seconds",
+        type=float,
+        default=0.0,
+        help="asof: the per-tutor algorithm's time for all tutors (from `design`), for ratios",
+    )
     args = parser.parse_args()
     commands: dict[str, Any] = {
         "asof": bench_asof,

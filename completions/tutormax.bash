@@ -5,7 +5,8 @@ _tutormax_commands() {
     case "$1" in
         '') printf '%s\n' 'api' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
         'api') printf '%s\n' 'openapi' 'serve' ;;
-        'db') printf '%s\n' 'init' 'status' ;;
+        'db') printf '%s\n' 'init' 'partials' 'status' ;;
+        'db partials') printf '%s\n' 'disable' 'enable' 'status' ;;
         'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
@@ -25,6 +26,10 @@ _tutormax_options() {
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' '--help' '-h' ;;
         'db') printf '%s\n' '--help' '-h' ;;
         'db init') printf '%s\n' '--help' '-h' ;;
+        'db partials') printf '%s\n' '--help' '-h' ;;
+        'db partials disable') printf '%s\n' '--help' '-h' ;;
+        'db partials enable') printf '%s\n' '--help' '-h' ;;
+        'db partials status') printf '%s\n' '--json' '--help' '-h' ;;
         'db status') printf '%s\n' '--json' '--help' '-h' ;;
         'dlq') printf '%s\n' '--help' '-h' ;;
         'dlq list') printf '%s\n' '--limit' '--json' '--help' '-h' ;;
@@ -44,7 +49,7 @@ _tutormax_options() {
         'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--log-level' '--help' '-h' ;;
-        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--quiet' '-q' '--json' '--help' '-h' ;;
+        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
         'show') printf '%s\n' '--help' '-h' ;;

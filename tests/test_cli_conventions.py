@@ -21,7 +21,10 @@ from tutormax_cli.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 
-WRITE_COMMANDS = {"db init", "sample generate", "dlq replay", "dlq purge"}
+WRITE_COMMANDS = {
+    "db init", "db partials enable", "db partials disable", "sample generate", "dlq replay",
+    "dlq purge",
+}  # fmt: skip
 WRITE_GROUPS = ("events",)
 """Commands (and groups of them) that change state and print only messages; `... run` commands
 are long-running workers. The rest are read commands and must have `--json`."""

@@ -41,8 +41,10 @@ from tutormax_cli.metrics.engine import compute_metrics, finalize
 from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, compute_daily, input_range, roll
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.metrics.windows import LONGEST_DAYS, WINDOWS, as_utc, end_of_day, metric_date_of
+from tutormax_cli.store import cumulative
 from tutormax_cli.store.db import is_postgres
 from tutormax_cli.store.load import (
+    Partials,
     load_changed_tutor_ids,
     load_daily_partials,
     load_metric_inputs,
@@ -143,6 +145,8 @@ class RecomputeRequest:
     write: bool = True
     output: Path | None = None
     wait: bool = False
+    raw: bool = False
+    """Aggregate the raw rows even when cumulative partials are enabled (a cross-check)."""
 
     @property
     def mode(self) -> Mode:
@@ -284,12 +288,20 @@ def _snapshot(
     seconds: dict[str, float],
     progress: Progress | None = None,
     finished: Finished | None = None,
+    prefetched: Partials | None = None,
+    raw: bool = False,
 ) -> tuple[pl.DataFrame, int]:
-    """The rows as of `t` of `tutors` (None: every tutor), and the input rows they took."""
+    """The rows as of `t` of `tutors` (None: every tutor), and the input rows they took;
+    `prefetched`: the partials the plan already read (cumulative partials, PostgreSQL)."""
     pg = is_postgres(conn)
     with timed(seconds, "load", progress):
         if pg:
-            partials = load_window_partials(conn, t, tutors)
+            if prefetched is not None:
+                partials = _only(prefetched, tutors)
+            elif not raw and cumulative.enabled(conn):
+                partials = cumulative.window_partials(conn, t, tutors)
+            else:
+                partials = load_window_partials(conn, t, tutors)
             read = partials.rows_read
         else:
             inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
@@ -311,6 +323,15 @@ def _snapshot(
     if finished is not None:
         finished("compute")
     return metrics, read
+
+
+def _only(partials: Partials, tutors: Sequence[str] | None) -> Partials:
+    """The prefetched partials of one chunk of tutors."""
+    if tutors is None:
+        return partials
+    frame = partials.frame.filter(pl.col("tutor_id").is_in(pl.Series(tutors).implode()))
+    share = frame.height / partials.frame.height if partials.frame.height else 0.0
+    return Partials(frame, round(partials.rows_read * share))
 
 
 def _daily(
@@ -446,6 +467,7 @@ class _Plan:
     unfiltered: bool
     days: tuple[date, date] | None = None
     mark: datetime | None = None
+    prefetched: Partials | None = None
 
     def units(self, chunk_size: int | None, default_size: int) -> list[Unit]:
         """The passes of this run, chunk by chunk (and block by block for a backfill)."""
@@ -478,6 +500,7 @@ def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
     """Resolve the request against the database: the as-of instant or days, and the tutors."""
     days: tuple[date, date] | None = None
     mark = since = None
+    prefetched: Partials | None = None
     if req.since is not None:
         last = req.until if req.until is not None else (now - timedelta(days=1)).date()
         if req.since > last:
@@ -491,10 +514,13 @@ def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
         if req.mode == "changed":
             mark = database_now(conn)  # read first: later changes belong to the next run
             since = _changed_since(conn, req)
-        if since is None:
-            tutors = load_tutor_ids(conn, t - timedelta(days=LONGEST_DAYS), t)
-        else:
+        if since is not None:
             tutors = load_changed_tutor_ids(conn, since)
+        elif not req.raw and cumulative.enabled(conn):  # the tutors come with the partials
+            prefetched = cumulative.window_partials(conn, t)
+            tutors = prefetched.frame["tutor_id"].unique().sort().to_list()
+        else:
+            tutors = load_tutor_ids(conn, t - timedelta(days=LONGEST_DAYS), t)
     unfiltered = req.shard is None and req.tutors is None and since is None
     if req.tutors is not None:
         wanted = set(req.tutors)
@@ -511,7 +537,7 @@ def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
         changed_since=None if since is None else since.isoformat(),
         output=None if req.output is None else str(req.output),
     )
-    return _Plan(result, tutors, unfiltered, days, mark)
+    return _Plan(result, tutors, unfiltered, days, mark, prefetched)
 
 
 def run(
@@ -553,8 +579,9 @@ def _run_locked(
             for chunk, block in units:
                 if block is None:
                     metrics, read = _snapshot(
-                        conn, result.as_of, chunk, req.tiers, result.seconds, finished=finished
-                    )
+                        conn, result.as_of, chunk, req.tiers, result.seconds,
+                        finished=finished, prefetched=plan.prefetched, raw=req.raw,
+                    )  # fmt: skip
                 else:
                     metrics, read = _daily(
                         conn, *block, chunk, req.tiers, result.seconds, finished=finished

@@ -81,3 +81,79 @@ def status(
         if not ready:
             render.err.print("Run `tutormax db init` to create or upgrade the schema.")
     raise typer.Exit(0 if ready else 1)
+
+
+partials = typer.Typer(
+    no_args_is_help=True,
+    help="Cumulative daily partials (PostgreSQL, opt-in): snapshots by index lookups.",
+)
+app.add_typer(partials, name="partials")
+
+
+@partials.command("enable")
+def partials_enable(ctx: typer.Context) -> None:
+    """Create the cumulative partials table and the triggers that keep it exact, and fill it.
+
+    The triggers go on sessions, student_feedback and tutor_events: every statement that
+    writes them also records which (tutor, day) pairs it touched. Safe to rerun.
+
+    Example: tutormax db partials enable
+    """
+    import time
+
+    from tutormax_cli.store import cumulative
+
+    engine = context.database(ctx)
+    started = time.perf_counter()
+    rows = cumulative.enable(engine)
+    label = context.settings(ctx).database_label
+    if rows == 0:
+        render.err.print(f"Cumulative partials of {label} are already enabled.")
+    else:
+        render.err.print(
+            f"Cumulative partials of {label} enabled: {render.number(rows)} rows "
+            f"in {time.perf_counter() - started:.1f} s."
+        )
+
+
+@partials.command("disable")
+def partials_disable(ctx: typer.Context) -> None:
+    """Drop the cumulative partials table and its triggers; snapshots read raw rows again.
+
+    Example: tutormax db partials disable
+    """
+    from tutormax_cli.store import cumulative
+
+    engine = context.database(ctx)
+    done = cumulative.disable(engine)
+    label = context.settings(ctx).database_label
+    render.err.print(
+        f"Cumulative partials of {label} {'disabled' if done else 'were not enabled'}."
+    )
+
+
+@partials.command("status")
+def partials_status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a line."),
+) -> None:
+    """Whether cumulative partials are enabled, their rows and the (tutor, day) pairs waiting
+    for the next refresh. Exit 0 when enabled, 1 when not.
+
+    Example: tutormax db partials status --json
+    """
+    from tutormax_cli.store import cumulative
+
+    engine = context.database(ctx)
+    with engine.connect() as conn:
+        info = cumulative.state(conn)
+    if as_json:
+        context.print_json(info)
+    elif info["enabled"]:
+        render.out.print(
+            f"enabled: {render.number(info['rows'])} rows up to {info['newest_day']}, "
+            f"{render.number(info['dirty_pairs'])} (tutor, day) pairs waiting"
+        )
+    else:
+        render.out.print("not enabled: snapshots aggregate the raw rows")
+    raise typer.Exit(0 if info["enabled"] else 1)

@@ -131,6 +131,9 @@ def recompute(
     wait: bool = typer.Option(
         False, "--wait", help="If another run holds the lock, wait for it instead of exiting."
     ),
+    raw: bool = typer.Option(
+        False, "--raw", help="Aggregate raw rows even when `db partials` is enabled."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, no summary line."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -163,6 +166,7 @@ def recompute(
         write=not dry_run and (output is None or write),
         output=output,
         wait=wait,
+        raw=raw,
     )  # fmt: skip
     request.validate()
     engine = context.database(ctx)

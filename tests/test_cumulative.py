@@ -1,0 +1,232 @@
+"""Cumulative partials (PostgreSQL): whatever any writer does to sessions, feedback and events,
+a snapshot read from the cumulative table equals the one aggregated from the raw rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from tests.helpers import sample, stored_metrics
+from tutormax_cli.recompute import RecomputeRequest, Shard, recompute_as_of, run
+from tutormax_cli.store import cumulative
+from tutormax_cli.store.load import load_window_partials
+from tutormax_cli.store.seed import save_tables
+
+END = datetime(2026, 3, 3, tzinfo=UTC)
+BASE = sample(tutors=12, days=60, seed=11, end=END)
+
+
+def _truncate(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "TRUNCATE sessions, student_feedback, tutor_events, tutors, students, "
+                "tutor_performance_metrics"
+            )
+        )
+
+
+@pytest.fixture
+def pg(pg_engine: sa.Engine) -> Iterator[sa.Engine]:
+    """The test PostgreSQL database with the base sample and cumulative partials enabled; they
+    are disabled again afterwards so other tests keep exercising the raw path."""
+    cumulative.disable(pg_engine)
+    _truncate(pg_engine)
+    save_tables(pg_engine, BASE)
+    assert cumulative.enable(pg_engine) > 0
+    try:
+        yield pg_engine
+    finally:
+        cumulative.disable(pg_engine)
+        _truncate(pg_engine)
+
+
+def assert_same_snapshot(engine: sa.Engine, t: datetime, tutors: list[str] | None = None) -> None:
+    with engine.connect() as conn:
+        raw = load_window_partials(conn, t, tutors).frame.sort("tutor_id", "window")
+        cum = cumulative.window_partials(conn, t, tutors).frame.sort("tutor_id", "window")
+    assert_frame_equal(raw, cum, check_exact=False, rel_tol=1e-12, abs_tol=1e-9)
+
+
+INSTANTS = [
+    END,
+    END - timedelta(days=3, hours=5, minutes=7),
+    END - timedelta(days=29, microseconds=1),
+    END + timedelta(days=45),  # the windows empty out
+    END - timedelta(days=59, hours=23),  # the history starts inside every window
+]
+
+
+def test_enabling_fills_the_table_and_every_snapshot_matches(pg: sa.Engine) -> None:
+    with pg.connect() as conn:
+        status = cumulative.state(conn)
+    assert status["enabled"] and status["rows"] > 0 and status["dirty_pairs"] == 0
+    for t in INSTANTS:
+        assert_same_snapshot(pg, t)
+        assert_same_snapshot(pg, t, ["T0002", "T0007", "NOBODY"])
+    assert cumulative.enable(pg) == 0  # idempotent
+
+
+# -- any writer, any statement ---------------------------------------------------------------
+
+MUTATIONS = {
+    "insert sessions": (
+        "INSERT INTO sessions SELECT 'X{i}' || session_id, tutor_id, student_id, session_number, "
+        "scheduled_start - interval '{n} hours', actual_start, duration_minutes, subject, "
+        "session_type, tutor_initiated_reschedule, no_show, late_start_minutes, "
+        "engagement_score, learning_objectives_met, technical_issues, created_at, updated_at "
+        "FROM sessions WHERE abs(hashtext(session_id)) % 7 = {k}"
+    ),
+    "flip no-shows": (
+        "UPDATE sessions SET no_show = NOT no_show WHERE abs(hashtext(session_id)) % 5 = {k}"
+    ),
+    "move sessions to another tutor": (
+        "UPDATE sessions SET tutor_id = 'T000' || (1 + {n} % 9) "
+        "WHERE abs(hashtext(session_id)) % 9 = {k}"
+    ),
+    "move sessions in time": (
+        "UPDATE sessions SET scheduled_start = scheduled_start - interval '{n} days 3 hours' "
+        "WHERE abs(hashtext(session_id)) % 6 = {k}"
+    ),
+    "delete sessions": "DELETE FROM sessions WHERE abs(hashtext(session_id)) % 8 = {k}",
+    "change ratings": (
+        "UPDATE student_feedback SET overall_rating = 1 + (overall_rating + {n}) % 5 "
+        "WHERE abs(hashtext(feedback_id)) % 4 = {k}"
+    ),
+    "delete feedback": "DELETE FROM student_feedback WHERE abs(hashtext(feedback_id)) % 3 = {k}",
+    "insert events": (
+        "INSERT INTO tutor_events SELECT 'X{i}' || event_id, tutor_id, event_type, "
+        "event_timestamp + interval '{n} hours', metadata, created_at FROM tutor_events "
+        "WHERE abs(hashtext(event_id)) % 6 = {k}"
+    ),
+    "change response times": (
+        "UPDATE tutor_events SET metadata = jsonb_build_object('response_time_minutes', {n}) "
+        "WHERE event_type = 'message_response' AND abs(hashtext(event_id)) % 4 = {k}"
+    ),
+    "logins become other events": (
+        "UPDATE tutor_events SET event_type = 'profile_update' "
+        "WHERE event_type = 'login' AND abs(hashtext(event_id)) % 5 = {k}"
+    ),
+    "delete events": "DELETE FROM tutor_events WHERE abs(hashtext(event_id)) % 7 = {k}",
+    "truncate events": "TRUNCATE tutor_events",
+}
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(MUTATIONS)),
+            st.integers(0, 2),
+            st.integers(1, 40),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    offset=st.integers(-60 * 24 * 60, 10 * 24 * 60),
+)
+def test_snapshots_match_the_raw_rows_after_any_writes(
+    pg: sa.Engine, steps: list[tuple[str, int, int]], offset: int
+) -> None:
+    cumulative.disable(pg)
+    _truncate(pg)
+    save_tables(pg, BASE)
+    cumulative.enable(pg)
+    for i, (name, k, n) in enumerate(steps):
+        with pg.begin() as conn:
+            conn.execute(sa.text(MUTATIONS[name].format(i=i, k=k, n=n)))
+    t = END + timedelta(minutes=offset)
+    assert_same_snapshot(pg, t)
+    assert_same_snapshot(pg, t, ["T0001", "T0004", "T0009"])
+    with pg.connect() as conn:
+        assert cumulative.state(conn)["dirty_pairs"] == 0
+
+
+def test_an_uncommitted_write_is_picked_up_after_its_commit(pg: sa.Engine) -> None:
+    writer = pg.connect()
+    writer.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=0)))  # not committed
+    assert_same_snapshot(pg, END)  # the reader sees the old rows, and so does the table
+    writer.commit()
+    writer.close()
+    with pg.connect() as conn:
+        assert cumulative.state(conn)["dirty_pairs"] > 0
+    assert_same_snapshot(pg, END)
+
+
+def test_recompute_and_the_worker_path_store_the_same_rows_either_way(pg: sa.Engine) -> None:
+    t = END - timedelta(hours=7)
+    run(pg, RecomputeRequest(as_of=t))
+    with_table = stored_metrics(pg)
+    recompute_as_of(pg, t, tutors=["T0003", "T0005"])  # the worker's flush
+    assert stored_metrics(pg).equals(with_table)
+    run(pg, RecomputeRequest(as_of=t, shard=Shard.parse("1/3")))  # chunks of the prefetch
+    assert stored_metrics(pg).equals(with_table)
+    with pg.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tutor_performance_metrics"))
+    run(pg, RecomputeRequest(as_of=t, raw=True))  # --raw: the cross-check, table in place
+    assert stored_metrics(pg).equals(with_table)
+    cumulative.disable(pg)
+    with pg.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tutor_performance_metrics"))
+    run(pg, RecomputeRequest(as_of=t))
+    assert stored_metrics(pg).equals(with_table)
+    assert with_table.height == 3 * with_table["tutor_id"].n_unique() > 0
+    assert set(with_table["window"]) == {"7day", "30day", "90day"}
+    assert with_table.filter(pl.col("sessions_scheduled") > 0).height > 0
+
+
+def test_disabling_removes_every_trigger(pg: sa.Engine) -> None:
+    assert cumulative.disable(pg) is True
+    with pg.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tutormax%'")
+        ).scalar_one()
+        assert left == 0 and not cumulative.enabled(conn)
+    assert cumulative.disable(pg) is False
+
+
+def test_the_cli_enables_reports_and_disables(pg_database_url: str, pg: sa.Engine) -> None:
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    runner = CliRunner()
+    env = {"TUTORMAX_DATABASE_URL": pg_database_url}
+    shown = runner.invoke(app, ["db", "partials", "status", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert '"enabled": true' in shown.output and '"dirty_pairs": 0' in shown.output
+    again = runner.invoke(app, ["db", "partials", "enable"], env=env)
+    assert again.exit_code == 0 and "already enabled" in again.output
+    off = runner.invoke(app, ["db", "partials", "disable"], env=env)
+    assert off.exit_code == 0 and "disabled" in off.output
+    assert runner.invoke(app, ["db", "partials", "status"], env=env).exit_code == 1
+    on = runner.invoke(app, ["db", "partials", "enable"], env=env)
+    assert on.exit_code == 0 and "enabled:" in on.output
+
+
+def test_sqlite_says_it_needs_postgresql(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+
+    upgrade(open_engine(sqlite_url))
+    result = CliRunner().invoke(
+        app, ["db", "partials", "enable"], env={"TUTORMAX_DATABASE_URL": sqlite_url}
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: cumulative partials need PostgreSQL; SQLite computes from raw rows"
+    )
