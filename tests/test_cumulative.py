@@ -153,6 +153,16 @@ def test_snapshots_match_the_raw_rows_after_any_writes(
         assert cumulative.state(conn)["dirty_pairs"] == 0
 
 
+def test_lookups_split_over_connections_give_the_same_snapshot(
+    pg: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cumulative, "PARALLEL_FROM", 1)
+    for threads in (2, 3):
+        monkeypatch.setattr(cumulative, "PROBE_THREADS", threads)
+        assert_same_snapshot(pg, END - timedelta(hours=30))
+        assert_same_snapshot(pg, END, ["T0001", "T0002", "T0003", "T0004"])
+
+
 def test_an_uncommitted_write_is_picked_up_after_its_commit(pg: sa.Engine) -> None:
     writer = pg.connect()
     writer.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=0)))  # not committed

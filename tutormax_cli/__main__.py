@@ -1,5 +1,5 @@
 """`python -m tutormax_cli` is `tutormax`."""
 
-from tutormax_cli.cli.app import main
+from tutormax_cli.cli.entry import main
 
 main()

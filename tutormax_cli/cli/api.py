@@ -42,6 +42,7 @@ def serve(
     from tutormax_cli.api.config import ApiConfig
     from tutormax_cli.settings import from_file
 
+    context.imports_done()
     context.setup_logging(log_level)
     context.database(ctx).dispose()  # fail now, in one line, on a wrong URL or an old schema
     token = os.environ.get("TUTORMAX_API_TOKEN") or from_file("TUTORMAX_API_TOKEN")

@@ -62,6 +62,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def imports_done() -> None:
+    """Turn the garbage collector back on (`cli.entry` pauses it for start-up): called by the
+    commands that go on to run for long or to allocate a lot, once their imports are done."""
+    import gc
+
+    if not gc.isenabled():
+        gc.enable()
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

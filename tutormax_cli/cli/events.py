@@ -92,6 +92,8 @@ def replay(
     from tutormax_cli.stream.producer import publish as xadd_all
     from tutormax_cli.stream.producer import session_envelopes
 
+    context.imports_done()
+
     at = context.parse_instant(since, "--since")
     engine = context.database(ctx)
     client = connect(context.settings(ctx).redis_url)

@@ -43,6 +43,8 @@ def _ingest(
     from tutormax_cli.pipeline.readers import FILE, LINE, REASON, write_rejects
     from tutormax_cli.stream.connection import connect
 
+    context.imports_done()
+
     if rejects_path is not None and not rejects_path.parent.is_dir():
         raise UsageError(
             f"--rejects {rejects_path}: directory {rejects_path.parent} does not exist"

@@ -45,6 +45,7 @@ def run(
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
 
+    context.imports_done()
     context.setup_logging(log_level)
     config = PipelineConfig(
         stream=stream,

@@ -147,6 +147,8 @@ def recompute(
     from tutormax_cli.metrics.tiers import load_tiers
     from tutormax_cli.recompute import RecomputeRequest, Shard, run
 
+    context.imports_done()
+
     if dry_run and write:
         raise UsageError("--dry-run and --write cannot be combined")
     auto = changed_since is not None and changed_since.strip().lower() == "auto"

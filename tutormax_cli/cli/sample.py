@@ -35,6 +35,8 @@ def generate(
     from tutormax_cli.sample import SampleSpec, generate
     from tutormax_cli.store.seed import save_tables, write_csv_tables
 
+    context.imports_done()
+
     if end is None:
         now = datetime.now(UTC)
         end_at = now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -51,6 +51,8 @@ def watch(
     from tutormax_cli.stream import inspect
     from tutormax_cli.stream.connection import connect
 
+    context.imports_done()
+
     chosen = set(views.tier_names(tier) or [])
     client = connect(context.settings(ctx).redis_url)
     board = inspect.Board()

@@ -56,6 +56,7 @@ def run(
     from tutormax_cli.stream.observe import WorkerMetrics
     from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
 
+    context.imports_done()
     context.setup_logging(log_level)
     config = WorkerConfig(
         stream=stream,

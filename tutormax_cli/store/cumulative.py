@@ -46,6 +46,12 @@ from tutormax_cli.store.load import (
 
 TABLE = "tutormax_cumulative_partials"
 DIRTY = "tutormax_partials_dirty"
+SPANS = "tutormax_cumulative_tutors"
+"""Each tutor's first and last day in TABLE: which tutors a snapshot has to look up."""
+PROBE_THREADS = 2
+"""Lookups run on this many connections at once (PostgreSQL runs one query on one core)."""
+PARALLEL_FROM = 1_000
+"""Fewer tutors than this are looked up on the caller's connection alone."""
 LOCK = "tutormax:cumulative-partials"
 _DAY = "(({ts} AT TIME ZONE 'UTC')::date)"
 _RELEVANT_EVENTS = "('login', 'message_response')"
@@ -100,6 +106,8 @@ def _ddl() -> list[str]:
         "PRIMARY KEY (tutor_id, day))",
         f"CREATE TABLE {DIRTY} (tutor_id varchar(50) NOT NULL, day date NOT NULL, "
         "PRIMARY KEY (tutor_id, day))",
+        f"CREATE TABLE {SPANS} (tutor_id varchar(50) PRIMARY KEY, first_day date NOT NULL, "
+        "last_day date NOT NULL)",
     ]
     for kind, select in _PAIRS.items():
         out.append(
@@ -114,7 +122,8 @@ def _ddl() -> list[str]:
     )
     out.append(
         "CREATE FUNCTION tutormax_partials_truncated() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN DELETE FROM {TABLE}; INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, "
+        f"BEGIN DELETE FROM {TABLE}; DELETE FROM {SPANS}; "
+        f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, "
         f"min(day) FROM ({everyone}) AS left_over GROUP BY tutor_id ON CONFLICT DO NOTHING; "
         "RETURN NULL; END $$"
     )
@@ -179,7 +188,7 @@ def disable(engine: sa.Engine) -> bool:
                 conn.execute(sa.text(f"DROP TRIGGER IF EXISTS tutormax_{kind}_{op} ON {table}"))
         for function in _FUNCTIONS:
             conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {function}()"))
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}, {DIRTY}"))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {TABLE}, {DIRTY}, {SPANS}"))
         return True
 
 
@@ -226,6 +235,17 @@ def _refresh(conn: sa.Connection) -> int:
     )
     conn.execute(sa.text("SET LOCAL jit = off"))
     conn.execute(sa.text(_rebuild_sql()))
+    # the refreshed tutors' spans, from their rows now (a tutor left without rows is dropped)
+    conn.execute(sa.text(f"DELETE FROM {SPANS} s USING tm_refresh r WHERE s.tutor_id = r.tutor_id"))
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {SPANS} SELECT r.tutor_id, f.day, l.day FROM tm_refresh r "
+            f"JOIN LATERAL (SELECT day FROM {TABLE} c WHERE c.tutor_id = r.tutor_id "
+            "ORDER BY day LIMIT 1) f ON true "
+            f"JOIN LATERAL (SELECT day FROM {TABLE} c WHERE c.tutor_id = r.tutor_id "
+            "ORDER BY day DESC LIMIT 1) l ON true"
+        )
+    )
     return int(taken)
 
 
@@ -300,32 +320,47 @@ def _schema(extra: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
     return {"tutor_id": pl.String(), **extra, **{p: _partial_dtype(p) for p in PARTIAL_SQL_NAMES}}
 
 
-def _probe(
-    conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str] | None
-) -> pl.DataFrame:
+def _tutors(conn: sa.Connection, lookups: dict[str, date]) -> list[str]:
+    """The tutors with rows between the first lookup day and the day after the last (the
+    snapshot's own day): a superset of those with a session in the windows, which
+    `window_partials` keeps."""
+    sql = f"SELECT tutor_id FROM {SPANS} WHERE first_day <= :last AND last_day >= :first"
+    days = list(lookups.values())
+    rows = conn.execute(sa.text(sql), {"first": min(days), "last": max(days) + timedelta(1)})
+    return sorted(str(r[0]) for r in rows)
+
+
+def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str]) -> pl.DataFrame:
     """`tutor_id`, `key`, partials: each tutor's cumulative row as of each lookup day (zeros
-    before its first day). Without `tutors`, every tutor the table has (a skip scan)."""
+    before its first day); one index probe each, split over `PROBE_THREADS` connections."""
     params: dict[str, Any] = {f"d_{k}": d for k, d in lookups.items()}
     keys = ", ".join(f"('{k}', CAST(:d_{k} AS date))" for k in lookups)
     names = ", ".join(f"c.{_q(p)}" for p in PARTIAL_SQL_NAMES)
-    if tutors is None:
-        source = (
-            f"WITH RECURSIVE t AS (SELECT min(tutor_id) AS tutor_id FROM {TABLE} UNION ALL "
-            f"SELECT (SELECT min(tutor_id) FROM {TABLE} WHERE tutor_id > t.tutor_id) FROM t "
-            "WHERE t.tutor_id IS NOT NULL) "
-        )
-        tutor_rows = "(SELECT tutor_id FROM t WHERE tutor_id IS NOT NULL)"
-    else:
-        source = ""
-        tutor_rows = "(SELECT DISTINCT unnest(CAST(:tutors AS text[])) AS tutor_id)"
-        params["tutors"] = list(tutors)
     sql = (
-        f"{source}SELECT t.tutor_id, k.key, {names} FROM {tutor_rows} t "
+        f"SELECT t.tutor_id, k.key, {names} FROM "
+        "(SELECT DISTINCT unnest(CAST(:tutors AS text[])) AS tutor_id) t "
         f"CROSS JOIN (VALUES {keys}) AS k(key, day) LEFT JOIN LATERAL (SELECT {names} "
         f"FROM {TABLE} c WHERE c.tutor_id = t.tutor_id AND c.day <= k.day "
         "ORDER BY c.day DESC LIMIT 1) c ON true"
     )
-    return _copy_frame(conn, sql, params, _schema({"key": pl.String()})).fill_null(0)
+    schema = _schema({"key": pl.String()})
+
+    def probe(part: Sequence[str], connection: sa.Connection) -> pl.DataFrame:
+        return _copy_frame(connection, sql, {**params, "tutors": list(part)}, schema)
+
+    parts = [list(tutors[i::PROBE_THREADS]) for i in range(PROBE_THREADS)]
+    if len(tutors) < PARALLEL_FROM or PROBE_THREADS < 2:
+        return probe(tutors, conn).fill_null(0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def on_its_own(part: Sequence[str]) -> pl.DataFrame:
+        with conn.engine.connect() as other:
+            return probe(part, other)
+
+    with ThreadPoolExecutor(PROBE_THREADS - 1) as pool:
+        others = [pool.submit(on_its_own, part) for part in parts[1:]]
+        first = probe(parts[0], conn)  # meanwhile: psycopg2 lets go of the GIL while it waits
+        return pl.concat([first, *(f.result() for f in others)]).fill_null(0)
 
 
 def _slices(
@@ -399,7 +434,7 @@ def window_partials(
     refresh(conn.engine)
     t = as_utc(as_of)
     lookups, slices = _plan(t)
-    probed = _probe(conn, lookups, tutors)
+    probed = _probe(conn, lookups, _tutors(conn, lookups) if tutors is None else tutors)
     edges = _slices(conn, slices, tutors)
     end = probed.filter(pl.col("key") == "end").drop("key")
     parts = []
