@@ -38,6 +38,11 @@ from tutormax_cli.metrics.windows import WINDOWS
 
 log = logging.getLogger("tutormax.api")
 
+THREADS = 16
+"""Requests handled at once per process (FastAPI runs the handlers on a thread pool), and as
+many database connections kept open: with anyio's default of 40 threads and SQLAlchemy's pool
+of 5, a busy process opened and closed a PostgreSQL connection for most requests."""
+
 ID_LENGTH = 50
 """The contract's id columns are VARCHAR(50); a longer id cannot name anything."""
 
@@ -67,7 +72,7 @@ class Services:
         from tutormax_cli.store.db import open_engine
 
         self.config = config
-        self.engine = open_engine(config.settings.database_url)
+        self.engine = open_engine(config.settings.database_url, pool_size=THREADS)
         self._redis: redis.Redis | None = None
         self._lock = threading.Lock()
 
@@ -115,6 +120,9 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         log.info("API on database %s, Redis %s", url_label(services.engine),
                  config.settings.redis_label)  # fmt: skip
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         hub.start()
         try:
             yield

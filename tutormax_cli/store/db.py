@@ -28,8 +28,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_engine(url: str) -> sa.Engine:
-    """An engine for `url`; fails with a one-line `DatabaseError` when it is not usable."""
+def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
+    """An engine for `url`; fails with a one-line `DatabaseError` when it is not usable.
+
+    `pool_size`: PostgreSQL connections kept open (the API matches it to its thread pool, so
+    a busy server does not open and close a connection per request)."""
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
@@ -46,6 +49,8 @@ def open_engine(url: str) -> sa.Engine:
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg2"),
             pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max(10, pool_size // 2),
             connect_args={"connect_timeout": 5, "application_name": "tutormax"},
         )
     raise DatabaseError(
