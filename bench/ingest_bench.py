@@ -4,7 +4,8 @@
     python bench/ingest_bench.py [--pg-url postgresql://root@127.0.0.1:5432/test]
         [--redis-url redis://127.0.0.1:6379/13] [--rows 100000] [--batch-size 5000]
 
-Runs, each on the same file: a first load that publishes every session, the same load with
+With `--cumulative`, `tutormax db partials enable` runs first, so the loads pay for its
+triggers. Runs, each on the same file: a first load that publishes every session, the same load with
 `--no-publish` into an emptied table, and a rerun over the loaded table (nothing changes, every
 session is published again). It creates (and drops) its own PostgreSQL database and flushes the
 given Redis db.
@@ -67,6 +68,11 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument(
+        "--cumulative",
+        action="store_true",
+        help="enable `db partials` first: what its triggers cost the write path",
+    )
     args = parser.parse_args()
 
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -82,6 +88,10 @@ def main() -> None:
         engine = open_engine(url)
         upgrade(engine)
         save_tables(engine, {k: tables[k] for k in ("tutors", "students")})
+        if args.cumulative:
+            from tutormax_cli.store import cumulative
+
+            cumulative.enable(engine)
         env = dict(os.environ, TUTORMAX_DATABASE_URL=url, TUTORMAX_REDIS_URL=args.redis_url)
         batch = ("--batch-size", str(args.batch_size))
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +100,7 @@ def main() -> None:
             size = path.stat().st_size / 1e6
             print(
                 f"{args.rows:,} sessions, {size:.1f} MB CSV, PostgreSQL, batch {args.batch_size:,}"
+                + (", cumulative partials enabled" if args.cumulative else "")
             )
             rclient.flushdb()
             runs = [("first load, publishing", ingest(env, path, *batch))]

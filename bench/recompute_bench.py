@@ -98,6 +98,13 @@ def _raw(url: str, as_of: str, loader: str) -> None:
     engine.dispose()
 
 
+def _design_estimate(url: str, t: str, tutors: int) -> float:
+    """The per-tutor algorithm's seconds for every tutor, from a sample of `tutors` of them."""
+    cmd = [sys.executable, os.path.abspath(__file__), "design", "--db-url", url,
+           "--as-of", t, "--tutors", str(tutors)]  # fmt: skip
+    return float(run_process(cmd)[2].rsplit("≈", 1)[1].split()[0])
+
+
 def _median(values: list[float]) -> str:
     return f"{statistics.median(values):6.2f}"
 
@@ -136,6 +143,7 @@ def bench_asof(args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {name: [] for name in contestants}
     peaks: dict[str, list[int]] = {name: [] for name in contestants}
     prints: dict[str, tuple[int, str]] = {}
+    designs: list[float] = []
     for round_ in range(args.repeat):
         for name, cmd in contestants.items():
             clear(url)
@@ -144,8 +152,11 @@ def bench_asof(args: argparse.Namespace) -> None:
             peaks[name].append(peak)
             if round_ == 0:
                 prints[name] = fingerprint(url)
+        if args.design_sample:  # the per-tutor algorithm, in the same round's conditions
+            designs.append(_design_estimate(url, t, args.design_sample))
         print(f"round {round_ + 1}: " + ", ".join(f"{n.split()[0]} {v[-1]:.2f}s"
-                                                for n, v in times.items()), flush=True)  # fmt: skip
+                                                for n, v in times.items())
+              + (f", design ≈{designs[-1]:.0f}s" if designs else ""), flush=True)  # fmt: skip
     rows = {fp for fp in prints.values()}
     sql_fp = prints["sql (psql, one statement)"]
     for name, fp in prints.items():
@@ -155,16 +166,28 @@ def bench_asof(args: argparse.Namespace) -> None:
     for name in contestants:
         v = times[name]
         print(f"| {name} | {_median(v)} | {min(v):.2f} | {max(v):.2f} | {max(peaks[name])} |")
+    print(f"\n{len(rows)} distinct row sets (the bare SELECT writes none)")
+    _ratios(times, designs, args.design_seconds)
+
+
+def _ratios(times: dict[str, list[float]], designs: list[float], design_seconds: float) -> None:
+    """Each tutormax contestant against the SQL statement and the per-tutor algorithm."""
     base = statistics.median(times["sql (psql, one statement)"])
     bare = statistics.median(times["sql SELECT only, no write (lower bound)"])
-    print(f"\n{len(rows)} distinct row sets")
-    for name in contestants:
-        if name.startswith("tutormax"):
-            ours = statistics.median(times[name])
-            line = f"{name}: {ours / base:.2f}× the sql upsert, {ours / bare:.2f}× its SELECT"
-            if args.design_seconds:
-                line += f", {args.design_seconds / ours:.1f}× faster than the per-tutor algorithm"
-            print(line)
+    for name, values in times.items():
+        if not name.startswith("tutormax"):
+            continue
+        ours = statistics.median(values)
+        line = f"{name}: {ours / base:.2f}× the sql upsert, {ours / bare:.2f}× its SELECT"
+        if design_seconds:
+            line += f", {design_seconds / ours:.1f}× faster than the per-tutor algorithm"
+        if designs:
+            paired = [d / x for d, x in zip(designs, values, strict=True)]
+            line += (
+                f"; per-tutor algorithm / this, paired by round: median "
+                f"{statistics.median(paired):.1f}× (min {min(paired):.1f}, max {max(paired):.1f})"
+            )
+        print(line)
 
 
 def bench_design(args: argparse.Namespace) -> None:
@@ -280,6 +303,13 @@ def main() -> None:
         "--cumulative",
         action="store_true",
         help="asof: enable `db partials` and time recompute with and without it (--raw)",
+    )
+    parser.add_argument(
+        "--design-sample",
+        type=int,
+        default=0,
+        help="asof: each round also runs the per-tutor algorithm on this many tutors "
+        "(extrapolated to all), so ratios compare runs made under the same load",
     )
     parser.add_argument(
         "--design-seconds",
