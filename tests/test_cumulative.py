@@ -3,6 +3,7 @@ a snapshot read from the cumulative table equals the one aggregated from the raw
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -163,15 +164,87 @@ def test_lookups_split_over_connections_give_the_same_snapshot(
         assert_same_snapshot(pg, END, ["T0001", "T0002", "T0003", "T0004"])
 
 
-def test_an_uncommitted_write_is_picked_up_after_its_commit(pg: sa.Engine) -> None:
-    writer = pg.connect()
-    writer.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=0)))  # not committed
-    assert_same_snapshot(pg, END)  # the reader sees the old rows, and so does the table
-    writer.commit()
-    writer.close()
-    with pg.connect() as conn:
-        assert cumulative.state(conn)["dirty_pairs"] > 0
+COPY_SESSION = (
+    "INSERT INTO sessions SELECT :new, tutor_id, student_id, session_number, "
+    "scheduled_start + interval '1 minute', actual_start, duration_minutes, subject, "
+    "session_type, tutor_initiated_reschedule, no_show, late_start_minutes, engagement_score, "
+    "learning_objectives_met, technical_issues, created_at, updated_at "
+    "FROM sessions WHERE session_id = :old"
+)
+ADD_FEEDBACK = (
+    "INSERT INTO student_feedback (feedback_id, session_id, student_id, tutor_id, "
+    "overall_rating, is_first_session, submitted_at) SELECT 'F-' || :new, :new, student_id, "
+    "tutor_id, 5, false, scheduled_start FROM sessions WHERE session_id = :old"
+)
+
+
+def _recent_session(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        sql = "SELECT min(session_id) FROM sessions WHERE scheduled_start BETWEEN :a AND :b"
+        days = {"a": END - timedelta(days=5), "b": END - timedelta(days=2)}
+        return str(conn.execute(sa.text(sql), days).scalar_one())
+
+
+def _refresh_while(engine: sa.Engine, still_open: sa.Connection) -> None:
+    """A refresh started while `still_open` has written but not committed: it must wait for
+    the commit (and then see the rows), not run past them."""
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (cumulative.refresh(engine), done.set()))
+    worker.start()
+    ran_past = done.wait(0.5)
+    still_open.commit()  # before any assertion: an open writer would block the teardown
+    still_open.close()
+    worker.join(10)
+    assert not ran_past, "the refresh ran past an uncommitted write"
+    assert done.is_set()
+
+
+def test_a_second_write_to_a_queued_day_is_not_lost(pg: sa.Engine) -> None:
+    """Writer 1 commits (tutor, day) into the queue; writer 2 writes the same pair (its trigger
+    finds it queued) and a refresh starts before writer 2 commits."""
+    old = _recent_session(pg)
+    with pg.begin() as first:
+        first.execute(sa.text(COPY_SESSION), {"new": "W1-" + old, "old": old})
+    second = pg.connect()
+    second.execute(sa.text(COPY_SESSION), {"new": "W2-" + old, "old": old})
+    _refresh_while(pg, second)
     assert_same_snapshot(pg, END)
+
+
+def test_feedback_written_before_its_session_commits_is_not_lost(pg: sa.Engine) -> None:
+    """The feedback's trigger cannot see the uncommitted session, so it queues nothing; the
+    session's commit queues the pair, and a refresh must not run before the feedback commits."""
+    old = _recent_session(pg)
+    sessions, feedback = pg.connect(), pg.connect()
+    sessions.execute(sa.text(COPY_SESSION), {"new": "S-" + old, "old": old})
+    feedback.execute(sa.text(ADD_FEEDBACK), {"new": "S-" + old, "old": old})
+    sessions.commit()
+    sessions.close()
+    _refresh_while(pg, feedback)
+    assert_same_snapshot(pg, END)
+
+
+def test_a_huge_value_long_before_the_window_cancels_nothing(pg: sa.Engine) -> None:
+    """Running totals are exact (`numeric`): one 1e20-minute response 400 days back does not
+    swallow the window's small ones when two totals are subtracted."""
+    with pg.begin() as conn:
+        for i, (days, minutes) in enumerate([(400, 1e20), (3, 1), (2, 2.5)]):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tutor_events (event_id, tutor_id, event_type, event_timestamp, "
+                    "metadata) VALUES (:id, 'T0001', 'message_response', :ts, CAST(:m AS json))"
+                ),
+                {"id": f"HUGE{i}", "ts": END - timedelta(days=days),
+                 "m": f'{{"response_time_minutes": {minutes}}}'},
+            )  # fmt: skip
+    assert_same_snapshot(pg, END)
+    with pg.connect() as conn:
+        week = cumulative.window_partials(conn, END, ["T0001"]).frame.filter(
+            pl.col("window") == "7day"
+        )
+        raw = load_window_partials(conn, END, ["T0001"]).frame.filter(pl.col("window") == "7day")
+    assert week["resp_sum"].item() == pytest.approx(raw["resp_sum"].item(), rel=1e-12)
+    assert week["resp_sum"].item() > 3.5  # not swallowed: float totals would give 0 here
 
 
 def test_recompute_and_the_worker_path_store_the_same_rows_either_way(pg: sa.Engine) -> None:
@@ -240,3 +313,30 @@ def test_sqlite_says_it_needs_postgresql(sqlite_url: str) -> None:
     assert result.output.strip() == (
         "Error: cumulative partials need PostgreSQL; SQLite computes from raw rows"
     )
+
+
+def test_a_writer_without_rights_on_tutormax_tables_still_writes(
+    pg: sa.Engine, pg_database_url: str
+) -> None:
+    """The pipeline's own database role writes sessions; the triggers' functions run with the
+    rights of whoever enabled them, so it needs no grant on tutormax's tables."""
+    import uuid
+
+    from tutormax_cli.store.db import open_engine
+
+    role = f"tm_writer_{uuid.uuid4().hex[:8]}"
+    with pg.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT SELECT, INSERT ON sessions TO {role}"))
+    writer = open_engine(sa.make_url(pg_database_url).set(username=role).render_as_string(False))
+    try:
+        old = _recent_session(pg)
+        with writer.begin() as conn:
+            conn.execute(sa.text("SET search_path = pg_catalog, public"))
+            conn.execute(sa.text(COPY_SESSION), {"new": "R-" + old, "old": old})
+        assert_same_snapshot(pg, END)
+    finally:
+        writer.dispose()
+        with pg.begin() as conn:
+            conn.execute(sa.text(f"REVOKE ALL ON sessions FROM {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))

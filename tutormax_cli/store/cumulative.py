@@ -96,9 +96,20 @@ _PAIRS = {
 tutor and day, events only when they are of a kind the metrics read."""
 
 
-def _ddl() -> list[str]:
+_WRITER_LOCK = f"PERFORM pg_advisory_xact_lock_shared(hashtext('{LOCK}'));"
+"""Every writing statement holds this shared until its transaction ends, and a refresh takes it
+exclusively first: a refresh therefore starts only once every write it could miss has committed
+(a second write to an already queued pair, feedback whose session another transaction has not
+committed yet), and writes wait for a running refresh."""
+
+
+def _ddl(schema: str) -> list[str]:
+    """The tables, the marking functions and the triggers. The functions run with the rights of
+    whoever enabled them (SECURITY DEFINER) and a fixed search_path, so a writer needs no grant
+    on tutormax's tables and cannot redirect their names with its own search_path."""
+    definer = f"SECURITY DEFINER SET search_path = {_q(schema)}, pg_temp"
     columns = ", ".join(
-        f"{_q(p)} {'double precision' if p in FLOAT_PARTIALS else 'bigint'} NOT NULL"
+        f"{_q(p)} {'numeric' if p in FLOAT_PARTIALS else 'bigint'} NOT NULL"
         for p in PARTIAL_SQL_NAMES
     )
     out = [
@@ -111,8 +122,9 @@ def _ddl() -> list[str]:
     ]
     for kind, select in _PAIRS.items():
         out.append(
-            f"CREATE FUNCTION tutormax_mark_{kind}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            f"BEGIN IF TG_OP <> 'DELETE' THEN {_mark(select, 'tm_new')} END IF; "
+            f"CREATE FUNCTION tutormax_mark_{kind}() RETURNS trigger LANGUAGE plpgsql {definer} "
+            "AS $$ "
+            f"BEGIN {_WRITER_LOCK} IF TG_OP <> 'DELETE' THEN {_mark(select, 'tm_new')} END IF; "
             f"IF TG_OP <> 'INSERT' THEN {_mark(select, 'tm_old')} END IF; "
             "RETURN NULL; END $$"
         )
@@ -121,8 +133,9 @@ def _ddl() -> list[str]:
         f"UNION ALL SELECT tutor_id, {_DAY.format(ts='event_timestamp')} FROM tutor_events"
     )
     out.append(
-        "CREATE FUNCTION tutormax_partials_truncated() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN DELETE FROM {TABLE}; DELETE FROM {SPANS}; "
+        f"CREATE FUNCTION tutormax_partials_truncated() RETURNS trigger LANGUAGE plpgsql {definer} "
+        "AS $$ "
+        f"BEGIN {_WRITER_LOCK} DELETE FROM {TABLE}; DELETE FROM {SPANS}; "
         f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, "
         f"min(day) FROM ({everyone}) AS left_over GROUP BY tutor_id ON CONFLICT DO NOTHING; "
         "RETURN NULL; END $$"
@@ -164,7 +177,8 @@ def enable(engine: sa.Engine) -> int:
         if enabled(conn):
             return 0
         conn.execute(sa.text("LOCK TABLE sessions, student_feedback, tutor_events IN SHARE MODE"))
-        for statement in _ddl():
+        schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
+        for statement in _ddl(schema):
             conn.execute(sa.text(statement))
         conn.execute(
             sa.text(
@@ -249,12 +263,21 @@ def _refresh(conn: sa.Connection) -> int:
     return int(taken)
 
 
+def _exact(name: str, aggregate: str) -> str:
+    """The float partials summed as `numeric`: running totals over years of history must not
+    lose a window's worth of precision to one large value (a window is a difference of two)."""
+    if name not in FLOAT_PARTIALS:
+        return aggregate
+    assert aggregate.startswith("sum(") and aggregate.endswith(")"), aggregate
+    return f"sum(({aggregate[4:-1]})::numeric)"
+
+
 def _rebuild_sql() -> str:
     """The refreshed tutors' cumulative rows from their `from_day` on: daily partials from the
     raw rows, running sums over them, plus the last row before `from_day` as the base."""
     since = "(r.from_day::timestamp AT TIME ZONE 'UTC')"
     session_aggs, event_aggs = (
-        ", ".join(f"{_aggregate(n, a, c)} AS {_q(n)}" for n, a, c in specs)
+        ", ".join(f"{_aggregate(n, _exact(n, a), c)} AS {_q(n)}" for n, a, c in specs)
         for specs in (_SESSION_PARTIAL_SQL, _EVENT_PARTIAL_SQL)
     )
     session_names = [n for n, _, _ in _SESSION_PARTIAL_SQL]
@@ -264,7 +287,7 @@ def _rebuild_sql() -> str:
     )
     running = ", ".join(
         f"(coalesce(b.{_q(p)}, 0) + sum(d.{_q(p)}) OVER w)"
-        + ("" if p in FLOAT_PARTIALS else "::bigint")
+        + ("::numeric" if p in FLOAT_PARTIALS else "::bigint")
         for p in PARTIAL_SQL_NAMES
     )
     names = ", ".join(_q(p) for p in PARTIAL_SQL_NAMES)
@@ -331,26 +354,40 @@ def _tutors(conn: sa.Connection, lookups: dict[str, date]) -> list[str]:
 
 
 def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str]) -> pl.DataFrame:
-    """`tutor_id`, `key`, partials: each tutor's cumulative row as of each lookup day (zeros
-    before its first day); one index probe each, split over `PROBE_THREADS` connections."""
+    """`tutor_id`, `window`, partials of the whole days of each window: the tutor's cumulative
+    row as of the day before the snapshot's minus the one as of the day before the window's
+    first whole day (zeros before a tutor's first day), subtracted in SQL where the float
+    totals are exact `numeric`. One index probe each, split over `PROBE_THREADS` connections."""
     params: dict[str, Any] = {f"d_{k}": d for k, d in lookups.items()}
-    keys = ", ".join(f"('{k}', CAST(:d_{k} AS date))" for k in lookups)
+    windows = ", ".join(f"('{w}', CAST(:d_{w} AS date))" for w in _WINDOW_STARTS)
     names = ", ".join(f"c.{_q(p)}" for p in PARTIAL_SQL_NAMES)
-    sql = (
-        f"SELECT t.tutor_id, k.key, {names} FROM "
-        "(SELECT DISTINCT unnest(CAST(:tutors AS text[])) AS tutor_id) t "
-        f"CROSS JOIN (VALUES {keys}) AS k(key, day) LEFT JOIN LATERAL (SELECT {names} "
-        f"FROM {TABLE} c WHERE c.tutor_id = t.tutor_id AND c.day <= k.day "
-        "ORDER BY c.day DESC LIMIT 1) c ON true"
+    differences = ", ".join(
+        f"(coalesce(e.{_q(p)}, 0) - coalesce(b.{_q(p)}, 0))"
+        + ("::float8" if p in FLOAT_PARTIALS else "")
+        + f" AS {_q(p)}"
+        for p in PARTIAL_SQL_NAMES
     )
-    schema = _schema({"key": pl.String()})
+
+    def latest(alias: str, on_or_before: str) -> str:
+        return (
+            f"LEFT JOIN LATERAL (SELECT {names} FROM {TABLE} c WHERE c.tutor_id = t.tutor_id "
+            f"AND c.day <= {on_or_before} ORDER BY c.day DESC LIMIT 1) {alias} ON true"
+        )
+
+    sql = (
+        f'SELECT t.tutor_id, w."window", {differences} FROM '
+        "(SELECT DISTINCT unnest(CAST(:tutors AS text[])) AS tutor_id) t "
+        f"{latest('e', 'CAST(:d_end AS date)')} "
+        f'CROSS JOIN (VALUES {windows}) AS w("window", day) {latest("b", "w.day")}'
+    )
+    schema = _schema({"window": pl.String()})
 
     def probe(part: Sequence[str], connection: sa.Connection) -> pl.DataFrame:
         return _copy_frame(connection, sql, {**params, "tutors": list(part)}, schema)
 
     parts = [list(tutors[i::PROBE_THREADS]) for i in range(PROBE_THREADS)]
     if len(tutors) < PARALLEL_FROM or PROBE_THREADS < 2:
-        return probe(tutors, conn).fill_null(0)
+        return probe(tutors, conn)
     from concurrent.futures import ThreadPoolExecutor
 
     def on_its_own(part: Sequence[str]) -> pl.DataFrame:
@@ -360,7 +397,7 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
     with ThreadPoolExecutor(PROBE_THREADS - 1) as pool:
         others = [pool.submit(on_its_own, part) for part in parts[1:]]
         first = probe(parts[0], conn)  # meanwhile: psycopg2 lets go of the GIL while it waits
-        return pl.concat([first, *(f.result() for f in others)]).fill_null(0)
+        return pl.concat([first, *(f.result() for f in others)])
 
 
 def _slices(
@@ -436,23 +473,18 @@ def window_partials(
     lookups, slices = _plan(t)
     probed = _probe(conn, lookups, _tutors(conn, lookups) if tutors is None else tutors)
     edges = _slices(conn, slices, tutors)
-    end = probed.filter(pl.col("key") == "end").drop("key")
     parts = []
     for window in _WINDOW_STARTS:
-        before = probed.filter(pl.col("key") == window).drop("key")
+        whole_days = probed.filter(pl.col("window") == window)
         added = edges.filter(pl.col("key").is_in([window, "tail"])).drop("key")
         added = added.group_by("tutor_id").agg(pl.col(p).sum() for p in PARTIAL_SQL_NAMES)
-        joined = end.join(before, on="tutor_id", suffix="@before").join(
-            added, on="tutor_id", how="left", suffix="@edge"
-        )
+        joined = whole_days.join(added, on="tutor_id", how="left", suffix="@edge")
         parts.append(
             joined.select(
                 "tutor_id",
-                pl.lit(window).alias("window"),
+                "window",
                 *[
-                    (pl.col(p) - pl.col(f"{p}@before") + pl.col(f"{p}@edge").fill_null(0))
-                    .cast(_partial_dtype(p))
-                    .alias(p)
+                    (pl.col(p) + pl.col(f"{p}@edge").fill_null(0)).cast(_partial_dtype(p)).alias(p)
                     for p in PARTIAL_SQL_NAMES
                 ],
             )
