@@ -362,3 +362,28 @@ def test_the_committed_openapi_schema_is_current() -> None:
     assert committed == create_app(ApiConfig()).openapi(), (
         "run `tutormax api openapi --output docs/openapi.json` and commit it"
     )
+
+
+def test_a_feedback_id_of_another_session_is_refused(
+    sqlite_url: str, redis_url: str, client_for: Any
+) -> None:
+    seed(sqlite_url)
+    engine = open_engine(sqlite_url)
+    with api_server(sqlite_url, redis_url) as base:
+        http = client_for(base)
+        first = completion(5, feedback={"overall_rating": 5, "feedback_id": "F-A"})
+        assert http.post("/api/sessions/SA/complete", json=first, headers=AUTH).status_code == 202
+        theft = completion(4, feedback={"overall_rating": 1, "feedback_id": "F-A"})
+        reply = http.post("/api/sessions/SB/complete", json=theft, headers=AUTH)
+        assert reply.status_code == 422
+        assert reply.json()["detail"][0] == {
+            "loc": ["body", "feedback", "feedback_id"],
+            "msg": "'F-A' is the feedback of session 'SA'",
+            "type": "value_error",
+        }
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT feedback_id, session_id, overall_rating "
+                                    "FROM student_feedback")).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [("F-A", "SA", 5)]
+    assert count_rows(engine, "sessions") == 1  # SB was refused whole
+    engine.dispose()

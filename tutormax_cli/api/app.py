@@ -12,6 +12,7 @@ definition time, and some name closures (`Depends(authorized)`).
 import asyncio
 import hmac
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,6 +121,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         log.info("API on database %s, Redis %s", url_label(services.engine),
                  config.settings.redis_label)  # fmt: skip
+        if config.token is None:
+            log.warning("no TUTORMAX_API_TOKEN: anyone who reaches the API can post sessions")
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
@@ -129,6 +132,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         finally:
             await asyncio.to_thread(hub.stop)
             services.close()
+            if multiprocess_dir() is not None:  # this worker's live gauges stop counting
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = FastAPI(
         title="TutorMax metrics API",
@@ -170,6 +177,16 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     async def redis_error(_request: Request, exc: redis.RedisError) -> JSONResponse:
         return JSONResponse({"detail": f"Redis unavailable: {exc}"}, status_code=503)
 
+    @app.exception_handler(sa.exc.IntegrityError)
+    @app.exception_handler(sa.exc.DataError)
+    async def refused(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
+        from tutormax_cli.store.db import describe_error
+
+        # not an outage: retrying the same body would be refused again (e.g. a concurrent
+        # post of the same session with another feedback_id); nothing was written
+        return JSONResponse({"detail": f"the database refused the row: {describe_error(exc)}"},
+                            status_code=409)  # fmt: skip
+
     @app.exception_handler(sa.exc.SQLAlchemyError)
     async def database_down(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
         from tutormax_cli.store.db import describe_error
@@ -189,8 +206,9 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         status_code=202,
         response_model=models.Accepted,
         responses={
-            400: {"model": models.Problem, "description": "A body that is not UTF-8 JSON."},
+            400: {"model": models.Problem, "description": "A body that is not UTF-8 text."},
             401: {"model": models.Problem, "description": "Missing or wrong bearer token."},
+            409: {"model": models.Problem, "description": "The database refused the row."},
             413: {"model": models.Problem, "description": "Body over the size limit."},
             503: PROBLEMS[503],
         },

@@ -82,9 +82,21 @@ def _feedback_record(
 
     assert body.feedback is not None
     record = body.feedback.model_dump()
-    if record["feedback_id"] is None:
-        held = DatabaseReferences(conn).owners("student_feedback", "session_id", [session_id])
-        record["feedback_id"] = held.get(session_id) or str(
+    if record["feedback_id"] is not None:
+        from tutormax_cli.store.schema import metadata
+
+        table = metadata.tables["student_feedback"]
+        held = conn.execute(
+            sa.select(table.c.session_id).where(table.c.feedback_id == record["feedback_id"])
+        ).scalar()
+        if held is not None and held != session_id:
+            raise InvalidCompletion(
+                [FieldError(("body", "feedback", "feedback_id"),
+                            f"{record['feedback_id']!r} is the feedback of session {held!r}")]
+            )  # fmt: skip
+    else:
+        owners = DatabaseReferences(conn).owners("student_feedback", "session_id", [session_id])
+        record["feedback_id"] = owners.get(session_id) or str(
             uuid.uuid5(FEEDBACK_NAMESPACE, session_id)
         )
     if record["is_first_session"] is None:

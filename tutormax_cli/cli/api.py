@@ -54,7 +54,11 @@ def serve(
     # requests that already run in parallel (measured: 17-22 -> 25 completions/s, 4 workers)
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     scratch = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:  # prometheus_client wants it empty at start: old files would add old counts
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    elif workers > 1:
         import tempfile
 
         scratch = tempfile.mkdtemp(prefix="tutormax-api-prom-")
