@@ -42,6 +42,7 @@ from tutormax_cli.store.load import (
     _any_tutor,
     _copy_frame,
     _partial_dtype,
+    long_partials,
 )
 
 TABLE = "tutormax_cumulative_partials"
@@ -103,6 +104,16 @@ exclusively first: a refresh therefore starts only once every write it could mis
 committed yet), and writes wait for a running refresh."""
 
 
+_QUEUE_EVERYONE = (
+    f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, min(day) FROM ("
+    f"SELECT tutor_id, {_DAY.format(ts='scheduled_start')} AS day FROM sessions "
+    f"UNION ALL SELECT tutor_id, {_DAY.format(ts='event_timestamp')} FROM tutor_events "
+    f"WHERE event_type IN {_RELEVANT_EVENTS}) AS history GROUP BY tutor_id "
+    "ON CONFLICT DO NOTHING"
+)
+"""Queue every tutor from its first day: a full rebuild, when enabling and after a TRUNCATE."""
+
+
 def _ddl(schema: str) -> list[str]:
     """The tables, the marking functions and the triggers. The functions run with the rights of
     whoever enabled them (SECURITY DEFINER) and a fixed search_path, so a writer needs no grant
@@ -128,17 +139,10 @@ def _ddl(schema: str) -> list[str]:
             f"IF TG_OP <> 'INSERT' THEN {_mark(select, 'tm_old')} END IF; "
             "RETURN NULL; END $$"
         )
-    everyone = (
-        f"SELECT tutor_id, {_DAY.format(ts='scheduled_start')} AS day FROM sessions "
-        f"UNION ALL SELECT tutor_id, {_DAY.format(ts='event_timestamp')} FROM tutor_events"
-    )
     out.append(
         f"CREATE FUNCTION tutormax_partials_truncated() RETURNS trigger LANGUAGE plpgsql {definer} "
-        "AS $$ "
-        f"BEGIN {_WRITER_LOCK} DELETE FROM {TABLE}; DELETE FROM {SPANS}; "
-        f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, "
-        f"min(day) FROM ({everyone}) AS left_over GROUP BY tutor_id ON CONFLICT DO NOTHING; "
-        "RETURN NULL; END $$"
+        f"AS $$ BEGIN {_WRITER_LOCK} DELETE FROM {TABLE}; DELETE FROM {SPANS}; "
+        f"{_QUEUE_EVERYONE}; RETURN NULL; END $$"
     )
     for table, kind in _WATCHED.items():
         function = f"tutormax_mark_{kind}()"
@@ -180,14 +184,7 @@ def enable(engine: sa.Engine) -> int:
         schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
         for statement in _ddl(schema):
             conn.execute(sa.text(statement))
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, min(day) FROM ("
-                f"SELECT tutor_id, {_DAY.format(ts='scheduled_start')} AS day FROM sessions "
-                f"UNION ALL SELECT tutor_id, {_DAY.format(ts='event_timestamp')} FROM tutor_events "
-                f"WHERE event_type IN {_RELEVANT_EVENTS}) AS history GROUP BY tutor_id"
-            )
-        )
+        conn.execute(sa.text(_QUEUE_EVERYONE))
         _refresh(conn)
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
 
@@ -442,18 +439,7 @@ def _slices(
             f"{n}@{k}": _partial_dtype(n) for k in slices for n, _, _ in specs
         }
         wide = _copy_frame(conn, sql, params, schema)
-        frames.append(
-            pl.concat(
-                [
-                    wide.select(
-                        "tutor_id",
-                        pl.lit(k).alias("key"),
-                        *[pl.col(f"{n}@{k}").alias(n) for n, _, _ in specs],
-                    )
-                    for k in slices
-                ]
-            )
-        )
+        frames.append(long_partials(wide, "key", list(slices), [n for n, _, _ in specs]))
     sessions, events = frames
     return (
         sessions.join(events, on=["tutor_id", "key"], how="full", coalesce=True)

@@ -356,6 +356,21 @@ def _copy_frame(
     return pl.read_csv(buffer, schema=schema)
 
 
+def long_partials(
+    wide: pl.DataFrame, column: str, keys: Sequence[str], names: Sequence[str]
+) -> pl.DataFrame:
+    """`tutor_id`, `column`, `names` from a frame with one `name@key` column per range: the
+    FILTER-per-range aggregates of one statement, one row per (tutor, range)."""
+    return pl.concat(
+        [
+            wide.select(
+                "tutor_id", pl.lit(k).alias(column), *[pl.col(f"{n}@{k}").alias(n) for n in names]
+            )
+            for k in keys
+        ]
+    )
+
+
 def _partial_dtype(name: str) -> pl.DataType:
     return pl.Float64() if name in FLOAT_PARTIALS else pl.Int64()
 
@@ -399,16 +414,7 @@ def load_window_partials(
     )
     schema = {**schema, "rows_f": pl.Int64(), **event_schema, "rows_e": pl.Int64()}
     wide = _copy_frame(conn, sql, params, schema).fill_null(0)  # no events: zero
-    partials = pl.concat(
-        [
-            wide.select(
-                "tutor_id",
-                pl.lit(window).alias("window"),
-                *[pl.col(f"{p}@{window}").alias(p) for p in PARTIAL_SQL_NAMES],
-            )
-            for window in _WINDOW_STARTS
-        ]
-    )
+    partials = long_partials(wide, "window", list(_WINDOW_STARTS), PARTIAL_SQL_NAMES)
     longest = max(_WINDOW_STARTS, key=_WINDOW_STARTS.__getitem__)
     return Partials(partials, _input_rows(wide, f"n_sessions@{longest}"))
 
