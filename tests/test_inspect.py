@@ -13,8 +13,11 @@ from typer.testing import CliRunner
 
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
-from tutormax_cli.stream import inspect
+from tutormax_cli.stream import entries, groups, inspect
+from tutormax_cli.stream.board import Board
 from tutormax_cli.stream.events import envelope
+from tutormax_cli.stream.pending import pending_entries
+from tutormax_cli.stream.updates import MetricUpdate
 
 STREAM, GROUP, DLQ = keys.ENRICHMENT_STREAM, keys.METRICS_GROUP, keys.DEAD_LETTER_STREAM
 
@@ -47,9 +50,9 @@ def backlog(r: redis.Redis) -> None:
 
 def test_pending_json_equals_xinfo_and_xpending(rclient: redis.Redis, redis_url: str) -> None:
     backlog(rclient)
-    before_ms = inspect.server_ms(rclient)
+    before_ms = entries.server_ms(rclient)
     result = run(redis_url, "pending", "--json")
-    after_ms = inspect.server_ms(rclient)
+    after_ms = entries.server_ms(rclient)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc) == {
@@ -69,10 +72,10 @@ def test_pending_json_equals_xinfo_and_xpending(rclient: redis.Redis, redis_url:
     assert doc["pending"] == summary["pending"] == info["pending"] == len(pel) == 4
     assert doc["max_deliveries"] == max(p["times_delivered"] for p in pel) == 3
     assert doc["dead_letter"] == rclient.xlen(DLQ) == 1
-    oldest_ms = inspect.id_ms(_s(summary["min"]))
+    oldest_ms = entries.id_ms(_s(summary["min"]))
     assert (before_ms - oldest_ms) / 1000 - 0.01 <= doc["oldest_pending_age_s"]
     assert doc["oldest_pending_age_s"] <= (after_ms - oldest_ms) / 1000 + 0.01
-    first_ms = inspect.id_ms(_s(undelivered[0][0]))
+    first_ms = entries.id_ms(_s(undelivered[0][0]))
     assert (before_ms - first_ms) / 1000 - 0.01 <= doc["lag_s"] <= (after_ms - first_ms) / 1000
     consumers = {_s(c["name"]): c for c in rclient.xinfo_consumers(STREAM, GROUP)}
     assert [c["name"] for c in doc["consumers"]] == sorted(consumers) == ["c1", "c2"]
@@ -116,28 +119,28 @@ def test_envelope_entry_names_its_tutor(rclient: redis.Redis) -> None:
     rclient.xadd(STREAM, envelope({"tutor_id": "T0099", "session_id": "S9"}, channel="t"))
     rclient.xgroup_create(STREAM, GROUP, id="0")
     rclient.xreadgroup(GROUP, "c1", {STREAM: ">"})
-    assert [e.tutor_id for e in inspect.pending_entries(rclient)] == ["T0099"]
+    assert [e.tutor_id for e in pending_entries(rclient)] == ["T0099"]
 
 
 def test_lag_counted_when_the_server_does_not_report_it(
     rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inspect, "PAGE", 3)
+    monkeypatch.setattr(groups, "PAGE", 3)
     ids = [_s(rclient.xadd(STREAM, {"tutor_id": f"T{i}"})) for i in range(11)]
     for k, last in enumerate(["0-0", *ids]):
-        assert inspect.count_undelivered(rclient, STREAM, last) == (11 - k, True)
-    assert inspect.count_undelivered(rclient, STREAM, ids[5], limit=3) == (3, False)
+        assert groups.count_undelivered(rclient, STREAM, last) == (11 - k, True)
+    assert groups.count_undelivered(rclient, STREAM, ids[5], limit=3) == (3, False)
     rclient.xgroup_create(STREAM, GROUP, id=ids[3])
     rclient.xdel(STREAM, ids[7])  # Redis 7 cannot tell the lag after a deletion
-    real = inspect._snapshot
+    real = groups._snapshot
 
     def without_lag(*args: Any) -> dict[str, Any]:
         snap = real(*args)
         snap["group"].pop("lag", None)  # as Redis 6.2 answers
         return snap
 
-    monkeypatch.setattr(inspect, "_snapshot", without_lag)
-    report = inspect.group_report(rclient)
+    monkeypatch.setattr(groups, "_snapshot", without_lag)
+    report = groups.group_report(rclient)
     assert (report.lag, report.lag_exact) == (6, True)
 
 
@@ -203,7 +206,7 @@ def test_dlq_replay_puts_back_exact_fields(rclient: redis.Redis, redis_url: str)
         {b"tutor_id": b"\xff\xfe"},
     ]
     assert [_s(i) for i, _ in rclient.xrange(DLQ)] == [third]
-    assert inspect.group_report(rclient).lag == 2  # the group will read them again
+    assert groups.group_report(rclient).lag == 2  # the group will read them again
     both = run(redis_url, "dlq", "replay", third, "--all")
     assert both.exit_code == 2 and "not both nor neither" in both.stderr
     none = run(redis_url, "dlq", "replay")
@@ -341,9 +344,9 @@ def test_watch_follows_updates_and_marks_changes(rclient: redis.Redis, redis_url
 
 
 def test_watch_board_primes_previous_tiers() -> None:
-    board = inspect.Board()
-    old = inspect.MetricUpdate("1-0", "T1", None, {"7day": "Strong", "30day": "Strong"})
-    new = inspect.MetricUpdate("2-0", "T1", None, {"7day": "At Risk", "30day": "Strong"})
+    board = Board()
+    old = MetricUpdate("1-0", "T1", None, {"7day": "Strong", "30day": "Strong"})
+    new = MetricUpdate("2-0", "T1", None, {"7day": "At Risk", "30day": "Strong"})
     board.prime([old])
     row = board.apply(new)
     assert row.changed == ["7day"] and row.previous["7day"] == "Strong"

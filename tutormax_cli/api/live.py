@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from tutormax_cli.errors import TutormaxError
-from tutormax_cli.stream.inspect import MetricUpdate, read_updates, recent_updates
+from tutormax_cli.stream.updates import MetricUpdate, read_updates, recent_updates
 
 log = logging.getLogger("tutormax.api.live")
 

@@ -44,11 +44,11 @@ def list_(
     """
     from rich.table import Table
 
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import dead_letters, entries
 
     client = _client(ctx)
-    letters = inspect.dead_letters(client, limit=limit)
-    now = inspect.server_ms(client)
+    letters = dead_letters.dead_letters(client, limit=limit)
+    now = entries.server_ms(client)
     total = int(client.xlen(STREAM))
     if as_json:
         context.print_json([d.as_dict(now) for d in letters])
@@ -69,7 +69,7 @@ def list_(
                 render.age(d.as_dict(now)["age_s"]),
                 escape(d.reason or "—"),
                 escape(source),
-                escape(inspect.tutor_of(d.fields) or "—"),
+                escape(d.tutor_id or "—"),
             )
         render.out.print(table)
     if total > len(letters):
@@ -88,11 +88,11 @@ def show(
     """
     from rich.table import Table
 
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import dead_letters, entries
 
     client = _client(ctx)
-    letter = inspect.dead_letter(client, entry_id)
-    doc = letter.as_dict(inspect.server_ms(client))
+    letter = dead_letters.dead_letter(client, entry_id)
+    doc = letter.as_dict(entries.server_ms(client))
     if as_json:
         context.print_json(doc)
         return
@@ -100,7 +100,7 @@ def show(
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     table.add_row("age", render.age(doc["age_s"]))
-    for name in inspect.DEAD_LETTER_META:
+    for name in dead_letters.META:
         table.add_row(name, escape(str(doc[name] or "—")))
     for name, value in doc["fields"].items():
         table.add_row(f"[dim]field[/] {escape(name)}", escape(value))
@@ -122,9 +122,10 @@ def replay(
 
     Example: tutormax dlq replay 1767225600000-0 1767225600001-0
     """
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import dead_letters
 
-    done = inspect.replay(_client(ctx), _ids(ids, all_))
+    client = _client(ctx)
+    done = dead_letters.replay(client, dead_letters.select(client, _ids(ids, all_)))
     for r in done:
         render.err.print(f"{r.dead_letter_id} -> {escape(r.source_stream)} {r.new_id}")
     render.err.print(f"Replayed {len(done)} dead letter(s).")
@@ -141,7 +142,7 @@ def purge(
 
     Example: tutormax dlq purge --all --yes
     """
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import dead_letters
 
     client = _client(ctx)
     chosen = _ids(ids, all_)
@@ -151,5 +152,5 @@ def purge(
         return
     if not yes:
         typer.confirm(f"Delete {count:,} dead letter(s) from {STREAM}?", abort=True, err=True)
-    deleted = inspect.purge(client, chosen)
+    deleted = dead_letters.purge(client, dead_letters.select(client, chosen))
     render.err.print(f"Purged {deleted:,} dead letter(s).")

@@ -12,7 +12,8 @@ from tutormax_cli.cli import context, render
 from tutormax_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from tutormax_cli.stream.inspect import GroupReport, PendingEntry
+    from tutormax_cli.stream.groups import GroupReport
+    from tutormax_cli.stream.pending import PendingEntry
 
 
 def register(app: typer.Typer) -> None:
@@ -45,14 +46,15 @@ def pending(
 
     Example: tutormax pending --entries --consumer worker-1 --json
     """
-    from tutormax_cli.stream import inspect
     from tutormax_cli.stream.connection import connect
+    from tutormax_cli.stream.groups import group_report
+    from tutormax_cli.stream.pending import pending_entries
 
     if not entries and (consumer is not None or limit != 50):
         raise UsageError("--consumer and --limit go with --entries: tutormax pending --entries")
     client = connect(context.settings(ctx).redis_url)
     if entries:
-        found = inspect.pending_entries(client, stream, group, consumer=consumer, limit=limit)
+        found = pending_entries(client, stream, group, consumer=consumer, limit=limit)
         if as_json:
             context.print_json([e.as_dict() for e in found])
         else:
@@ -60,7 +62,7 @@ def pending(
         if not found:
             render.err.print(f"Nothing pending in group {group} on {stream}.")
         return
-    report = inspect.group_report(client, stream, group)
+    report = group_report(client, stream, group)
     if not report.exists:
         render.err.print(
             f"Group {group} does not exist on {stream} yet: a worker creates it when it starts "

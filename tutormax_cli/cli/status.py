@@ -34,15 +34,15 @@ def status(
     """
     from tutormax_cli import views
     from tutormax_cli.store.query import active_freshness
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import dead_letters, entries, groups, health, inspect
     from tutormax_cli.stream.connection import connect
 
     client = connect(context.settings(ctx).redis_url)
-    now_ms = inspect.server_ms(client)
-    groups = inspect.status_groups(client)
+    now_ms = entries.server_ms(client)
+    reports = groups.status_groups(client)
     workers = inspect.live_workers(client)
-    dead = inspect.dead_letter_summary(client)
-    problems, warnings = inspect.assess(groups, workers, dead)
+    dead = dead_letters.dead_letter_summary(client)
+    problems, warnings = health.assess(reports, workers, dead)
     fresh: dict[str, Any] | None = None
     try:
         with context.database(ctx).connect() as conn:
@@ -59,7 +59,7 @@ def status(
                 **g.as_dict(),
                 "workers": sum(w.serves(g.stream, g.group) for w in workers),
             }
-            for g in groups
+            for g in reports
         ],
         "dead_letter": dead.as_dict(),
         "freshness": fresh,

@@ -13,11 +13,12 @@ from rich.markup import escape
 from tutormax_cli import keys
 from tutormax_cli.cli import context, render
 from tutormax_cli.cli.show import DEFAULT_WINDOW, WindowName, complete_tier
+from tutormax_cli.metrics.windows import WINDOWS
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from tutormax_cli.stream.inspect import Board, BoardRow
+    from tutormax_cli.stream.board import Board, BoardRow
 
 
 def register(app: typer.Typer) -> None:
@@ -48,18 +49,19 @@ def watch(
     Example: tutormax watch --tier "At Risk" --window 7day
     """
     from tutormax_cli import views
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.stream import entries, updates
+    from tutormax_cli.stream.board import Board
     from tutormax_cli.stream.connection import connect
 
     context.imports_done()
 
     chosen = set(views.tier_names(tier) or [])
     client = connect(context.settings(ctx).redis_url)
-    board = inspect.Board()
-    history, last = inspect.recent_updates(client)
+    board = Board()
+    history, last = updates.recent_updates(client)
     if start != "$":
-        last = inspect.check_id(start)
-        history = [u for u in history if inspect.id_key(u.id) <= inspect.id_key(last)]
+        last = entries.check_id(start)
+        history = [u for u in history if entries.id_key(u.id) <= entries.id_key(last)]
     board.prime(history)
     deadline = None if timeout is None else time.monotonic() + timeout
     live = _live(board, chosen, window) if not as_json and render.out.is_terminal else None
@@ -72,8 +74,8 @@ def watch(
                     wait = int(min(wait, (deadline - time.monotonic()) * 1000))
                     if wait <= 0:
                         break
-                updates, last = inspect.read_updates(client, last, block_ms=max(wait, 1))
-                for update in updates:
+                news, last = updates.read_updates(client, last, block_ms=max(wait, 1))
+                for update in news:
                     row = board.apply(update)
                     if chosen and not _matches(row, chosen, window):
                         continue
@@ -116,7 +118,7 @@ def _clock(ms: int) -> str:
 
 
 def _line(row: BoardRow) -> str:
-    cells = "  ".join(f"{w} {_cell(row, w)}" for w in ("7day", "30day", "90day"))
+    cells = "  ".join(f"{w} {_cell(row, w)}" for w in WINDOWS)
     return f"{_clock(row.updated_ms)}Z  {escape(row.tutor_id)}  {cells}"
 
 
@@ -134,14 +136,14 @@ def _table(board: Board, chosen: set[str], window: str, shown: int = 0) -> Table
     )
     table.add_column("time")
     table.add_column("tutor")
-    for name in ("7day", "30day", "90day"):
+    for name in WINDOWS:
         table.add_column(name)
     table.add_column("n", justify="right")
     for r in rows[:height]:
         table.add_row(
             _clock(r.updated_ms),
             escape(r.tutor_id),
-            *[_cell(r, w) for w in ("7day", "30day", "90day")],
+            *[_cell(r, w) for w in WINDOWS],
             str(r.updates),
             style="on grey15" if r.changed else None,
         )

@@ -59,13 +59,24 @@ def _check_id(value: Any, name: str) -> str | Malformed:
     return text
 
 
-def _decode_envelope(message: str) -> SessionEvent | Malformed:
+def envelope_doc(message: str) -> dict[str, Any] | Malformed:
+    """The JSON object of an envelope's `message` with its `data` object, checksum not checked
+    (what an operator view needs to name the tutor of a stuck or dead entry)."""
     try:
         doc = json.loads(message)
     except json.JSONDecodeError as exc:
         return Malformed(f"message is not JSON ({exc.msg} at {exc.pos})")
+    except RecursionError:
+        return Malformed("message is not JSON (nested too deep)")
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         return Malformed("envelope has no data object")
+    return doc
+
+
+def _decode_envelope(message: str) -> SessionEvent | Malformed:
+    doc = envelope_doc(message)
+    if isinstance(doc, Malformed):
+        return doc
     data = doc["data"]
     given = doc.get("checksum")
     if not isinstance(given, str):
@@ -108,6 +119,25 @@ def decode(fields: dict[bytes | str, bytes | str]) -> SessionEvent | Malformed:
         return SessionEvent(tutor, session, "flat")
     except UnicodeDecodeError:
         return Malformed("field is not valid UTF-8")
+
+
+def tutor_of(fields: dict[bytes, bytes]) -> str | None:
+    """The `tutor_id` an entry is about, flat or inside an envelope (checksum or not); None
+    when it names none."""
+
+    def shown(name: str) -> str | None:
+        value = fields.get(name.encode())
+        return None if value is None else value.decode("utf-8", "backslashreplace")
+
+    flat_tutor = shown("tutor_id")
+    if flat_tutor is not None:
+        return flat_tutor
+    message = shown("message")
+    if message is None:
+        return None
+    doc = envelope_doc(message)
+    tutor = None if isinstance(doc, Malformed) else doc["data"].get("tutor_id")
+    return None if tutor is None else str(tutor)
 
 
 def envelope(data: dict[str, Any], *, channel: str, source: str = "tutormax") -> dict[str, str]:

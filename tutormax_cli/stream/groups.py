@@ -1,0 +1,217 @@
+"""Consumer groups as an operator sees them (like `kafka-consumer-groups --describe`): how far
+behind a group is, what it holds unacknowledged and who its consumers are.
+
+Every number is what XINFO and XPENDING report. What an older server does not report is counted
+here from the stream itself: a group's `lag` (Redis < 7, or when Redis 7 cannot tell after
+deletions). No rendering here: the CLI turns these dataclasses into tables or JSON, and tests
+compare them with raw commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tutormax_cli import keys
+from tutormax_cli.stream import entries
+from tutormax_cli.stream.entries import PAGE, SCAN_LIMIT, text
+
+
+@dataclass(frozen=True)
+class ConsumerReport:
+    """One consumer as XINFO CONSUMERS reports it (`inactive` only from Redis 7.2 on)."""
+
+    name: str
+    pending: int
+    idle_s: float
+    inactive_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of `pending --json`."""
+        return {
+            "name": self.name,
+            "pending": self.pending,
+            "idle_s": self.idle_s,
+            "inactive_s": self.inactive_s,
+        }
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """A consumer group on a stream, like `kafka-consumer-groups --describe`."""
+
+    stream: str
+    group: str
+    exists: bool
+    length: int
+    lag: int
+    lag_exact: bool
+    lag_s: float
+    pending: int
+    oldest_pending_age_s: float | None
+    max_deliveries: int
+    dead_letter: int
+    last_delivered_id: str | None
+    consumers: tuple[ConsumerReport, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document of `pending --json`."""
+        return {
+            "stream": self.stream,
+            "group": self.group,
+            "length": self.length,
+            "lag": self.lag,
+            "lag_s": self.lag_s,
+            "pending": self.pending,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+            "max_deliveries": self.max_deliveries,
+            "dead_letter": self.dead_letter,
+            "consumers": [c.as_dict() for c in self.consumers],
+        }
+
+
+def find_group(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """The XINFO GROUPS entry of `group`, or None when it (or the stream) does not exist."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return None
+        raise
+    for info in groups:
+        if text(info["name"]) == group:
+            return dict(info)
+    return None
+
+
+def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -> dict[str, Any]:
+    """TIME, both lengths, the group's XINFO and XPENDING summary and its consumers, read in one
+    MULTI so the numbers of a report describe the same instant."""
+    pipe = client.pipeline(transaction=True)
+    pipe.time()
+    pipe.xlen(stream)
+    pipe.xlen(dead_letters)
+    pipe.xinfo_groups(stream)
+    pipe.xpending(stream, group)
+    pipe.xinfo_consumers(stream, group)
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, Exception) and not entries.missing(reply):
+            raise reply
+    clock, length, dead, groups, summary, consumers = replies
+    found = [] if entries.missing(groups) else [g for g in groups if text(g["name"]) == group]
+    return {
+        "now": int(clock[0]) * 1000 + int(clock[1]) // 1000,
+        "length": int(length),
+        "dead": int(dead),
+        "group": dict(found[0]) if found else None,
+        "pending": None if entries.missing(summary) else summary,
+        "consumers": [] if entries.missing(consumers) else consumers,
+    }
+
+
+def count_undelivered(
+    client: redis.Redis, stream: str, last_id: str, limit: int = SCAN_LIMIT
+) -> tuple[int, bool]:
+    """Entries after `last_id`, counted where the server does not report a group's lag.
+
+    Walks both sides of `last_id` a page at a time and stops at the shorter: the entries after
+    it, or the entries up to it subtracted from XLEN. Returns (count, exact); past `limit`
+    entries walked, the count so far is a lower bound and `exact` is False.
+    """
+    after_from, before_from = f"({last_id}", "-"
+    after = before = 0
+    while after + before < limit:
+        page = entries.xrange(client, stream, after_from, "+", PAGE)
+        after += len(page)
+        if len(page) < PAGE:
+            return after, True
+        after_from = "(" + str(text(page[-1][0]))
+        page = entries.xrange(client, stream, before_from, last_id, PAGE)
+        before += len(page)
+        if len(page) < PAGE:
+            return max(int(client.xlen(stream)) - before, 0), True
+        before_from = "(" + str(text(page[-1][0]))
+    return after, False
+
+
+def _max_deliveries(client: redis.Redis, stream: str, group: str, low: str) -> int:
+    highest, start, walked = 0, low, 0
+    while walked < SCAN_LIMIT:
+        page = entries.pel(client, stream, group, start, PAGE)
+        highest = max([highest, *(int(p["times_delivered"]) for p in page)])
+        walked += len(page)
+        if len(page) < PAGE:
+            break
+        start = "(" + str(text(page[-1]["message_id"]))
+    return highest
+
+
+def consumer_reports(replies: list[dict[str, Any]]) -> tuple[ConsumerReport, ...]:
+    """XINFO CONSUMERS replies as reports (idle and inactive in seconds)."""
+    return tuple(
+        ConsumerReport(
+            name=str(text(c["name"])),
+            pending=int(c["pending"]),
+            idle_s=round(int(c["idle"]) / 1000, 3),
+            inactive_s=None
+            if c.get("inactive") is None or int(c["inactive"]) < 0
+            else round(int(c["inactive"]) / 1000, 3),
+        )
+        for c in replies
+    )
+
+
+def group_report(
+    client: redis.Redis,
+    stream: str = keys.ENRICHMENT_STREAM,
+    group: str = keys.METRICS_GROUP,
+    dead_letter_stream: str = keys.DEAD_LETTER_STREAM,
+) -> GroupReport:
+    """Length, lag, pending entries and consumers of one group; a group that does not exist yet
+    (no worker has started) reports every entry on the stream as lag."""
+    snap = _snapshot(client, stream, group, dead_letter_stream)
+    now, info = snap["now"], snap["group"]
+    last_id = text(info["last-delivered-id"]) if info else "0-0"
+    assert last_id is not None
+    reported = info.get("lag") if info else None
+    if reported is not None:
+        lag, exact = int(reported), True
+    else:
+        lag, exact = count_undelivered(client, stream, last_id)
+    lag_s = 0.0
+    if lag:
+        first = entries.xrange(client, stream, f"({last_id}", "+", 1)
+        lag_s = entries.age_s(now, str(text(first[0][0]))) if first else 0.0
+    pending, oldest, deliveries = 0, None, 0
+    if info is not None and snap["pending"]:
+        pending = int(snap["pending"]["pending"])
+        if pending:
+            low = str(text(snap["pending"]["min"]))
+            oldest = entries.age_s(now, low)
+            deliveries = _max_deliveries(client, stream, group, low)
+    return GroupReport(
+        stream=stream,
+        group=group,
+        exists=info is not None,
+        length=snap["length"],
+        lag=lag,
+        lag_exact=exact,
+        lag_s=lag_s,
+        pending=pending,
+        oldest_pending_age_s=oldest,
+        max_deliveries=deliveries,
+        dead_letter=snap["dead"],
+        last_delivered_id=last_id if info else None,
+        consumers=consumer_reports(snap["consumers"]),
+    )
+
+
+def status_groups(client: redis.Redis) -> list[GroupReport]:
+    """The metrics group always; the validation group of the raw stream when it exists."""
+    reports = [group_report(client)]
+    if find_group(client, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP) is not None:
+        reports.append(group_report(client, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP))
+    return reports

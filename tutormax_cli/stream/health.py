@@ -1,0 +1,42 @@
+"""What `status` concludes from the group reports, the live workers and the dead letters:
+problems (exit 1) and warnings (exit 0, someone should look)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tutormax_cli.stream.dead_letters import DeadLetterSummary
+from tutormax_cli.stream.groups import GroupReport
+from tutormax_cli.stream.inspect import Worker
+
+STALE_PENDING_S = 300.0
+"""A pending entry older than this while workers are alive is a warning (a stuck entry)."""
+
+
+def assess(
+    groups: Sequence[GroupReport], workers: Sequence[Worker], dead: DeadLetterSummary
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings). A problem makes `status` exit 1: a group with lag or pending
+    entries and no live worker to take them. Dead letters arriving, an old pending entry and
+    lag in seconds are warnings: the system is moving, someone should look."""
+    problems, warnings = [], []
+    for g in groups:
+        alive = [w for w in workers if w.serves(g.stream, g.group)]
+        backlog = f"lag {g.lag}, pending {g.pending}"
+        if not alive and (g.lag or g.pending):
+            problems.append(
+                f"no live worker for {g.group} on {g.stream} ({backlog}): start one with "
+                "`tutormax worker run`"
+            )
+        elif g.oldest_pending_age_s is not None and g.oldest_pending_age_s > STALE_PENDING_S:
+            warnings.append(
+                f"{g.group}: oldest pending entry is {g.oldest_pending_age_s:.0f}s old "
+                "(max deliveries "
+                f"{g.max_deliveries}): `tutormax pending --entries` shows it"
+            )
+    if dead.last_hour:
+        warnings.append(
+            f"{dead.last_hour} dead letter(s) in the last hour ({dead.length} in all): "
+            "`tutormax dlq list` shows why"
+        )
+    return problems, warnings
