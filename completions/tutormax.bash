@@ -7,7 +7,7 @@ _tutormax_commands() {
         'api') printf '%s\n' 'openapi' 'serve' ;;
         'db') printf '%s\n' 'init' 'partials' 'status' ;;
         'db partials') printf '%s\n' 'disable' 'enable' 'status' ;;
-        'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' ;;
+        'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' 'stats' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
@@ -32,10 +32,11 @@ _tutormax_options() {
         'db partials status') printf '%s\n' '--json' '--help' '-h' ;;
         'db status') printf '%s\n' '--json' '--help' '-h' ;;
         'dlq') printf '%s\n' '--help' '-h' ;;
-        'dlq list') printf '%s\n' '--limit' '--json' '--help' '-h' ;;
-        'dlq purge') printf '%s\n' '--all' '--yes' '-y' '--help' '-h' ;;
-        'dlq replay') printf '%s\n' '--all' '--help' '-h' ;;
+        'dlq list') printf '%s\n' '--limit' '--reason' '--since' '--json' '--help' '-h' ;;
+        'dlq purge') printf '%s\n' '--all' '--reason' '--since' '--yes' '-y' '--help' '-h' ;;
+        'dlq replay') printf '%s\n' '--all' '--reason' '--since' '--limit' '--dry-run' '--help' '-h' ;;
         'dlq show') printf '%s\n' '--json' '--help' '-h' ;;
+        'dlq stats') printf '%s\n' '--reason' '--since' '--json' '--help' '-h' ;;
         'events') printf '%s\n' '--help' '-h' ;;
         'events complete') printf '%s\n' '--stream' '--help' '-h' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' '--envelope' '--help' '-h' ;;
@@ -72,7 +73,10 @@ _tutormax_valued() {
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
-        'dlq list') printf '%s\n' '--limit' ;;
+        'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
+        'dlq purge') printf '%s\n' '--reason' '--since' ;;
+        'dlq replay') printf '%s\n' '--reason' '--since' '--limit' ;;
+        'dlq stats') printf '%s\n' '--reason' '--since' ;;
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
         'events replay') printf '%s\n' '--since' '--stream' ;;

@@ -8,7 +8,7 @@ _tutormax_commands() {
         'api') printf '%s\n' 'openapi' 'serve' ;;
         'db') printf '%s\n' 'init' 'partials' 'status' ;;
         'db partials') printf '%s\n' 'disable' 'enable' 'status' ;;
-        'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' ;;
+        'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' 'stats' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
@@ -21,11 +21,11 @@ _tutormax_commands() {
 
 _tutormax_described() {
     case "$1" in
-        '') printf '%s\n' 'api:The HTTP API: session completions in, metrics out, live updates (needs the api extra)' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
+        '') printf '%s\n' 'api:The HTTP API: session completions in, metrics out, live updates (needs the api extra)' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, count, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group, on the Redis the header names; a stream that does not exist there is an error (exit 1), not an empty one' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes; the header names the Redis and database it read' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
         'api') printf '%s\n' 'openapi:Print the API'\''s OpenAPI schema (JSON); docs/openapi.json is this output, committed' 'serve:Run the API on uvicorn until SIGTERM' ;;
         'db') printf '%s\n' 'init:Create the tables, or add what an existing TutorMax database lacks' 'partials:Cumulative daily partials (PostgreSQL, opt-in): snapshots by index lookups' 'status:Show the schema revision and each table'\''s row count and missing columns' ;;
         'db partials') printf '%s\n' 'disable:Drop the cumulative partials table and its triggers; snapshots read raw rows again' 'enable:Create the cumulative partials table and the triggers that keep it exact, and fill it' 'status:Whether cumulative partials are enabled, their rows and the (tutor, day) pairs waiting for the next refresh' ;;
-        'dlq') printf '%s\n' 'list:List the dead letters with the reason each was set aside' 'purge:Delete dead letters for good' 'replay:Put dead letters back on their source stream (the worker reads them again) and remove them from the dead-letter stream, each in one transaction' 'show:One dead letter in full: reason, origin and the original fields' ;;
+        'dlq') printf '%s\n' 'list:List the dead letters with the reason each was set aside' 'purge:Delete dead letters for good' 'replay:Put dead letters back on their source stream (the worker reads them again) and remove them from the dead-letter stream, each in one transaction' 'show:One dead letter in full: reason, origin and the original fields' 'stats:Count the dead letters by reason and by source stream, most frequent first' ;;
         'events') printf '%s\n' 'complete:Put one raw session completion (an envelope) on the pipeline'\''s input stream' 'publish:Add one entry per tutor to the metrics stream, as a producer would' 'replay:Publish one envelope per session created or updated since a time' ;;
         'ingest') printf '%s\n' 'events:Validate FILE' 'feedback:Validate FILE' 'sessions:Validate FILE' 'students:Validate FILE' 'tutors:Validate FILE' ;;
         'pipeline') printf '%s\n' 'run:Validate, persist and publish raw session completions; ack after commit' ;;
@@ -38,7 +38,7 @@ _tutormax_described() {
 
 _tutormax_options() {
     case "$1" in
-        '') printf '%s\n' '--database-url:SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db (or a file named by TUTORMAX_DATABASE_URL_FILE)' '--redis-url:redis://host:port/db, or '\''embedded'\'' for a private server under ./.tutormax (or a file named by TUTORMAX_REDIS_URL_FILE)' '--install-completion:Install completion for the current shell' '--show-completion:Show completion for the current shell, to copy it or customize the installation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        '') printf '%s\n' '--database-url:SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db (or a file named by TUTORMAX_DATABASE_URL_FILE)' '--redis-url:redis://host:port/db, or '\''embedded'\'' for a private server of the database (beside a SQLite file, in .tutormax/) (or a file named by TUTORMAX_REDIS_URL_FILE)' '--install-completion:Install completion for the current shell' '--show-completion:Show completion for the current shell, to copy it or customize the installation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api openapi') printf '%s\n' '--output:Write the schema here instead of stdout' '-o:Write the schema here instead of stdout' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api serve') printf '%s\n' '--host:Address to listen on' '--port:Port to listen on' '--workers:Worker processes' '--max-body-bytes:Larger request bodies get 413' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -50,10 +50,11 @@ _tutormax_options() {
         'db partials status') printf '%s\n' '--json:Print JSON instead of a line' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db status') printf '%s\n' '--json:Print JSON instead of a table' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'dlq') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'dlq list') printf '%s\n' '--limit:At most this many, oldest first' '--json:Print a JSON list' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'dlq purge') printf '%s\n' '--all:Every dead letter present now' '--yes:Do not ask for confirmation' '-y:Do not ask for confirmation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'dlq replay') printf '%s\n' '--all:Every dead letter present now' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'dlq list') printf '%s\n' '--limit:At most this many, oldest first' '--reason:Only dead letters whose reason contains this text (case-insensitive)' '--since:Only dead letters from this time on: ISO-8601 (2026-03-02T14:00Z), an age (1h) or an entry ID' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'dlq purge') printf '%s\n' '--all:Every dead letter present now' '--reason:Only dead letters whose reason contains this text (case-insensitive)' '--since:Only dead letters from this time on: ISO-8601 (2026-03-02T14:00Z), an age (1h) or an entry ID' '--yes:Do not ask for confirmation' '-y:Do not ask for confirmation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'dlq replay') printf '%s\n' '--all:Every dead letter present now' '--reason:Only dead letters whose reason contains this text (case-insensitive)' '--since:Only dead letters from this time on: ISO-8601 (2026-03-02T14:00Z), an age (1h) or an entry ID' '--limit:At most this many, oldest first' '--dry-run:Say what would be replayed; change nothing' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'dlq show') printf '%s\n' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'dlq stats') printf '%s\n' '--reason:Only dead letters whose reason contains this text (case-insensitive)' '--since:Only dead letters from this time on: ISO-8601 (2026-03-02T14:00Z), an age (1h) or an entry ID' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'events') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'events complete') printf '%s\n' '--stream:Raw completions stream' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'events publish') printf '%s\n' '--tutor:Tutor to recompute (repeatable)' '--session:The session that changed' '--stream:Target stream' '--envelope:Write a checksummed envelope instead of flat fields' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -90,7 +91,10 @@ _tutormax_valued() {
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
-        'dlq list') printf '%s\n' '--limit' ;;
+        'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
+        'dlq purge') printf '%s\n' '--reason' '--since' ;;
+        'dlq replay') printf '%s\n' '--reason' '--since' '--limit' ;;
+        'dlq stats') printf '%s\n' '--reason' '--since' ;;
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
         'events replay') printf '%s\n' '--since' '--stream' ;;

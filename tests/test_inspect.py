@@ -56,9 +56,10 @@ def test_pending_json_equals_xinfo_and_xpending(rclient: redis.Redis, redis_url:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert set(doc) == {
-        "stream", "group", "length", "lag", "lag_s", "pending", "oldest_pending_age_s",
-        "max_deliveries", "dead_letter", "consumers",
+        "redis", "stream", "group", "stream_exists", "group_exists", "length", "lag", "lag_s",
+        "pending", "oldest_pending_age_s", "max_deliveries", "dead_letter", "consumers",
     }  # fmt: skip
+    assert doc["redis"] == redis_url and doc["stream_exists"] and doc["group_exists"]
     info = next(g for g in rclient.xinfo_groups(STREAM) if _s(g["name"]) == GROUP)
     summary = rclient.xpending(STREAM, GROUP)
     pel = rclient.xpending_range(STREAM, GROUP, "-", "+", 100)
@@ -95,7 +96,7 @@ def test_pending_entries_json_equals_xpending(rclient: redis.Redis, redis_url: s
     earlier = rclient.xpending_range(STREAM, GROUP, "-", "+", 100)
     result = run(redis_url, "pending", "--entries", "--json")
     assert result.exit_code == 0, result.output
-    entries = json.loads(result.stdout)
+    entries = json.loads(result.stdout)["entries"]
     pel = rclient.xpending_range(STREAM, GROUP, "-", "+", 100)
     assert [p["message_id"] for p in earlier] == [p["message_id"] for p in pel]
     assert [e["id"] for e in entries] == [_s(p["message_id"]) for p in pel]
@@ -108,9 +109,11 @@ def test_pending_entries_json_equals_xpending(rclient: redis.Redis, redis_url: s
         fields = rclient.xrange(STREAM, e["id"], e["id"])[0][1]
         assert e["tutor_id"] == _s(fields[b"tutor_id"])
     only = json.loads(run(redis_url, "pending", "--entries", "--consumer", "c2", "--json").stdout)
+    only = only["entries"]
     assert [e["consumer"] for e in only] == ["c2"]
     limited = run(redis_url, "pending", "--entries", "--limit", "2", "--json")
-    assert [e["id"] for e in json.loads(limited.stdout)] == [e["id"] for e in entries[:2]]
+    firsts = json.loads(limited.stdout)["entries"]
+    assert [e["id"] for e in firsts] == [e["id"] for e in entries[:2]]
     table = run(redis_url, "pending", "--entries")
     assert entries[0]["id"] in table.stdout and "T0000" in table.stdout
 
@@ -154,7 +157,7 @@ def test_pending_without_group_reports_everything_as_lag(
     assert (doc["length"], doc["lag"], doc["pending"], doc["consumers"]) == (1, 1, 0, [])
     assert "does not exist" in result.stderr
     entries = run(redis_url, "pending", "--entries", "--json")
-    assert json.loads(entries.stdout) == []
+    assert json.loads(entries.stdout)["entries"] == []
 
 
 def test_pending_options_that_need_entries(redis_url: str) -> None:
@@ -173,7 +176,7 @@ def dead(r: redis.Redis, reason: str, **fields: str | bytes) -> str:
 def test_dlq_list_show_and_collisions(rclient: redis.Redis, redis_url: str) -> None:
     first = dead(rclient, "tutor_id missing", session_id="S1", **{"orig:reason": "mine"})
     second = dead(rclient, "field is not valid UTF-8", tutor_id=b"\xff\xfe")
-    listed = json.loads(run(redis_url, "dlq", "list", "--json").stdout)
+    listed = json.loads(run(redis_url, "dlq", "list", "--json").stdout)["dead_letters"]
     assert [d["id"] for d in listed] == [first, second]
     assert listed[0]["fields"] == {"session_id": "S1", "reason": "mine"}
     assert listed[0]["reason"] == "tutor_id missing"
@@ -184,7 +187,8 @@ def test_dlq_list_show_and_collisions(rclient: redis.Redis, redis_url: str) -> N
     table = run(redis_url, "dlq", "list")
     assert first in table.stdout and "tutor_id missing" in table.stdout
     limited = run(redis_url, "dlq", "list", "--limit", "1", "--json")
-    assert len(json.loads(limited.stdout)) == 1 and "Showing 1 of 2" in limited.stderr
+    assert len(json.loads(limited.stdout)["dead_letters"]) == 1
+    assert "Showing the first 1 (of 2 in all)" in limited.stderr
     missing = run(redis_url, "dlq", "show", "1-0")
     assert missing.exit_code == 1
     assert missing.stderr == f"Error: no entry 1-0 on {DLQ}: `tutormax dlq list` shows the IDs\n"
@@ -208,7 +212,7 @@ def test_dlq_replay_puts_back_exact_fields(rclient: redis.Redis, redis_url: str)
     assert [_s(i) for i, _ in rclient.xrange(DLQ)] == [third]
     assert groups.group_report(rclient).lag == 2  # the group will read them again
     both = run(redis_url, "dlq", "replay", third, "--all")
-    assert both.exit_code == 2 and "not both nor neither" in both.stderr
+    assert both.exit_code == 2 and "name the entry IDs or choose with --all" in both.stderr
     none = run(redis_url, "dlq", "replay")
     assert none.exit_code == 2
     unknown = run(redis_url, "dlq", "replay", third, "1-0")
@@ -286,9 +290,9 @@ def test_status_from_stuck_entry_to_replay(
     assert any("dead letter(s) in the last hour" in w for w in doc["warnings"])
     table = run(redis_url, "status", db=sqlite_url)
     assert table.exit_code == 1 and "UNHEALTHY" in table.stdout
-    stuck = json.loads(run(redis_url, "pending", "--entries", "--json").stdout)
+    stuck = json.loads(run(redis_url, "pending", "--entries", "--json").stdout)["entries"]
     assert {e["consumer"] for e in stuck} == {"c1", "c2"}
-    listed = json.loads(run(redis_url, "dlq", "list", "--json").stdout)
+    listed = json.loads(run(redis_url, "dlq", "list", "--json").stdout)["dead_letters"]
     assert listed[-1]["id"] == letter
     assert run(redis_url, "dlq", "replay", letter).exit_code == 0
     assert rclient.xrange(STREAM)[-1][1] == {b"message": b'{"data": {"tutor_id": "T7"}}'}
@@ -302,6 +306,7 @@ def test_status_from_stuck_entry_to_replay(
 
 
 def test_status_reports_an_unreadable_database(rclient: redis.Redis, redis_url: str) -> None:
+    rclient.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
     result = run(redis_url, "status", "--json", db="sqlite:////nonexistent/dir/x.db")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)

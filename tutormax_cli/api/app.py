@@ -83,14 +83,22 @@ class Services:
 
         with self._lock:
             if self._redis is None:
-                self._redis = connect(self.config.settings.redis_url, check=False)
+                self._redis = connect(
+                    self.config.settings.redis_url,
+                    check=False,
+                    database_url=self.config.settings.database_url,
+                )
             return self._redis
 
     def new_redis(self) -> redis.Redis:
         """A client of its own, for the live-update thread's blocking reads."""
         from tutormax_cli.stream.connection import connect
 
-        return connect(self.config.settings.redis_url, check=True)
+        return connect(
+            self.config.settings.redis_url,
+            check=True,
+            database_url=self.config.settings.database_url,
+        )
 
     def close(self) -> None:
         """Release the pools at shutdown."""

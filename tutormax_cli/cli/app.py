@@ -51,8 +51,8 @@ def root(
         DEFAULT_REDIS_URL,
         "--redis-url",
         envvar="TUTORMAX_REDIS_URL",
-        help="redis://host:port/db, or 'embedded' for a private server under ./.tutormax "
-        "(or a file named by TUTORMAX_REDIS_URL_FILE).",
+        help="redis://host:port/db, or 'embedded' for a private server of the database "
+        "(beside a SQLite file, in .tutormax/) (or a file named by TUTORMAX_REDIS_URL_FILE).",
         show_default=True,
     ),
 ) -> None:

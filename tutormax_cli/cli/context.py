@@ -16,6 +16,7 @@ from tutormax_cli.errors import TutormaxError, UsageError
 from tutormax_cli.settings import Settings
 
 if TYPE_CHECKING:
+    import redis as redis_
     import sqlalchemy as sa
 
 
@@ -40,6 +41,37 @@ def database(ctx: typer.Context, *, require_schema: bool = True) -> sa.Engine:
     else:
         check_connection(engine)
     return engine
+
+
+def redis(ctx: typer.Context, *, check: bool = True) -> redis_.Redis:
+    """A client for the configured Redis; `embedded` is the embedded server of the configured
+    database, and an unreachable default Redis names the embedded one when it exists."""
+    from tutormax_cli.stream.connection import connect
+
+    s = settings(ctx)
+    return connect(s.redis_url, check=check, database_url=s.database_url)
+
+
+def redis_label(ctx: typer.Context) -> str:
+    """The Redis a command reads, as its views name it (password masked; the socket of the
+    embedded server)."""
+    from tutormax_cli.stream.connection import describe
+
+    s = settings(ctx)
+    return describe(s.redis_url, s.database_url)
+
+
+def servers(ctx: typer.Context, *, database: bool = True) -> dict[str, str]:
+    """The `redis` (and `database`) a view read, for its header and its JSON document."""
+    names = {"redis": redis_label(ctx)}
+    if database:
+        names["database"] = settings(ctx).database_label
+    return names
+
+
+def header(names: dict[str, str]) -> str:
+    """The line under a view's title that says which servers it read."""
+    return " · ".join(f"{kind} {label}" for kind, label in names.items())
 
 
 def error(message: str) -> None:
@@ -97,9 +129,8 @@ def parse_instant(text: str | None, option: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _unexpected(exc: BaseException) -> int:
-    if os.environ.get("TUTORMAX_DEBUG"):
-        raise exc
+def describe(exc: BaseException) -> str:
+    """The one line an operator sees for an error no command turned into a `TutormaxError`."""
     name = type(exc).__name__
     text = str(exc).strip().splitlines()
     detail = text[0] if text else ""
@@ -107,12 +138,54 @@ def _unexpected(exc: BaseException) -> int:
     if module in ("sqlalchemy", "psycopg2", "sqlite3"):
         from tutormax_cli.store.db import describe_error
 
-        error(f"database error: {describe_error(exc)}")
-    elif module == "redis":
-        error(f"Redis error: {name}: {detail}")
-    else:
-        error(f"unexpected {name}: {detail} (set TUTORMAX_DEBUG=1 to see the traceback)")
+        return f"database error: {describe_error(exc)}"
+    if module == "redis":
+        return f"Redis error: {name}: {detail}"
+    return f"unexpected {name}: {detail} (set TUTORMAX_DEBUG=1 to see the traceback)"
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds from a duration option: `90s`, `15m`, `1h`, `2d`, `500ms`, or a bare number of
+    seconds; one clear error otherwise."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if match is None:
+        raise UsageError(f"{option}: {text!r} is not a duration (e.g. 90s, 15m, 1h, 2d)") from None
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _unexpected(exc: BaseException) -> int:
+    if os.environ.get("TUTORMAX_DEBUG"):
+        raise exc
+    error(describe(exc))
     return 1
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON output (`--json` before any `--`)."""
+    words = args[: args.index("--")] if "--" in args else args
+    return "--json" in words
+
+
+def json_error(ctx: Any, message: str, exit_code: int) -> None:
+    """The JSON document a `--json` command prints instead of nothing when it fails: the error,
+    its exit code and the servers it was pointed at, so `cmd --json | jq .error` always has
+    something to read and a script never mistakes silence for success."""
+    obj = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+    from tutormax_cli.stream.connection import describe as describe_redis
+
+    print_json(
+        {
+            "error": message,
+            "exit_code": exit_code,
+            "redis": describe_redis(obj.redis_url, obj.database_url),
+            "database": obj.database_label,
+        }
+    )
 
 
 def quiet_broken_pipe() -> None:
@@ -125,6 +198,7 @@ class ErrorHandlingGroup(TyperGroup):
     """The root group: every error below it becomes one line on stderr and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        as_json = wants_json([*getattr(ctx, "_protected_args", []), *ctx.args])
         try:
             return super().invoke(ctx)
         except TutormaxError as exc:
@@ -132,6 +206,8 @@ class ErrorHandlingGroup(TyperGroup):
                 sys.stderr.write(f"{exc}\n")
             else:
                 error(str(exc))
+                if as_json:
+                    json_error(ctx, str(exc), exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: Typer prints and exits as usual
@@ -139,4 +215,7 @@ class ErrorHandlingGroup(TyperGroup):
             quiet_broken_pipe()
             raise typer.Exit(0) from None
         except Exception as exc:  # the last line of defence: no tracebacks
-            raise typer.Exit(_unexpected(exc)) from None
+            code = _unexpected(exc)
+            if as_json:
+                json_error(ctx, describe(exc), code)
+            raise typer.Exit(code) from None

@@ -1,8 +1,8 @@
-"""`tutormax dlq`: Inspect, replay and purge the dead-letter stream."""
+"""`tutormax dlq`: Inspect, count, replay and purge the dead-letter stream."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -14,49 +14,114 @@ from tutormax_cli.errors import UsageError
 if TYPE_CHECKING:
     import redis
 
-app = typer.Typer(no_args_is_help=True, help="Inspect, replay and purge the dead-letter stream.")
+    from tutormax_cli.stream.dead_letters import DeadLetter, Selection
+
+app = typer.Typer(
+    no_args_is_help=True, help="Inspect, count, replay and purge the dead-letter stream."
+)
 
 IDS_HELP = "Dead-letter entry IDs (from `tutormax dlq list`)."
+REASON_HELP = "Only dead letters whose reason contains this text (case-insensitive)."
+SINCE_HELP = (
+    "Only dead letters from this time on: ISO-8601 (2026-03-02T14:00Z), an age (1h) or an entry ID."
+)
 STREAM = keys.DEAD_LETTER_STREAM
 
 
 def _client(ctx: typer.Context) -> redis.Redis:
-    from tutormax_cli.stream.connection import connect
-
-    return connect(context.settings(ctx).redis_url)
+    return context.redis(ctx)
 
 
-def _ids(ids: list[str] | None, all_: bool) -> list[str] | None:
-    if bool(ids) == all_:
-        raise UsageError("name the entry IDs or pass --all, not both nor neither")
-    return None if all_ else list(ids or [])
+def _selection(
+    client: redis.Redis, reason: str | None, since: str | None, limit: int | None
+) -> Selection:
+    """The filters of the command line; an age (`1h`) is measured on the server's clock, the
+    clock of the entry IDs."""
+    import re
+
+    from tutormax_cli.stream import entries
+    from tutormax_cli.stream.dead_letters import Selection
+
+    since_ms = None
+    if since is not None:
+        if re.fullmatch(r"\d{12,}(-\d+)?", since.strip()):  # an entry ID: its milliseconds
+            since_ms = entries.id_ms(since.strip())
+        elif any(c in since for c in "-:T"):
+            since_ms = int(context.parse_instant(since, "--since").timestamp() * 1000)
+        else:
+            since_ms = entries.server_ms(client) - int(
+                context.parse_duration(since, "--since") * 1000
+            )
+    if since_ms is not None:
+        since_ms = max(since_ms, 0)
+    return Selection(reason=reason or None, since_ms=since_ms, limit=limit)
+
+
+def _chosen(
+    client: redis.Redis,
+    ids: list[str] | None,
+    all_: bool,
+    reason: str | None,
+    since: str | None,
+    limit: int | None,
+) -> list[DeadLetter]:
+    """The dead letters a replay or purge acts on: the named IDs, or those the filters (or
+    `--all`) choose among the ones present now."""
+    from tutormax_cli.stream import dead_letters
+
+    filtered = reason is not None or since is not None or limit is not None
+    if ids and (all_ or filtered):
+        raise UsageError("name the entry IDs or choose with --all/--reason/--since/--limit")
+    if not ids and not (all_ or filtered):
+        raise UsageError("name the entry IDs or pass --all (or --reason/--since/--limit)")
+    if ids:
+        return dead_letters.select(client, ids)
+    return dead_letters.select(client, None, selection=_selection(client, reason, since, limit))
+
+
+def _heading(names: dict[str, str], total: int, source: str | None = None) -> str:
+    origin = f" from {source}" if source else ""
+    return f"{STREAM}: {total:,} dead letter(s){origin} · {context.header(names)}"
 
 
 @app.command("list")
 def list_(
     ctx: typer.Context,
     limit: int = typer.Option(100, "--limit", min=1, help="At most this many, oldest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List the dead letters with the reason each was set aside.
 
-    Example: tutormax dlq list --json | jq '.[] | select(.reason == "checksum mismatch") | .id'
+    Example: tutormax dlq list --reason checksum --since 1h --json | jq '.dead_letters[].id'
     """
     from rich.table import Table
 
     from tutormax_cli.stream import dead_letters, entries
 
     client = _client(ctx)
-    letters = dead_letters.dead_letters(client, limit=limit)
+    names = context.servers(ctx, database=False)
+    chosen = _selection(client, reason, since, None)
+    letters = dead_letters.dead_letters(client, limit=limit, selection=chosen)
     now = entries.server_ms(client)
     total = int(client.xlen(STREAM))
     if as_json:
-        context.print_json([d.as_dict(now) for d in letters])
+        context.print_json(
+            {
+                **names,
+                "stream": STREAM,
+                "length": total,
+                "dead_letters": [d.as_dict(now) for d in letters],
+            }
+        )
     else:
         sources = {d.source_stream for d in letters}
         usual = sources <= {keys.ENRICHMENT_STREAM}
-        heading = f"{STREAM}: {total:,} dead letter(s)"
-        render.out.print(heading + (f" from {keys.ENRICHMENT_STREAM}" if usual else ""))
+        render.out.print(
+            _heading(names, total, keys.ENRICHMENT_STREAM if usual and letters else None),
+            soft_wrap=True,
+        )
         table = Table()
         for name in ("entry id", "age", "reason", "source id" if usual else "source", "tutor"):
             table.add_column(name, justify="right" if name == "age" else "left")
@@ -72,8 +137,52 @@ def list_(
                 escape(d.tutor_id or "—"),
             )
         render.out.print(table)
-    if total > len(letters):
+    filtered = reason is not None or since is not None
+    if len(letters) == limit and (filtered or total > limit):
+        render.err.print(
+            f"Showing the first {limit:,} (of {total:,} in all); raise --limit for more."
+        )
+    elif not filtered and total > len(letters):
         render.err.print(f"Showing {len(letters)} of {total:,}; raise --limit for more.")
+
+
+@app.command("stats")
+def stats(
+    ctx: typer.Context,
+    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Count the dead letters by reason and by source stream, most frequent first.
+
+    Example: tutormax dlq stats --since 24h
+    """
+    from rich.table import Table
+
+    from tutormax_cli.stream import dead_letters
+
+    client = _client(ctx)
+    names = context.servers(ctx, database=False)
+    found = dead_letters.stats(client, selection=_selection(client, reason, since, None))
+    doc: dict[str, Any] = {**names, "stream": STREAM, **found.as_dict()}
+    if as_json:
+        context.print_json(doc)
+        return
+    render.out.print(_heading(names, found.length), soft_wrap=True)
+    if not found.counted:
+        render.out.print("No dead letters" + (" match." if reason or since else "."))
+        return
+    for title, counts in (("reason", found.by_reason), ("source stream", found.by_source)):
+        table = Table(title=f"By {title}", title_justify="left")
+        table.add_column(title)
+        table.add_column("count", justify="right")
+        table.add_column("share", justify="right")
+        for name, count in counts.items():
+            table.add_row(escape(name), f"{count:,}", f"{count / found.counted:.0%}")
+        render.out.print(table)
+    render.out.print(
+        f"Counted {found.counted:,}: oldest {found.oldest_id}, newest {found.newest_id}."
+    )
 
 
 @app.command("show")
@@ -91,12 +200,19 @@ def show(
     from tutormax_cli.stream import dead_letters, entries
 
     client = _client(ctx)
+    names = context.servers(ctx, database=False)
     letter = dead_letters.dead_letter(client, entry_id)
     doc = letter.as_dict(entries.server_ms(client))
     if as_json:
-        context.print_json(doc)
+        context.print_json({**names, **doc})
         return
-    table = Table(title=f"Dead letter {letter.id}", title_justify="left", show_header=False)
+    table = Table(
+        title=f"Dead letter {letter.id}",
+        caption=context.header(names),
+        title_justify="left",
+        caption_justify="left",
+        show_header=False,
+    )
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     table.add_row("age", render.age(doc["age_s"]))
@@ -116,16 +232,34 @@ def replay(
     ctx: typer.Context,
     ids: list[str] | None = typer.Argument(None, help=IDS_HELP, show_default=False),
     all_: bool = typer.Option(False, "--all", help="Every dead letter present now."),
+    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="At most this many, oldest first."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be replayed; change nothing."
+    ),
 ) -> None:
     """Put dead letters back on their source stream (the worker reads them again) and remove
-    them from the dead-letter stream, each in one transaction. All named IDs must exist.
+    them from the dead-letter stream, each in one transaction. All named IDs must exist; with
+    --reason/--since/--limit, the matching ones present now.
 
-    Example: tutormax dlq replay 1767225600000-0 1767225600001-0
+    Example: tutormax dlq replay --reason "delivered" --since 2h --dry-run
     """
     from tutormax_cli.stream import dead_letters
 
     client = _client(ctx)
-    done = dead_letters.replay(client, dead_letters.select(client, _ids(ids, all_)))
+    letters = _chosen(client, ids, all_, reason, since, limit)
+    if dry_run:
+        dead_letters.check_replayable(letters)
+        for d in letters:
+            render.err.print(
+                f"{d.id} -> {escape(d.source_stream or '?')} ({escape(d.reason or '—')})"
+            )
+        render.err.print(f"Would replay {len(letters)} dead letter(s) (dry run: nothing changed).")
+        return
+    done = dead_letters.replay(client, letters)
     for r in done:
         render.err.print(f"{r.dead_letter_id} -> {escape(r.source_stream)} {r.new_id}")
     render.err.print(f"Replayed {len(done)} dead letter(s).")
@@ -136,21 +270,29 @@ def purge(
     ctx: typer.Context,
     ids: list[str] | None = typer.Argument(None, help=IDS_HELP, show_default=False),
     all_: bool = typer.Option(False, "--all", help="Every dead letter present now."),
+    reason: str | None = typer.Option(None, "--reason", help=REASON_HELP),
+    since: str | None = typer.Option(None, "--since", help=SINCE_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete dead letters for good. Asks first unless --yes. All named IDs must exist.
+    """Delete dead letters for good. Asks first unless --yes. All named IDs must exist; with
+    --reason/--since, the matching ones present now.
 
-    Example: tutormax dlq purge --all --yes
+    Example: tutormax dlq purge --reason "tutor_id missing" --yes
     """
     from tutormax_cli.stream import dead_letters
 
     client = _client(ctx)
-    chosen = _ids(ids, all_)
-    count = len(chosen) if chosen is not None else int(client.xlen(STREAM))
-    if count == 0:
-        render.err.print("The dead-letter stream is empty; nothing to purge.")
+    letters = _chosen(client, ids, all_, reason, since, None)
+    if not letters:
+        render.err.print(
+            "No dead letter matches; nothing to purge."
+            if reason or since
+            else "The dead-letter stream is empty; nothing to purge."
+        )
         return
     if not yes:
-        typer.confirm(f"Delete {count:,} dead letter(s) from {STREAM}?", abort=True, err=True)
-    deleted = dead_letters.purge(client, dead_letters.select(client, chosen))
+        typer.confirm(
+            f"Delete {len(letters):,} dead letter(s) from {STREAM}?", abort=True, err=True
+        )
+    deleted = dead_letters.purge(client, letters)
     render.err.print(f"Purged {deleted:,} dead letter(s).")

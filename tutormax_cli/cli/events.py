@@ -27,10 +27,9 @@ def publish(
     Example: tutormax events publish --tutor T0001 --session SES000042
     """
     from tutormax_cli.stream import events
-    from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.producer import publish as xadd_all
 
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     entries = [
         events.envelope({"tutor_id": t, "session_id": session}, channel=stream)
         if as_envelope
@@ -58,7 +57,6 @@ def complete(
 
     from tutormax_cli.errors import UsageError
     from tutormax_cli.stream import events
-    from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.producer import publish as xadd_all
 
     source = completion
@@ -73,7 +71,7 @@ def complete(
         raise UsageError(f"completion is not JSON: {exc.msg} at {exc.pos}") from None
     if not isinstance(data, dict):
         raise UsageError("completion must be a JSON object of session fields")
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     ids = xadd_all(client, stream, [events.envelope(data, channel=stream, source="cli")])
     render.err.print(f"Published completion {data.get('session_id')} to {stream}: {ids[0]}")
 
@@ -88,7 +86,6 @@ def replay(
 
     Example: tutormax events replay --since 2026-03-01T00:00Z
     """
-    from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.producer import publish as xadd_all
     from tutormax_cli.stream.producer import session_envelopes
 
@@ -96,7 +93,7 @@ def replay(
 
     at = context.parse_instant(since, "--since")
     engine = context.database(ctx)
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     with engine.connect() as conn:
         ids = xadd_all(client, stream, session_envelopes(conn, at, channel=stream))
     render.err.print(f"Replayed {len(ids)} sessions onto {stream}.")

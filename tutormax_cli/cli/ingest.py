@@ -41,7 +41,6 @@ def _ingest(
 ) -> None:
     from tutormax_cli.pipeline import ingest_files
     from tutormax_cli.pipeline.readers import FILE, LINE, REASON, write_rejects
-    from tutormax_cli.stream.connection import connect
 
     context.imports_done()
 
@@ -52,7 +51,7 @@ def _ingest(
     engine = context.database(ctx)
     publisher = None
     if table == "sessions" and not (dry_run or no_publish):
-        publisher = connect(context.settings(ctx).redis_url)
+        publisher = context.redis(ctx)
     with _Progress() as progress:
         result = ingest_files(
             engine, table, files, fmt=fmt, publisher=publisher, dry_run=dry_run,

@@ -36,7 +36,8 @@ def pending(
     group: str = typer.Option(keys.METRICS_GROUP, "--group", help="The consumer group."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Lag and pending entries of the metrics workers' consumer group.
+    """Lag and pending entries of the metrics workers' consumer group, on the Redis the
+    header names; a stream that does not exist there is an error (exit 1), not an empty one.
 
     Lag: entries not yet delivered to the group (counted from the stream on servers older than
     Redis 7); lag_s: age of the oldest of them. Pending: delivered, not yet acknowledged;
@@ -46,32 +47,41 @@ def pending(
 
     Example: tutormax pending --entries --consumer worker-1 --json
     """
-    from tutormax_cli.stream.connection import connect
-    from tutormax_cli.stream.groups import group_report
+    from tutormax_cli.stream.connection import embedded_hint
+    from tutormax_cli.stream.groups import StreamNotFound, group_report
     from tutormax_cli.stream.pending import pending_entries
 
     if not entries and (consumer is not None or limit != 50):
         raise UsageError("--consumer and --limit go with --entries: tutormax pending --entries")
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
+    names = context.servers(ctx, database=False)
+    report = group_report(client, stream, group)
+    if not report.stream_exists:
+        raise StreamNotFound(
+            f"stream {stream} not found on Redis {names['redis']}: nothing was published there "
+            "and no worker has started on it (is this the Redis the workers use?)"
+            + embedded_hint(context.settings(ctx).redis_url, context.settings(ctx).database_url)
+        )
     if entries:
         found = pending_entries(client, stream, group, consumer=consumer, limit=limit)
         if as_json:
-            context.print_json([e.as_dict() for e in found])
+            context.print_json(
+                {**names, "stream": stream, "group": group, "entries": [e.as_dict() for e in found]}
+            )
         else:
-            _entries_table(found, stream, group)
+            _entries_table(found, stream, group, names)
         if not found:
             render.err.print(f"Nothing pending in group {group} on {stream}.")
         return
-    report = group_report(client, stream, group)
     if not report.exists:
         render.err.print(
             f"Group {group} does not exist on {stream} yet: a worker creates it when it starts "
             "(`tutormax worker run`); until then every entry counts as lag."
         )
     if as_json:
-        context.print_json(report.as_dict())
+        context.print_json({**names, **report.as_dict()})
         return
-    _summary(report)
+    _summary(report, names)
     if report.pending:
         render.err.print("The pending entries: `tutormax pending --entries`.")
     if report.dead_letter:
@@ -82,10 +92,15 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else render.age(value)
 
 
-def _summary(r: GroupReport) -> None:
+def _summary(r: GroupReport, names: dict[str, str]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{r.stream} — group {r.group}", title_justify="left")
+    table = Table(
+        title=f"{r.stream} — group {r.group}",
+        caption=context.header(names),
+        title_justify="left",
+        caption_justify="left",
+    )
     for name in ("length", "lag", "lag age", "pending", "oldest pending", "max deliv.", "DLQ"):
         table.add_column(name, justify="right")
     lag = f"{r.lag:,}" if r.lag_exact else f"≥{r.lag:,}"
@@ -112,10 +127,17 @@ def _summary(r: GroupReport) -> None:
     render.out.print(consumers)
 
 
-def _entries_table(found: list[PendingEntry], stream: str, group: str) -> None:
+def _entries_table(
+    found: list[PendingEntry], stream: str, group: str, names: dict[str, str]
+) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Pending in {stream} — group {group}", title_justify="left")
+    table = Table(
+        title=f"Pending in {stream} — group {group}",
+        caption=context.header(names),
+        title_justify="left",
+        caption_justify="left",
+    )
     table.add_column("entry id")
     table.add_column("consumer")
     table.add_column("idle", justify="right")

@@ -41,7 +41,6 @@ def run(
     """
 
     from tutormax_cli.pipeline.stream import PipelineConfig, PipelineConsumer
-    from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
 
@@ -59,7 +58,7 @@ def run(
         burst=burst,
     )
     engine = context.database(ctx)
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     metrics = WorkerMetrics("tutormax_pipeline")
     if metrics_port is not None:
         from prometheus_client import start_http_server

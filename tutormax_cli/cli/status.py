@@ -22,53 +22,67 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Live workers, lag, pending entries, dead letters and metric freshness, with an exit
-    code for scripts and probes.
+    code for scripts and probes; the header names the Redis and database it read.
 
     Exit 1 (unhealthy) when a consumer group has lag or pending entries and no live worker
-    (heartbeat) serves it, when Redis or the database cannot be read. Dead letters arriving in
-    the last hour, and a pending entry older than 5 minutes while workers run, are warnings:
-    exit 0. Freshness per window is the age of the newest and the oldest calculation_date among
-    active tutors' latest rows.
+    (heartbeat) serves it, when a worker's heartbeat says it is not ok (e.g. retrying a database
+    that is down), when the metrics stream does not exist on that Redis, or when Redis or the
+    database cannot be read: the JSON document is printed all the same, `healthy` false and
+    the reason in `problems`. Dead letters arriving in the last hour, and a pending entry older
+    than 5 minutes while workers run, are warnings: exit 0. Freshness per window is the age of
+    the newest and the oldest calculation_date among active tutors' latest rows.
 
     Example: tutormax status --json | jq .healthy
     """
+    doc = collect(ctx)
+    if as_json:
+        context.print_json(doc)
+    else:
+        _print(doc)
+    raise typer.Exit(0 if doc["healthy"] else 1)
+
+
+def collect(ctx: typer.Context) -> dict[str, Any]:
+    """The status document: what Redis and the database say, each read on its own so that one
+    being down still reports the other, every failure a line in `problems`."""
+    import redis
+
     from tutormax_cli import views
     from tutormax_cli.store.query import active_freshness
     from tutormax_cli.stream import dead_letters, entries, groups, health, inspect
-    from tutormax_cli.stream.connection import connect
 
-    client = connect(context.settings(ctx).redis_url)
-    now_ms = entries.server_ms(client)
-    reports = groups.status_groups(client)
-    workers = inspect.live_workers(client)
-    dead = dead_letters.dead_letter_summary(client)
-    problems, warnings = health.assess(reports, workers, dead)
+    names = context.servers(ctx)
+    problems: list[str] = []
+    warnings: list[str] = []
+    doc: dict[str, Any] = {"healthy": False, **names}
+    try:
+        client = context.redis(ctx)
+        now_ms = entries.server_ms(client)
+        reports = groups.status_groups(client)
+        workers = inspect.live_workers(client)
+        dead = dead_letters.dead_letter_summary(client)
+        problems, warnings = health.assess(reports, workers, dead, names["redis"])
+        doc["workers"] = [{**w.as_dict(now_ms), "state": health.worker_state(w)} for w in workers]
+        doc["streams"] = [
+            {**g.as_dict(), "workers": sum(w.serves(g.stream, g.group) for w in workers)}
+            for g in reports
+        ]
+        doc["dead_letter"] = dead.as_dict()
+    except TutormaxError as exc:
+        problems.append(str(exc))
+    except redis.RedisError as exc:
+        problems.append(context.describe(exc))
     fresh: dict[str, Any] | None = None
     try:
         with context.database(ctx).connect() as conn:
             fresh = views.freshness(active_freshness(conn), datetime.now(UTC))
     except TutormaxError as exc:
         problems.append(str(exc))
-    doc = {
-        "healthy": not problems,
-        "problems": problems,
-        "warnings": warnings,
-        "workers": [w.as_dict(now_ms) for w in workers],
-        "streams": [
-            {
-                **g.as_dict(),
-                "workers": sum(w.serves(g.stream, g.group) for w in workers),
-            }
-            for g in reports
-        ],
-        "dead_letter": dead.as_dict(),
-        "freshness": fresh,
-    }
-    if as_json:
-        context.print_json(doc)
-    else:
-        _print(doc)
-    raise typer.Exit(0 if not problems else 1)
+    doc.setdefault("workers", [])
+    doc.setdefault("streams", [])
+    doc.setdefault("dead_letter", None)
+    doc.update(healthy=not problems, problems=problems, warnings=warnings, freshness=fresh)
+    return doc
 
 
 def _age(value: float | None) -> str:
@@ -81,11 +95,45 @@ def _print(doc: dict[str, Any]) -> None:
 
     verdict = "[bold green]HEALTHY[/]" if doc["healthy"] else "[bold red]UNHEALTHY[/]"
     render.out.print(f"tutormax status: {verdict}")
+    render.out.print(f"[dim]{escape(context.header(_servers(doc)))}[/]", soft_wrap=True)
+    if doc["streams"]:
+        _streams(doc)
+    if doc["workers"]:
+        _workers(doc)
+    dl = doc["dead_letter"]
+    if dl is not None:
+        color = "red" if dl["last_hour"] else "yellow" if dl["length"] else "green"
+        render.out.print(
+            f"Dead letters: [{color}]{dl['length']:,}[/] ({dl['last_hour']} in the last hour"
+            + (f", newest {_age(dl['newest_age_s'])} old)" if dl["length"] else ")")
+        )
+    if doc["freshness"] is not None:
+        fresh = Table(title="Freshness (active tutors)", title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("window", "tutors", "newest", "oldest"):
+            fresh.add_column(name, justify="left" if name == "window" else "right")
+        for window, f in doc["freshness"].items():
+            fresh.add_row(
+                window, str(f["tutors"]), _age(f["newest_age_s"]), _age(f["oldest_age_s"])
+            )
+        render.out.print(fresh)
+    _verdicts(doc)
+
+
+def _streams(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
     streams = Table(title="Streams", title_justify="left", box=box.SIMPLE_HEAD)
     streams.add_column("stream / group", no_wrap=True)
     for name in ("live", "length", "lag", "pending", "max deliv"):
         streams.add_column(name, justify="right")
     for s in doc["streams"]:
+        if not s["stream_exists"]:
+            streams.add_row(
+                f"{escape(s['stream'])}\n[dim]{escape(s['group'])}[/]",
+                "[red]not found[/]", "—", "—", "—", "—",
+            )  # fmt: skip
+            continue
         workers = s["workers"]
         lag = f"[yellow]{s['lag']:,}[/] ({_age(s['lag_s'])})" if s["lag"] else "0"
         pending = "0"
@@ -100,36 +148,35 @@ def _print(doc: dict[str, Any]) -> None:
             str(s["max_deliveries"]),
         )
     render.out.print(streams)
-    if doc["workers"]:
-        workers = Table(title="Live workers", title_justify="left", box=box.SIMPLE_HEAD)
-        for name in ("consumer", "host / pid", "up", "last flush", "entries", "buffered"):
-            workers.add_column(name, justify="left" if name[0] in "ch" else "right")
-        for w in doc["workers"]:
-            workers.add_row(
-                escape(w["consumer"]),
-                escape(f"{w.get('host', '?')}/{w.get('pid', '?')}"),
-                _age(w["uptime_s"]),
-                _age(w["last_flush_age_s"]),
-                str(w.get("entries", "—")),
-                str(w.get("buffered", "—")),
-            )
-        render.out.print(workers)
-    dl = doc["dead_letter"]
-    color = "red" if dl["last_hour"] else "yellow" if dl["length"] else "green"
-    render.out.print(
-        f"Dead letters: [{color}]{dl['length']:,}[/] ({dl['last_hour']} in the last hour"
-        + (f", newest {_age(dl['newest_age_s'])} old)" if dl["length"] else ")")
-    )
-    if doc["freshness"] is not None:
-        fresh = Table(title="Freshness (active tutors)", title_justify="left", box=box.SIMPLE_HEAD)
-        for name in ("window", "tutors", "newest", "oldest"):
-            fresh.add_column(name, justify="left" if name == "window" else "right")
-        for window, f in doc["freshness"].items():
-            fresh.add_row(
-                window, str(f["tutors"]), _age(f["newest_age_s"]), _age(f["oldest_age_s"])
-            )
-        render.out.print(fresh)
+
+
+def _workers(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    workers = Table(title="Live workers", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("consumer", "state", "host / pid", "up", "last flush", "entries", "buffered"):
+        workers.add_column(name, justify="left" if name[0] in "chs" else "right")
+    for w in doc["workers"]:
+        state = w["state"] or "—"
+        workers.add_row(
+            escape(w["consumer"]),
+            state if state in ("ok", "—") else f"[red]{escape(state)}[/]",
+            escape(f"{w.get('host', '?')}/{w.get('pid', '?')}"),
+            _age(w["uptime_s"]),
+            _age(w["last_flush_age_s"]),
+            str(w.get("entries", "—")),
+            str(w.get("buffered", "—")),
+        )
+    render.out.print(workers)
+
+
+def _servers(doc: dict[str, Any]) -> dict[str, str]:
+    return {"redis": doc["redis"], "database": doc["database"]}
+
+
+def _verdicts(doc: dict[str, Any]) -> None:
     for line in doc["problems"]:
-        render.out.print(f"[red]✗ {escape(line)}[/]")
+        render.out.print(f"[red]✗ {escape(line)}[/]", soft_wrap=True)
     for line in doc["warnings"]:
-        render.out.print(f"[yellow]! {escape(line)}[/]")
+        render.out.print(f"[yellow]! {escape(line)}[/]", soft_wrap=True)

@@ -51,12 +51,11 @@ def watch(
     from tutormax_cli import views
     from tutormax_cli.stream import entries, updates
     from tutormax_cli.stream.board import Board
-    from tutormax_cli.stream.connection import connect
 
     context.imports_done()
 
     chosen = set(views.tier_names(tier) or [])
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     board = Board()
     history, last = updates.recent_updates(client)
     if start != "$":

@@ -51,7 +51,6 @@ def run(
     import logging
 
     from tutormax_cli.metrics.tiers import load_tiers
-    from tutormax_cli.stream.connection import connect
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
     from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
@@ -71,7 +70,7 @@ def run(
         tiers=load_tiers(tiers_file),
     )
     engine = context.database(ctx)
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     metrics = WorkerMetrics()
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -99,9 +98,8 @@ def health(
 
     Example: tutormax worker health || systemctl restart tutormax-worker@9108
     """
-    from tutormax_cli.stream.connection import connect
 
-    client = connect(context.settings(ctx).redis_url)
+    client = context.redis(ctx)
     pattern = keys.heartbeat_key(stream, group, "*")
     live = []
     for key in client.scan_iter(match=pattern, count=500):

@@ -15,8 +15,13 @@ from typing import Any
 import redis
 
 from tutormax_cli import keys
+from tutormax_cli.errors import TutormaxError
 from tutormax_cli.stream import entries
 from tutormax_cli.stream.entries import PAGE, SCAN_LIMIT, text
+
+
+class StreamNotFound(TutormaxError):
+    """A stream that does not exist on the Redis read: a wrong server, or nothing started."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,15 @@ class GroupReport:
     dead_letter: int
     last_delivered_id: str | None
     consumers: tuple[ConsumerReport, ...] = ()
+    stream_exists: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document of `pending --json`."""
         return {
             "stream": self.stream,
             "group": self.group,
+            "stream_exists": self.stream_exists,
+            "group_exists": self.exists,
             "length": self.length,
             "lag": self.lag,
             "lag_s": self.lag_s,
@@ -91,6 +99,7 @@ def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -
     MULTI so the numbers of a report describe the same instant."""
     pipe = client.pipeline(transaction=True)
     pipe.time()
+    pipe.exists(stream)
     pipe.xlen(stream)
     pipe.xlen(dead_letters)
     pipe.xinfo_groups(stream)
@@ -100,10 +109,11 @@ def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -
     for reply in replies:
         if isinstance(reply, Exception) and not entries.missing(reply):
             raise reply
-    clock, length, dead, groups, summary, consumers = replies
+    clock, found_stream, length, dead, groups, summary, consumers = replies
     found = [] if entries.missing(groups) else [g for g in groups if text(g["name"]) == group]
     return {
         "now": int(clock[0]) * 1000 + int(clock[1]) // 1000,
+        "exists": bool(found_stream),
         "length": int(length),
         "dead": int(dead),
         "group": dict(found[0]) if found else None,
@@ -171,7 +181,8 @@ def group_report(
     dead_letter_stream: str = keys.DEAD_LETTER_STREAM,
 ) -> GroupReport:
     """Length, lag, pending entries and consumers of one group; a group that does not exist yet
-    (no worker has started) reports every entry on the stream as lag."""
+    (no worker has started) reports every entry on the stream as lag. A stream that does not
+    exist is reported as such (`stream_exists`), not as an empty, healthy one."""
     snap = _snapshot(client, stream, group, dead_letter_stream)
     now, info = snap["now"], snap["group"]
     last_id = text(info["last-delivered-id"]) if info else "0-0"
@@ -206,6 +217,7 @@ def group_report(
         dead_letter=snap["dead"],
         last_delivered_id=last_id if info else None,
         consumers=consumer_reports(snap["consumers"]),
+        stream_exists=snap["exists"],
     )
 
 

@@ -13,17 +13,47 @@ STALE_PENDING_S = 300.0
 """A pending entry older than this while workers are alive is a warning (a stuck entry)."""
 
 
+OK_STATES = (None, "ok", "draining")
+"""Worker states that are not a problem (None: a heartbeat from before states existed)."""
+
+
+def worker_state(worker: Worker) -> str | None:
+    """The state a worker's heartbeat carries (`ok`, `retrying`, `draining`), if any."""
+    state = worker.info.get("state")
+    return state if isinstance(state, str) else None
+
+
+def _retrying(worker: Worker) -> str:
+    info = worker.info
+    since = info.get("state_since") or info.get("since")
+    error = info.get("last_error") or info.get("error")
+    detail = f" since {since}" if since else ""
+    return f"worker {worker.consumer} is {worker_state(worker)}{detail}" + (
+        f": {error}" if error else ""
+    )
+
+
 def assess(
-    groups: Sequence[GroupReport], workers: Sequence[Worker], dead: DeadLetterSummary
+    groups: Sequence[GroupReport],
+    workers: Sequence[Worker],
+    dead: DeadLetterSummary,
+    where: str = "Redis",
 ) -> tuple[list[str], list[str]]:
-    """(problems, warnings). A problem makes `status` exit 1: a group with lag or pending
-    entries and no live worker to take them. Dead letters arriving, an old pending entry and
-    lag in seconds are warnings: the system is moving, someone should look."""
+    """(problems, warnings). A problem makes `status` exit 1: a stream that does not exist on
+    the Redis read (`where`: a wrong server, or nothing ever started), a group with lag or
+    pending entries and no live worker to take them, a worker whose heartbeat says it is not
+    `ok` (e.g. retrying a database that is down). Dead letters arriving, an old pending entry
+    and lag in seconds are warnings: the system is moving, someone should look."""
     problems, warnings = [], []
     for g in groups:
         alive = [w for w in workers if w.serves(g.stream, g.group)]
         backlog = f"lag {g.lag}, pending {g.pending}"
-        if not alive and (g.lag or g.pending):
+        if not g.stream_exists:
+            problems.append(
+                f"stream {g.stream} not found on {where}: nothing was published there and no "
+                "worker has started on it (is this the Redis the workers use?)"
+            )
+        elif not alive and (g.lag or g.pending):
             problems.append(
                 f"no live worker for {g.group} on {g.stream} ({backlog}): start one with "
                 "`tutormax worker run`"
@@ -34,6 +64,7 @@ def assess(
                 "(max deliveries "
                 f"{g.max_deliveries}): `tutormax pending --entries` shows it"
             )
+    problems.extend(_retrying(w) for w in workers if worker_state(w) not in OK_STATES)
     if dead.last_hour:
         warnings.append(
             f"{dead.last_hour} dead letter(s) in the last hour ({dead.length} in all): "
