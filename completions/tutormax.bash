@@ -3,12 +3,14 @@
 
 _tutormax_commands() {
     case "$1" in
-        '') printf '%s\n' 'api' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        '') printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
         'api') printf '%s\n' 'openapi' 'serve' ;;
+        'consumers') printf '%s\n' 'prune' ;;
         'db') printf '%s\n' 'init' 'partials' 'status' ;;
         'db partials') printf '%s\n' 'disable' 'enable' 'status' ;;
         'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' 'stats' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
+        'groups') printf '%s\n' 'delete' 'reset' ;;
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
         'sample') printf '%s\n' 'generate' ;;
@@ -24,6 +26,8 @@ _tutormax_options() {
         'api') printf '%s\n' '--help' '-h' ;;
         'api openapi') printf '%s\n' '--output' '-o' '--help' '-h' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' '--help' '-h' ;;
+        'consumers') printf '%s\n' '--help' '-h' ;;
+        'consumers prune') printf '%s\n' '--idle' '--stream' '--group' '--dry-run' '--json' '--help' '-h' ;;
         'db') printf '%s\n' '--help' '-h' ;;
         'db init') printf '%s\n' '--help' '-h' ;;
         'db partials') printf '%s\n' '--help' '-h' ;;
@@ -41,13 +45,16 @@ _tutormax_options() {
         'events complete') printf '%s\n' '--stream' '--help' '-h' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' '--envelope' '--help' '-h' ;;
         'events replay') printf '%s\n' '--since' '--stream' '--help' '-h' ;;
+        'groups') printf '%s\n' '--stream' '--json' '--help' '-h' ;;
+        'groups delete') printf '%s\n' '--stream' '--yes' '-y' '--force' '--help' '-h' ;;
+        'groups reset') printf '%s\n' '--stream' '--to-id' '--to-datetime' '--by-duration' '--execute' '--force' '--json' '--help' '-h' ;;
         'ingest') printf '%s\n' '--help' '-h' ;;
         'ingest events') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'ingest feedback') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'ingest sessions') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'ingest students') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'ingest tutors') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
-        'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--help' '-h' ;;
+        'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--watch' '--count' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--log-level' '--help' '-h' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
@@ -57,7 +64,7 @@ _tutormax_options() {
         'show tiers') printf '%s\n' '--window' '--json' '--help' '-h' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' '--explain' '--json' '--help' '-h' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--desc' '--limit' '--json' '--help' '-h' ;;
-        'status') printf '%s\n' '--json' '--help' '-h' ;;
+        'status') printf '%s\n' '--json' '--watch' '--count' '--help' '-h' ;;
         'tiers') printf '%s\n' '--help' '-h' ;;
         'tiers show') printf '%s\n' '--json' '--toml' '--help' '-h' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' '--json' '--help' '-h' ;;
@@ -73,6 +80,7 @@ _tutormax_valued() {
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
+        'consumers prune') printf '%s\n' '--idle' '--stream' '--group' ;;
         'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
         'dlq purge') printf '%s\n' '--reason' '--since' ;;
         'dlq replay') printf '%s\n' '--reason' '--since' '--limit' ;;
@@ -80,18 +88,22 @@ _tutormax_valued() {
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
         'events replay') printf '%s\n' '--since' '--stream' ;;
+        'groups') printf '%s\n' '--stream' ;;
+        'groups delete') printf '%s\n' '--stream' ;;
+        'groups reset') printf '%s\n' '--stream' '--to-id' '--to-datetime' '--by-duration' ;;
         'ingest events') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest feedback') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest sessions') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
-        'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' ;;
+        'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' '--watch' '--count' ;;
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show tiers') printf '%s\n' '--window' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--limit' ;;
+        'status') printf '%s\n' '--watch' '--count' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;

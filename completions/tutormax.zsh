@@ -4,12 +4,14 @@
 
 _tutormax_commands() {
     case "$1" in
-        '') printf '%s\n' 'api' 'db' 'dlq' 'events' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        '') printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
         'api') printf '%s\n' 'openapi' 'serve' ;;
+        'consumers') printf '%s\n' 'prune' ;;
         'db') printf '%s\n' 'init' 'partials' 'status' ;;
         'db partials') printf '%s\n' 'disable' 'enable' 'status' ;;
         'dlq') printf '%s\n' 'list' 'purge' 'replay' 'show' 'stats' ;;
         'events') printf '%s\n' 'complete' 'publish' 'replay' ;;
+        'groups') printf '%s\n' 'delete' 'reset' ;;
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
         'sample') printf '%s\n' 'generate' ;;
@@ -21,12 +23,14 @@ _tutormax_commands() {
 
 _tutormax_described() {
     case "$1" in
-        '') printf '%s\n' 'api:The HTTP API: session completions in, metrics out, live updates (needs the api extra)' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, count, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group, on the Redis the header names; a stream that does not exist there is an error (exit 1), not an empty one' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes; the header names the Redis and database it read' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
+        '') printf '%s\n' 'api:The HTTP API: session completions in, metrics out, live updates (needs the api extra)' 'consumers:Remove dead consumers from a consumer group' 'db:Create, upgrade and inspect the database schema' 'dlq:Inspect, count, replay and purge the dead-letter stream' 'events:Put entries on the session streams (publish, replay)' 'groups:Every consumer group of every tutormax stream; reset or delete one' 'ingest:Validate and load TutorMax files (CSV, JSONL, Parquet) into the database' 'pending:Lag and pending entries of the metrics workers'\'' consumer group, on the Redis the header names; a stream that does not exist there is an error (exit 1), not an empty one' 'pipeline:Run the validation/enrichment/persistence pipeline on the raw stream' 'recompute:Compute and upsert tutors'\'' 7/30/90-day metrics: as of an instant, as daily end-of-day snapshots (--since), or for tutors changed since a time (--changed-since)' 'sample:Generate synthetic TutorMax data' 'show:Look at computed metrics' 'status:Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes; the header names the Redis and database it read' 'tiers:Explore tier thresholds (what-if simulations)' 'watch:Follow tutors'\'' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted' 'worker:Run the metrics worker and check its health' ;;
         'api') printf '%s\n' 'openapi:Print the API'\''s OpenAPI schema (JSON); docs/openapi.json is this output, committed' 'serve:Run the API on uvicorn until SIGTERM' ;;
+        'consumers') printf '%s\n' 'prune:Delete the consumers idle at least --idle that no live heartbeat names' ;;
         'db') printf '%s\n' 'init:Create the tables, or add what an existing TutorMax database lacks' 'partials:Cumulative daily partials (PostgreSQL, opt-in): snapshots by index lookups' 'status:Show the schema revision and each table'\''s row count and missing columns' ;;
         'db partials') printf '%s\n' 'disable:Drop the cumulative partials table and its triggers; snapshots read raw rows again' 'enable:Create the cumulative partials table and the triggers that keep it exact, and fill it' 'status:Whether cumulative partials are enabled, their rows and the (tutor, day) pairs waiting for the next refresh' ;;
         'dlq') printf '%s\n' 'list:List the dead letters with the reason each was set aside' 'purge:Delete dead letters for good' 'replay:Put dead letters back on their source stream (the worker reads them again) and remove them from the dead-letter stream, each in one transaction' 'show:One dead letter in full: reason, origin and the original fields' 'stats:Count the dead letters by reason and by source stream, most frequent first' ;;
         'events') printf '%s\n' 'complete:Put one raw session completion (an envelope) on the pipeline'\''s input stream' 'publish:Add one entry per tutor to the metrics stream, as a producer would' 'replay:Publish one envelope per session created or updated since a time' ;;
+        'groups') printf '%s\n' 'delete:Delete a consumer group (XGROUP DESTROY) with its consumers and pending entries' 'reset:Move a group'\''s last-delivered ID (XGROUP SETID): re-deliver history, or skip a backlog' ;;
         'ingest') printf '%s\n' 'events:Validate FILE' 'feedback:Validate FILE' 'sessions:Validate FILE' 'students:Validate FILE' 'tutors:Validate FILE' ;;
         'pipeline') printf '%s\n' 'run:Validate, persist and publish raw session completions; ack after commit' ;;
         'sample') printf '%s\n' 'generate:Insert (upsert) synthetic tutors, students, sessions, feedback and events' ;;
@@ -42,6 +46,8 @@ _tutormax_options() {
         'api') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api openapi') printf '%s\n' '--output:Write the schema here instead of stdout' '-o:Write the schema here instead of stdout' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api serve') printf '%s\n' '--host:Address to listen on' '--port:Port to listen on' '--workers:Worker processes' '--max-body-bytes:Larger request bodies get 413' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'consumers') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'consumers prune') printf '%s\n' '--idle:Dead: idle at least this long (e.g' '--stream:The stream' '--group:The consumer group' '--dry-run:Say what would go; change nothing' '--json:Print the plan as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db init') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db partials') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -59,13 +65,16 @@ _tutormax_options() {
         'events complete') printf '%s\n' '--stream:Raw completions stream' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'events publish') printf '%s\n' '--tutor:Tutor to recompute (repeatable)' '--session:The session that changed' '--stream:Target stream' '--envelope:Write a checksummed envelope instead of flat fields' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'events replay') printf '%s\n' '--since:Sessions created or updated since (ISO-8601)' '--stream:Target stream' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'groups') printf '%s\n' '--stream:Only this stream (repeatable); default every tutormax stream' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'groups delete') printf '%s\n' '--stream:The stream of the group' '--yes:Do not ask for confirmation' '-y:Do not ask for confirmation' '--force:Delete even with live consumers' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'groups reset') printf '%s\n' '--stream:The stream of the group' '--to-id:Deliver the entries after this ID next ($: skip to the end, 0: all)' '--to-datetime:Deliver the entries from this ISO-8601 time on next' '--by-duration:Deliver the entries of the last DURATION (e.g' '--execute:Apply; without it, a dry run' '--force:Apply even with live consumers' '--json:Print the plan as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest events') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest feedback') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest sessions') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest students') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'ingest tutors') printf '%s\n' '--format:Input format (default: from each file'\''s extension)' '--dry-run:Validate only: write and publish nothing' '--rejects:Write every rejected row here: its columns, line, reason' '--no-publish:Persist without publishing to the stream (bulk loads)' '--batch-size:Rows per upsert and per transaction' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'pending') printf '%s\n' '--entries:List the pending entries instead of the summary' '--consumer:With --entries: only this consumer'\''s entries' '--limit:With --entries: at most this many, oldest first' '--stream:The stream' '--group:The consumer group' '--json:Print JSON instead of tables' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'pending') printf '%s\n' '--entries:List the pending entries instead of the summary' '--consumer:With --entries: only this consumer'\''s entries' '--limit:With --entries: at most this many, oldest first' '--stream:The stream' '--group:The consumer group' '--json:Print JSON instead of tables' '--watch:Refresh every SECONDS (default 2) until Ctrl-C: lag, pending, rate, time to drain' '--count:With --watch: stop after N looks' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'pipeline') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'pipeline run') printf '%s\n' '--consumer:Consumer name [hostname-pid]' '--stream:Raw completions stream' '--group:Consumer group' '--output:Stream to publish to' '--claim-idle:Reclaim entries idle this long' '--max-deliveries:Dead-letter after this many deliveries' '--count:Entries per XREADGROUP' '--burst:Exit once nothing is new, pending or claimable' '--metrics-port:Serve Prometheus metrics on this port' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'recompute') printf '%s\n' '--as-of:One snapshot as of this instant (ISO-8601; default: now)' '--since:Backfill end-of-day snapshots from this day (YYYY-MM-DD)' '--until:Last day of the backfill (default: yesterday, UTC)' '--changed-since:Only tutors whose inputs changed since this instant, as of now; '\''auto'\'' continues from the last successful run' '--tutor:Only this tutor (repeatable)' '--shard:K/N: only tutors whose stable hash mod N is K (split a run)' '--chunk-size:Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: sized to a memory budget)' '--tiers:TOML file of tier thresholds (default: METRICS.md §4)' '--dry-run:Compute and report; write nothing' '--output:Export the rows to this .parquet or .csv file instead of writing' '--write:With --output: write the rows as well' '--wait:If another run holds the lock, wait for it instead of exiting' '--raw:Aggregate raw rows even when `db partials` is enabled' '--quiet:No progress, no summary line' '-q:No progress, no summary line' '--json:Print the summary as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -75,7 +84,7 @@ _tutormax_options() {
         'show tiers') printf '%s\n' '--window:The window (7day, 30day or 90day)' '--json:Print JSON instead of the chart' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show tutor') printf '%s\n' '--tiers:Judge flags by this TOML thresholds file' '--window:The window of the trend and of --explain' '--explain:Say which flags decided the tier, and the sessions behind it' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show tutors') printf '%s\n' '--window:The window (7day, 30day or 90day)' '--tier:Only this tier (repeatable)' '--sort:Order by this metric (default: tier, then rating)' '--desc:Reverse the order (highest first)' '--limit:At most this many tutors' '--json:Print a JSON list' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'status') printf '%s\n' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'status') printf '%s\n' '--json:Print one JSON document (with --watch: one per line)' '--watch:Refresh every SECONDS (default 2) until Ctrl-C: lag, pending, rate, time to drain' '--count:With --watch: stop after N looks' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'tiers') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'tiers show') printf '%s\n' '--json:Print one JSON document' '--toml:Print the built-in file, to copy and edit' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'tiers simulate') printf '%s\n' '--window:The window' '--limit:List at most this many moves' '--json:Print one JSON document (every move)' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -91,6 +100,7 @@ _tutormax_valued() {
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' ;;
+        'consumers prune') printf '%s\n' '--idle' '--stream' '--group' ;;
         'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
         'dlq purge') printf '%s\n' '--reason' '--since' ;;
         'dlq replay') printf '%s\n' '--reason' '--since' '--limit' ;;
@@ -98,18 +108,22 @@ _tutormax_valued() {
         'events complete') printf '%s\n' '--stream' ;;
         'events publish') printf '%s\n' '--tutor' '--session' '--stream' ;;
         'events replay') printf '%s\n' '--since' '--stream' ;;
+        'groups') printf '%s\n' '--stream' ;;
+        'groups delete') printf '%s\n' '--stream' ;;
+        'groups reset') printf '%s\n' '--stream' '--to-id' '--to-datetime' '--by-duration' ;;
         'ingest events') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest feedback') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest sessions') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
-        'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' ;;
+        'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' '--watch' '--count' ;;
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show tiers') printf '%s\n' '--window' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--limit' ;;
+        'status') printf '%s\n' '--watch' '--count' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;

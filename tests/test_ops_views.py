@@ -37,6 +37,7 @@ def migrated(sqlite_url: str) -> str:
 
 
 JSON_READS = [
+    ["groups", "--json"],
     ["pending", "--json"],
     ["pending", "--entries", "--json"],
     ["dlq", "list", "--json"],

@@ -6,10 +6,12 @@ import typer
 
 from tutormax_cli.cli import (
     api,
+    consumers,
     context,
     db,
     dlq,
     events,
+    groups,
     ingest,
     pending,
     pipeline,
@@ -76,6 +78,8 @@ app.add_typer(worker.app, name="worker")
 app.add_typer(events.app, name="events")
 app.add_typer(show.app, name="show")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(groups.app, name="groups")
+app.add_typer(consumers.app, name="consumers")
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(tiers.app, name="tiers")

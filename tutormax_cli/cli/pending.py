@@ -8,17 +8,19 @@ import typer
 from rich.markup import escape
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, render
+from tutormax_cli.cli import context, refresh, render
 from tutormax_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    import redis
+
     from tutormax_cli.stream.groups import GroupReport
     from tutormax_cli.stream.pending import PendingEntry
 
 
 def register(app: typer.Typer) -> None:
     """Add the top-level `pending` command to `app`."""
-    app.command("pending")(pending)
+    app.command("pending", cls=refresh.WatchCommand)(pending)
 
 
 def pending(
@@ -35,6 +37,16 @@ def pending(
     stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="The stream."),
     group: str = typer.Option(keys.METRICS_GROUP, "--group", help="The consumer group."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    watch: float | None = typer.Option(
+        None,
+        "--watch",
+        help=refresh.WATCH_HELP,
+        min=0.1,
+        metavar="SECONDS",
+    ),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="With --watch: stop after N looks."
+    ),
 ) -> None:
     """Lag and pending entries of the metrics workers' consumer group, on the Redis the
     header names; a stream that does not exist there is an error (exit 1), not an empty one.
@@ -45,6 +57,10 @@ def pending(
     the time since its last attempt to read, inactive since its last successful one (Redis
     7.2+ only, else null). Ages are seconds on the Redis server's clock.
 
+    With --watch, the summary is redrawn every SECONDS (a line per look when the output is not
+    a terminal, a JSON document per line with --json) with the entries arriving and done per
+    second over the last interval and the time to drain the backlog (lag + pending).
+
     Example: tutormax pending --entries --consumer worker-1 --json
     """
     from tutormax_cli.stream.connection import embedded_hint
@@ -53,6 +69,10 @@ def pending(
 
     if not entries and (consumer is not None or limit != 50):
         raise UsageError("--consumer and --limit go with --entries: tutormax pending --entries")
+    if watch is not None and entries:
+        raise UsageError("--watch shows the summary: drop --entries")
+    if count is not None and watch is None:
+        raise UsageError("--count goes with --watch: tutormax pending --watch 5 --count 3")
     client = context.redis(ctx)
     names = context.servers(ctx, database=False)
     report = group_report(client, stream, group)
@@ -73,6 +93,9 @@ def pending(
         if not found:
             render.err.print(f"Nothing pending in group {group} on {stream}.")
         return
+    if watch is not None:
+        _watch(client, stream, group, names, watch, count, as_json)
+        return
     if not report.exists:
         render.err.print(
             f"Group {group} does not exist on {stream} yet: a worker creates it when it starts "
@@ -86,6 +109,47 @@ def pending(
         render.err.print("The pending entries: `tutormax pending --entries`.")
     if report.dead_letter:
         render.err.print("The dead letters: `tutormax dlq list`.")
+
+
+def _watch(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    names: dict[str, str],
+    seconds: float,
+    count: int | None,
+    as_json: bool,
+) -> None:
+    from tutormax_cli.stream.groups import group_report
+
+    context.imports_done()
+    rates = refresh.GroupRates()
+
+    def look(n: int) -> None:
+        report = group_report(client, stream, group)
+        rate = rates.update(client, stream, group, report.lag + report.pending)
+        if as_json:
+            refresh.json_line(
+                {
+                    "at": refresh.now_iso(),
+                    **names,
+                    **report.as_dict(),
+                    "rate": None if rate is None else rate.as_dict(),
+                }
+            )
+        elif render.out.is_terminal:
+            render.out.clear()
+            _summary(report, names)
+            render.out.print(f"{refresh.rate_text(rate)}  [dim]{refresh.clock()}, Ctrl-C stops[/]")
+        else:
+            render.out.print(
+                f"{refresh.clock()} {stream} {group}: lag {report.lag:,} pending "
+                f"{report.pending:,} {refresh.rate_text(rate)}",
+                soft_wrap=True,
+                markup=False,
+            )
+
+    refresh.every(seconds, count, look)
 
 
 def _seconds(value: float | None) -> str:

@@ -8,18 +8,30 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from tutormax_cli.cli import context, render
-from tutormax_cli.errors import TutormaxError
+from tutormax_cli.cli import context, refresh, render
+from tutormax_cli.errors import TutormaxError, UsageError
 
 
 def register(app: typer.Typer) -> None:
     """Add the top-level `status` command to `app`."""
-    app.command("status")(status)
+    app.command("status", cls=refresh.WatchCommand)(status)
 
 
 def status(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON document (with --watch: one per line)."
+    ),
+    watch: float | None = typer.Option(
+        None,
+        "--watch",
+        help=refresh.WATCH_HELP,
+        min=0.1,
+        metavar="SECONDS",
+    ),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="With --watch: stop after N looks."
+    ),
 ) -> None:
     """Live workers, lag, pending entries, dead letters and metric freshness, with an exit
     code for scripts and probes; the header names the Redis and database it read.
@@ -32,8 +44,17 @@ def status(
     than 5 minutes while workers run, are warnings: exit 0. Freshness per window is the age of
     the newest and the oldest calculation_date among active tutors' latest rows.
 
+    With --watch, the view is redrawn every SECONDS (a line per consumer group when the output
+    is not a terminal, a JSON document per line with --json) with each group's entries arriving
+    and done per second over the last interval and the time to drain its backlog at that
+    pace; the exit code is the last look's.
+
     Example: tutormax status --json | jq .healthy
     """
+    if count is not None and watch is None:
+        raise UsageError("--count goes with --watch: tutormax status --watch 5 --count 3")
+    if watch is not None:
+        raise typer.Exit(_watch(ctx, watch, count, as_json))
     doc = collect(ctx)
     if as_json:
         context.print_json(doc)
@@ -83,6 +104,64 @@ def collect(ctx: typer.Context) -> dict[str, Any]:
     doc.setdefault("dead_letter", None)
     doc.update(healthy=not problems, problems=problems, warnings=warnings, freshness=fresh)
     return doc
+
+
+def _watch(ctx: typer.Context, seconds: float, count: int | None, as_json: bool) -> int:
+    """Look every `seconds`; returns the exit code of the last look."""
+    context.imports_done()
+    rates = refresh.GroupRates()
+    client: Any = None
+    healthy = [False]
+
+    def look(n: int) -> None:
+        nonlocal client
+        doc = collect(ctx)
+        healthy[0] = bool(doc["healthy"])
+        if doc["streams"]:
+            client = client or context.redis(ctx)
+            for s in doc["streams"]:
+                rate = rates.update(client, s["stream"], s["group"], s["lag"] + s["pending"])
+                s["rate"] = None if rate is None else rate.as_dict()
+                s["rate_text"] = refresh.rate_text(rate)
+        if as_json:
+            streams = [{k: v for k, v in s.items() if k != "rate_text"} for s in doc["streams"]]
+            refresh.json_line({"at": refresh.now_iso(), **doc, "streams": streams})
+        elif render.out.is_terminal:
+            render.out.clear()
+            _print(doc)
+            _rates(doc)
+            render.out.print(f"[dim]{refresh.clock()}: every {seconds:g}s, Ctrl-C stops[/]")
+        else:
+            verdict = "HEALTHY" if doc["healthy"] else "UNHEALTHY"
+            render.out.print(
+                f"{refresh.clock()} {verdict} " + context.header(_servers(doc)), soft_wrap=True
+            )
+            for s in doc["streams"]:
+                render.out.print(
+                    f"{refresh.clock()} {s['stream']} {s['group']}: lag {s['lag']:,} pending "
+                    f"{s['pending']:,} {s['rate_text']}",
+                    soft_wrap=True,
+                    markup=False,
+                )
+            for line in doc["problems"]:
+                render.out.print(f"{refresh.clock()} ✗ {line}", soft_wrap=True, markup=False)
+
+    refresh.every(seconds, count, look)
+    return 0 if healthy[0] else 1
+
+
+def _rates(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if not doc["streams"]:
+        return
+    table = Table(title="Rates (last interval)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("stream / group", no_wrap=True)
+    table.add_column("rate, time to drain")
+    for s in doc["streams"]:
+        table.add_row(f"{escape(s['stream'])} [dim]{escape(s['group'])}[/]", s["rate_text"])
+    render.out.print(table)
 
 
 def _age(value: float | None) -> str:

@@ -227,3 +227,122 @@ def status_groups(client: redis.Redis) -> list[GroupReport]:
     if find_group(client, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP) is not None:
         reports.append(group_report(client, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP))
     return reports
+
+
+# -- every group of every stream (`tutormax groups`) ------------------------------------------
+
+KNOWN_STREAMS = (
+    keys.SESSIONS_STREAM,
+    keys.ENRICHMENT_STREAM,
+    keys.DEAD_LETTER_STREAM,
+    keys.METRICS_UPDATED_STREAM,
+)
+"""The streams tutormax writes; `groups` also lists any other `tutormax:*` stream it finds."""
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One group of a stream as XINFO GROUPS reports it (lag counted where it does not)."""
+
+    group: str
+    consumers: tuple[ConsumerReport, ...]
+    pending: int
+    lag: int
+    lag_exact: bool
+    last_delivered_id: str
+    entries_read: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """One group of `groups --json`."""
+        return {
+            "group": self.group,
+            "pending": self.pending,
+            "lag": self.lag,
+            "lag_exact": self.lag_exact,
+            "last_delivered_id": self.last_delivered_id,
+            "entries_read": self.entries_read,
+            "consumers": [c.as_dict() for c in self.consumers],
+        }
+
+
+@dataclass(frozen=True)
+class StreamGroups:
+    """A stream (length, first and last entry, memory) and every consumer group on it."""
+
+    stream: str
+    exists: bool
+    length: int
+    first_id: str | None
+    last_id: str | None
+    memory_bytes: int | None
+    groups: tuple[GroupInfo, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """One stream of `groups --json`."""
+        return {
+            "stream": self.stream,
+            "exists": self.exists,
+            "length": self.length,
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+            "memory_bytes": self.memory_bytes,
+            "groups": [g.as_dict() for g in self.groups],
+        }
+
+
+def tutormax_streams(client: redis.Redis) -> list[str]:
+    """The known streams, then every other `tutormax:*` key of type stream (SCAN)."""
+    found = {str(text(k)) for k in client.scan_iter("tutormax:*", 500, _type="stream")}
+    return [*KNOWN_STREAMS, *sorted(found - set(KNOWN_STREAMS))]
+
+
+def stream_groups(client: redis.Redis, stream: str) -> StreamGroups:
+    """XINFO STREAM, MEMORY USAGE and, per group, XINFO GROUPS and XINFO CONSUMERS."""
+    if not client.exists(stream):
+        return StreamGroups(stream, False, 0, None, None, None, ())
+    pipe = client.pipeline(transaction=True)
+    pipe.xlen(stream)
+    pipe.xrange(stream, "-", "+", count=1)
+    pipe.xrevrange(stream, "+", "-", count=1)
+    pipe.memory_usage(stream)
+    pipe.xinfo_groups(stream)
+    length, first, last, memory, infos = pipe.execute()
+    groups = []
+    for info in infos:
+        name = str(text(info["name"]))
+        last_id = str(text(info["last-delivered-id"]))
+        reported = info.get("lag")
+        if reported is not None:
+            lag, exact = int(reported), True
+        else:
+            lag, exact = count_undelivered(client, stream, last_id)
+        read = info.get("entries-read")
+        groups.append(
+            GroupInfo(
+                group=name,
+                consumers=consumer_reports(client.xinfo_consumers(stream, name)),
+                pending=int(info["pending"]),
+                lag=lag,
+                lag_exact=exact,
+                last_delivered_id=last_id,
+                entries_read=None if read is None else int(read),
+            )
+        )
+    return StreamGroups(
+        stream=stream,
+        exists=True,
+        length=int(length),
+        first_id=str(text(first[0][0])) if first else None,
+        last_id=str(text(last[0][0])) if last else None,
+        memory_bytes=None if memory is None else int(memory),
+        groups=tuple(sorted(groups, key=lambda g: g.group)),
+    )
+
+
+def all_groups(client: redis.Redis, streams: list[str] | None = None) -> list[StreamGroups]:
+    """Every group of every tutormax stream (or of `streams`); missing known streams are left
+    out unless named."""
+    if streams:
+        return [stream_groups(client, s) for s in streams]
+    reports = [stream_groups(client, s) for s in tutormax_streams(client)]
+    return [r for r in reports if r.exists]
