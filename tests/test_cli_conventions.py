@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 WRITE_COMMANDS = {
     "db init", "db partials enable", "db partials disable", "sample generate", "dlq replay",
-    "dlq purge",
+    "dlq purge", "groups delete",
 }  # fmt: skip
 WRITE_GROUPS = ("events",)
 """Commands (and groups of them) that change state and print only messages; `... run` commands
