@@ -211,3 +211,33 @@ def test_tables_to_stdout_messages_to_stderr(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "Exemplary" in result.stdout and "No metrics yet" not in result.stdout
     assert result.stderr == "No metrics yet: run `tutormax recompute`.\n"
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"tutormax {version('tutormax-cli')}\n"
+
+
+def test_a_busy_metrics_port_is_named_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from tutormax_cli.cli.metrics_server import DEFAULT_METRICS_HOST
+
+    with socket.socket() as busy:
+        busy.bind((DEFAULT_METRICS_HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"TUTORMAX_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+        CliRunner().invoke(app, ["db", "init"], env=env)
+        for command in (["worker", "run"], ["pipeline", "run"]):
+            result = CliRunner().invoke(
+                app, [*command, "--burst", "--metrics-port", str(port)], env=env
+            )
+            assert result.exit_code == 2, result.output
+            assert result.output == (
+                f"Error: --metrics-port {port}: {DEFAULT_METRICS_HOST}:{port} is already in use "
+                "by another process\n"
+            )

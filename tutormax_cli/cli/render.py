@@ -76,3 +76,12 @@ def age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """`n` things as an operator reads them: "1 entry", "2,000 entries" (one thousands style)."""
+    if n == 1:
+        return f"1 {singular}"
+    if plural is None:
+        plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{n:,} {plural}"
