@@ -144,6 +144,7 @@ def test_redis_down_is_one_line_and_exit_1() -> None:
 
 
 def test_database_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     result = cli("--database-url", url, "show", "tutors")
     assert result.exit_code == 1
@@ -151,6 +152,22 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
         f"Error: database sqlite:///{tmp_path / 'empty.db'} has no tutormax schema: "
         "run `tutormax db init`\n"
     )
+
+
+def test_a_mistyped_sqlite_path_is_named_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "tutormx.db"
+    message = (
+        f"SQLite database {missing} does not exist: check --database-url, or create it with "
+        "`tutormax db init`"
+    )
+    for command in (["show", "tutors"], ["recompute"], ["status"]):
+        result = cli("--database-url", f"sqlite:///{missing}", *command)
+        assert result.exit_code == 1, command
+        if command == ["status"]:  # the report names every check; one line each off a terminal
+            assert f"✗ {message}\n" in result.stdout
+        else:
+            assert result.stderr == f"Error: {message}\n", command
+        assert not missing.exists(), command
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:

@@ -75,6 +75,7 @@ def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
 
 
 def test_failure_exits_1(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # an existing file without the schema
     result = cli(sqlite_url)
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: database sqlite:///") and result.stderr.endswith(

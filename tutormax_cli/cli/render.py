@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=False)
-"""Tables and reports: stdout."""
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+"""Tables and reports: stdout. Text lines are wrapped to the width only on a terminal: a file,
+a pipe or journald gets each message on one line, whole, for grep (tables keep their width)."""
 
-err = Console(stderr=True, highlight=False)
-"""Progress and messages: stderr, so stdout stays clean for pipes."""
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+"""Progress and messages: stderr, so stdout stays clean for pipes; unwrapped off a terminal."""
 
 TIER_STYLES = {
     "Exemplary": "bold green",
