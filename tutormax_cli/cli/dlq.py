@@ -150,6 +150,18 @@ def purge(
         render.err.print("The dead-letter stream is empty; nothing to purge.")
         return
     if not yes:
-        typer.confirm(f"Delete {count:,} dead letter(s) from {STREAM}?", abort=True, err=True)
+        import click
+
+        question = f"Delete {count:,} dead letter(s) from {STREAM}?"
+        try:
+            confirmed = typer.confirm(question, err=True)
+        except (typer.Abort, click.Abort):  # end of input: no terminal (cron) and nothing piped
+            typer.echo(err=True)  # end the question's line
+            raise UsageError(
+                f"no answer to confirm deleting {count:,} dead letter(s) (no terminal?): "
+                "pass --yes"
+            ) from None
+        if not confirmed:
+            raise typer.Abort()
     deleted = inspect.purge(client, chosen)
     render.err.print(f"Purged {deleted:,} dead letter(s).")

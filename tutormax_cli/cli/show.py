@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 from tutormax_cli.cli import context, metrics_view, render
 from tutormax_cli.errors import UnknownTutor
@@ -37,6 +40,20 @@ def _complete_metric(incomplete: str) -> list[str]:
     return [m for m in METRICS if m.startswith(incomplete)]
 
 
+def _no_metrics(conn: sa.Connection, tutor_id: str) -> UnknownTutor:
+    """Tell an unknown tutor (with the stored spelling, if only the case differs) from a known
+    tutor who has no metric rows yet: the fixes differ (the id vs `tutormax recompute`)."""
+    from tutormax_cli.store.known import suggestions, unknown_tutors
+
+    if not unknown_tutors(conn, [tutor_id]):
+        return UnknownTutor(
+            f"tutor {tutor_id} has no metrics yet: run `tutormax recompute --tutor {tutor_id}`"
+        )
+    hint = suggestions(conn, [tutor_id]).get(tutor_id)
+    fix = f"did you mean {hint}?" if hint else "check the id (`tutormax show tutors`)"
+    return UnknownTutor(f"unknown tutor {tutor_id!r}: {fix}")
+
+
 @app.command("tutor")
 def tutor(
     ctx: typer.Context,
@@ -63,10 +80,7 @@ def tutor(
     with context.database(ctx).connect() as conn:
         rows = latest_for_tutor(conn, tutor_id).to_dicts()
         if not rows:
-            raise UnknownTutor(
-                f"no metrics for tutor {tutor_id!r}: check the id (`tutormax show tutors`), "
-                "or run `tutormax recompute`"
-            )
+            raise _no_metrics(conn, tutor_id)
         doc = views.tutor_document(rows, rules, datetime.now(UTC))
         doc["trend"] = views.trend(history_for_tutor(conn, tutor_id, views.TREND_DAYS), window)
         row = next((r for r in rows if r["window"] == window), None)
