@@ -76,6 +76,9 @@ def test_help_renders_for_every_command() -> None:
         result = runner.invoke(app, [*path.split(), "--help"])
         assert result.exit_code == 0, path
         assert "Usage:" in result.stdout
+        # types an operator can type: a flag takes none, a repeatable option one at a time
+        assert "<bool>" not in result.stdout and "list[" not in result.stdout, path
+        assert "METRICS.md" not in result.stdout, path  # a file a clone does not have
 
 
 def _generator() -> ModuleType:

@@ -10,6 +10,7 @@ from tutormax_cli.cli import (
     db,
     dlq,
     events,
+    help_types,
     ingest,
     pending,
     pipeline,
@@ -23,6 +24,8 @@ from tutormax_cli.cli import (
 )
 from tutormax_cli.cli.context import ErrorHandlingGroup
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
+
+help_types.install()
 
 app = typer.Typer(
     name="tutormax",

@@ -150,12 +150,10 @@ def purge(
         render.err.print("The dead-letter stream is empty; nothing to purge.")
         return
     if not yes:
-        import click
-
         question = f"Delete {count:,} dead letter(s) from {STREAM}?"
         try:
             confirmed = typer.confirm(question, err=True)
-        except (typer.Abort, click.Abort):  # end of input: no terminal (cron) and nothing piped
+        except typer.Abort:  # end of input: no terminal (cron) and nothing piped
             typer.echo(err=True)  # end the question's line
             raise UsageError(
                 f"no answer to confirm deleting {count:,} dead letter(s) (no terminal?): "

@@ -121,7 +121,7 @@ def recompute(
         "sized to a memory budget).",
     ),
     tiers_file: Path | None = typer.Option(
-        None, "--tiers", help="TOML file of tier thresholds (default: METRICS.md §4)."
+        None, "--tiers", help=context.TIERS_HELP
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and report; write nothing."),
     output: Path | None = typer.Option(

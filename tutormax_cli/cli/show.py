@@ -24,7 +24,6 @@ DEFAULT_WINDOW: WindowName = "30day"
 """The window a view shows when not told: a month smooths a bad week without hiding a trend."""
 
 WINDOW_HELP = "The window (7day, 30day or 90day)."
-TIERS_HELP = "Judge flags by this TOML thresholds file."
 
 
 def complete_tier(incomplete: str) -> list[str]:
@@ -58,7 +57,7 @@ def _no_metrics(conn: sa.Connection, tutor_id: str) -> UnknownTutor:
 def tutor(
     ctx: typer.Context,
     tutor_id: str = typer.Argument(..., help="The tutor's id."),
-    tiers_file: Path | None = typer.Option(None, "--tiers", help=TIERS_HELP),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     window: WindowName = typer.Option(
         DEFAULT_WINDOW, "--window", help="The window of the trend and of --explain."
     ),

@@ -40,7 +40,7 @@ def run(
     ),
     metrics_port: int | None = metrics_server.port_option(),
     metrics_host: str = metrics_server.host_option(),
-    tiers_file: Path | None = typer.Option(None, "--tiers", help="TOML tier thresholds."),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Consume session events, recompute the tutors they name, ack after commit.
