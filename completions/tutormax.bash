@@ -49,7 +49,7 @@ _tutormax_options() {
         'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--log-level' '--help' '-h' ;;
-        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
+        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--allow-unknown' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
         'show') printf '%s\n' '--help' '-h' ;;

@@ -256,6 +256,7 @@ complete -c tutormax -n '__tutormax_at \'recompute\'' -l since -x -d 'Backfill e
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l until -x -d 'Last day of the backfill (default: yesterday, UTC)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l changed-since -x -d 'Only tutors whose inputs changed since this instant, as of now; \'auto\' continues from the last successful run'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l tutor -x -d 'Only this tutor (repeatable)'
+complete -c tutormax -n '__tutormax_at \'recompute\'' -l allow-unknown -d 'With --tutor: accept ids the database does not know'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l shard -x -d 'K/N: only tutors whose stable hash mod N is K (split a run)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l chunk-size -x -d 'Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: sized to a memory budget)'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l tiers -r -F -d 'TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)'

@@ -199,3 +199,17 @@ def test_wait_runs_once_the_lock_is_released(seeded: str, engine: sa.Engine) -> 
     assert result.stderr == "Another recompute holds the lock: waiting for it…\n"
     assert result.stdout.startswith("Wrote 36 rows")
     assert count_rows(engine) == 36
+
+
+def test_unknown_tutors_are_refused_unless_allowed(seeded: str, engine: sa.Engine) -> None:
+    refused = cli(seeded, "--as-of", AS_OF, "--tutor", "T0002", "--tutor", "T9999")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "Error: --tutor: unknown tutor T9999 (--allow-unknown to go ahead anyway)\n"
+    )
+    assert count_rows(engine) == 0  # nothing written for the known one either
+    allowed = cli(seeded, "--as-of", AS_OF, "--tutor", "T0002", "--tutor", "T9999",
+                  "--allow-unknown", "--json")  # fmt: skip
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["tutors"] == 1
+    assert count_rows(engine) == 3

@@ -110,6 +110,9 @@ def recompute(
     tutor: list[str] | None = typer.Option(
         None, "--tutor", help="Only this tutor (repeatable). Default: every tutor."
     ),
+    allow_unknown: bool = typer.Option(
+        False, "--allow-unknown", help="With --tutor: accept ids the database does not know."
+    ),
     shard: str | None = typer.Option(
         None, "--shard", help="K/N: only tutors whose stable hash mod N is K (split a run)."
     ),
@@ -120,9 +123,7 @@ def recompute(
         help="Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: "
         "sized to a memory budget).",
     ),
-    tiers_file: Path | None = typer.Option(
-        None, "--tiers", help=context.TIERS_HELP
-    ),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and report; write nothing."),
     output: Path | None = typer.Option(
         None, "--output", help="Export the rows to this .parquet or .csv file instead of writing."
@@ -172,6 +173,11 @@ def recompute(
     )  # fmt: skip
     request.validate()
     engine = context.database(ctx)
+    if tutor and not allow_unknown:
+        from tutormax_cli.store.known import require_known
+
+        with engine.connect() as conn:
+            require_known(conn, tutor)
 
     def waiting() -> None:
         if not quiet:
