@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -71,21 +71,14 @@ def tutor(
 
     Example: tutormax show tutor T0001 --explain --window 7day
     """
-    from tutormax_cli import views
     from tutormax_cli.metrics.tiers import load_tiers
-    from tutormax_cli.store.query import history_for_tutor, latest_for_tutor, tutor_sessions
+    from tutormax_cli.reports import tutor_report
 
     rules = load_tiers(tiers_file)
     with context.database(ctx).connect() as conn:
-        rows = latest_for_tutor(conn, tutor_id).to_dicts()
-        if not rows:
+        doc = tutor_report(conn, tutor_id, rules, datetime.now(UTC), window=window, explain=explain)
+        if doc is None:
             raise _no_metrics(conn, tutor_id)
-        doc = views.tutor_document(rows, rules, datetime.now(UTC))
-        doc["trend"] = views.trend(history_for_tutor(conn, tutor_id, views.TREND_DAYS), window)
-        row = next((r for r in rows if r["window"] == window), None)
-        if explain and row is not None:
-            sessions = tutor_sessions(conn, tutor_id, *views.window_bounds(row))
-            doc["explain"] = views.explain(row, sessions, rules).as_dict()
     if as_json:
         context.print_json(doc)
         return
@@ -140,33 +133,19 @@ def tiers(
 
     Example: tutormax show tiers --window 7day
     """
-    from datetime import timedelta
-
-    from tutormax_cli import views
-    from tutormax_cli.store.query import latest_in_window, newest_metric_date
+    from tutormax_cli.reports import COMPARE_DAYS, tier_report
 
     with context.database(ctx).connect() as conn:
-        newest = newest_metric_date(conn, window)
-        current = latest_in_window(conn, window)
-        week = newest - timedelta(days=7) if newest else None
-        earlier = latest_in_window(conn, window, week) if week else None
-    if earlier is not None and earlier.is_empty():
-        earlier = None
-    dist = views.tier_distribution(current, earlier)
-    doc: dict[str, Any] = {
-        "window": window,
-        "metric_date": newest,
-        "compared_with": week if earlier is not None else None,
-        "tutors": current.height,
-        "tiers": dist.to_dicts(),
-    }
+        doc = tier_report(conn, window)
+    newest, week = doc["metric_date"], doc["compared_with"]
     if as_json:
         context.print_json(doc)
         return
     metrics_view.print_distribution(doc)
-    if earlier is None and newest is not None:
+    if week is None and newest is not None:
         render.err.print(
-            f"No rows on or before {week}: backfill daily snapshots with "
+            f"No rows on or before {newest - timedelta(days=COMPARE_DAYS)}: backfill daily "
+            "snapshots with "
             "`tutormax recompute --as-of DAY` to see the change.",
             soft_wrap=True,
         )

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 
 from tutormax_cli.cli import context, render
-from tutormax_cli.errors import TutormaxError
 
 
 def register(app: typer.Typer) -> None:
@@ -32,43 +31,16 @@ def status(
 
     Example: tutormax status --json | jq .healthy
     """
-    from tutormax_cli import views
-    from tutormax_cli.store.query import active_freshness
-    from tutormax_cli.stream import inspect
+    from tutormax_cli.reports import status_report
     from tutormax_cli.stream.connection import connect
 
     client = connect(context.settings(ctx).redis_url)
-    now_ms = inspect.server_ms(client)
-    groups = inspect.status_groups(client)
-    workers = inspect.live_workers(client)
-    dead = inspect.dead_letter_summary(client)
-    problems, warnings = inspect.assess(groups, workers, dead)
-    fresh: dict[str, Any] | None = None
-    try:
-        with context.database(ctx).connect() as conn:
-            fresh = views.freshness(active_freshness(conn), datetime.now(UTC))
-    except TutormaxError as exc:
-        problems.append(str(exc))
-    doc = {
-        "healthy": not problems,
-        "problems": problems,
-        "warnings": warnings,
-        "workers": [w.as_dict(now_ms) for w in workers],
-        "streams": [
-            {
-                **g.as_dict(),
-                "workers": sum(w.serves(g.stream, g.group) for w in workers),
-            }
-            for g in groups
-        ],
-        "dead_letter": dead.as_dict(),
-        "freshness": fresh,
-    }
+    doc = status_report(client, lambda: context.database(ctx).connect(), datetime.now(UTC))
     if as_json:
         context.print_json(doc)
     else:
         _print(doc)
-    raise typer.Exit(0 if not problems else 1)
+    raise typer.Exit(0 if doc["healthy"] else 1)
 
 
 def _age(value: float | None) -> str:
