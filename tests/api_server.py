@@ -36,10 +36,12 @@ def api_server(
     workers: int = 1,
     log: Path | None = None,
     extra: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Start the server, wait for `/healthz`, yield its base URL; SIGTERM it afterwards and
-    check it shut down (status 0, or death by the re-raised SIGTERM)."""
-    port = free_port()
+    """Start the server (on `port`, or a free one), wait for `/healthz`, yield its base URL;
+    SIGTERM it afterwards and check it shut down (status 0, or death by the re-raised
+    SIGTERM)."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUTORMAX_", "PROMETHEUS_"))}
     env.update(TUTORMAX_DATABASE_URL=database_url, TUTORMAX_REDIS_URL=redis_url)
     if token is not None:

@@ -41,7 +41,7 @@
     const W = 240, H = 90, L = 30, B = 14;
     const present = values.filter((v) => v !== null && v !== undefined);
     const label = LABELS[metric] ?? metric;
-    if (!present.length) return `<figure><figcaption>${esc(label)}</figcaption><p class="muted">no values</p></figure>`;
+    if (!present.length) return `<figure data-metric="${metric}"><figcaption>${esc(label)}</figcaption><p class="muted">no values</p></figure>`;
     const lines = [];
     const parseRule = (r) => (r ? Number(r.replace(/[^\d.\-]/g, "")) : null);
     const g = rule ? parseRule(rule.green) : null, r = rule ? parseRule(rule.red) : null;
