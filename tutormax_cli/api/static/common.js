@@ -87,16 +87,29 @@ const TM = (() => {
     });
     return runs.filter((r) => r.length);
   }
-  function sparkline(values, { width = 120, height = 24, min, max, label = "" } = {}) {
+  function sparkline(values, { width = 120, height = 26, min, max, label = "", levels = 0 } = {}) {
     const present = values.filter((v) => v !== null && v !== undefined);
     if (!present.length) return `<span class="muted">no history</span>`;
     const lo = min ?? Math.min(...present), hi = max ?? Math.max(...present);
+    const pad = 3;
     const x = (i) => (values.length === 1 ? width / 2 : (i * width) / (values.length - 1));
-    const y = (v) => (hi === lo ? height / 2 : height - ((v - lo) * height) / (hi - lo));
+    const y = (v) => (hi === lo ? height / 2 : pad + (height - 2 * pad) * (1 - (v - lo) / (hi - lo)));
+    // faint lines at each level (e.g. each tier), so a flat line still says where it is
+    const grid = Array.from({ length: levels }, (_, i) => {
+      const v = lo + (i * (hi - lo)) / Math.max(levels - 1, 1);
+      return `<line class="grid" x1="0" x2="${width}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}"/>`;
+    }).join("");
     const lines = pathPoints(values, x, y).map((p) => (p.length === 1
       ? `<circle cx="${p[0].split(",")[0]}" cy="${p[0].split(",")[1]}" r="1.8" fill="currentColor"/>`
       : `<polyline points="${p.join(" ")}"/>`)).join("");
-    return `<svg class="spark" role="img" aria-label="${esc(label)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${lines}</svg>`;
+    let end = "";
+    for (let i = values.length - 1; i >= 0; i -= 1) {
+      if (values[i] !== null && values[i] !== undefined) {
+        end = `<circle cx="${x(i).toFixed(1)}" cy="${y(values[i]).toFixed(1)}" r="2.4" fill="currentColor"/>`;
+        break;
+      }
+    }
+    return `<svg class="spark" role="img" aria-label="${esc(label)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><title>${esc(label)}</title>${grid}${lines}${end}</svg>`;
   }
 
   // The live feed: reconnect with backoff (1 s doubling to 30 s, jittered), a banner while

@@ -47,7 +47,7 @@
         <td><a href="/tutors/${encodeURIComponent(t.tutor_id)}?window=${encodeURIComponent(doc.window)}">${esc(t.tutor_id)}</a></td>
         <td>${tierBadge(t.performance_tier)}</td>
         <td class="flags-cell"><ul class="flags">${flags}</ul></td>
-        <td class="trend">${sparkline(ranks, { min: 0, max: TIERS.length - 1, label })}<span class="visually-hidden">${esc(label)}</span></td>
+        <td class="trend tier-${TM.slug(t.performance_tier)}">${sparkline(ranks, { min: 0, max: TIERS.length - 1, label, levels: TIERS.length })}<span class="visually-hidden">${esc(label)}</span></td>
         <td class="hide-narrow">${timeEl(t.calculation_date)}</td>
       </tr>`;
     }).join("");
