@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -157,18 +157,18 @@ def needs_action(
         listed.append((NEEDS_ACTION.index(row["performance_tier"]), -len(reds), row, flags, reds))
     listed.sort(key=lambda item: (item[0], item[1], item[2]["tutor_id"]))
     shown = listed[:limit]
-    since = _trend_start([item[2]["metric_date"] for item in shown])
-    history = (
-        history_for_tutors(conn, [item[2]["tutor_id"] for item in shown], window, since)
-        if shown
-        else None
+    tutors: list[dict[str, Any]] = []
+    if not shown:
+        return {"window": window, "tiers": list(NEEDS_ACTION), "count": 0, "tutors": tutors}
+    first = min(item[2]["metric_date"] for item in shown)  # one read for everyone's 30 days
+    history = history_for_tutors(
+        conn,
+        [item[2]["tutor_id"] for item in shown],
+        window,
+        first - timedelta(days=views.TREND_DAYS - 1),
     )
-    tutors = []
     for _, _, row, flags, reds in shown:
-        mine = (
-            history.filter(pl.col("tutor_id") == row["tutor_id"]) if history is not None else None
-        )
-        trend = views.trend(mine, window) if mine is not None else {"dates": [], "tiers": []}
+        trend = views.trend(history.filter(pl.col("tutor_id") == row["tutor_id"]), window)
         tutors.append(
             {
                 "tutor_id": row["tutor_id"],
@@ -185,12 +185,6 @@ def needs_action(
             }
         )
     return {"window": window, "tiers": list(NEEDS_ACTION), "count": len(listed), "tutors": tutors}
-
-
-def _trend_start(days: list[date]) -> date:
-    """The first metric date any listed tutor's 30-day trend needs."""
-    newest = max(days) if days else date.today()
-    return min([*days, newest]) - timedelta(days=views.TREND_DAYS - 1)
 
 
 # -- tier changes -----------------------------------------------------------------------------
