@@ -22,7 +22,7 @@ _tutormax_commands() {
 
 _tutormax_options() {
     case "$1" in
-        '') printf '%s\n' '--database-url' '--redis-url' '--install-completion' '--show-completion' '--help' '-h' ;;
+        '') printf '%s\n' '--database-url' '--redis-url' '--version' '--install-completion' '--show-completion' '--help' '-h' ;;
         'api') printf '%s\n' '--help' '-h' ;;
         'api openapi') printf '%s\n' '--output' '-o' '--help' '-h' ;;
         'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--log-level' '--help' '-h' ;;
@@ -42,8 +42,8 @@ _tutormax_options() {
         'dlq show') printf '%s\n' '--json' '--help' '-h' ;;
         'dlq stats') printf '%s\n' '--reason' '--since' '--json' '--help' '-h' ;;
         'events') printf '%s\n' '--help' '-h' ;;
-        'events complete') printf '%s\n' '--stream' '--help' '-h' ;;
-        'events publish') printf '%s\n' '--tutor' '--session' '--stream' '--envelope' '--help' '-h' ;;
+        'events complete') printf '%s\n' '--stream' '--validate-only' '--help' '-h' ;;
+        'events publish') printf '%s\n' '--tutor' '--session' '--stream' '--envelope' '--allow-unknown' '--help' '-h' ;;
         'events replay') printf '%s\n' '--since' '--stream' '--help' '-h' ;;
         'groups') printf '%s\n' '--stream' '--json' '--help' '-h' ;;
         'groups delete') printf '%s\n' '--stream' '--yes' '-y' '--force' '--help' '-h' ;;
@@ -56,8 +56,8 @@ _tutormax_options() {
         'ingest tutors') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--watch' '--count' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--log-level' '--help' '-h' ;;
-        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--log-level' '--help' '-h' ;;
+        'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--allow-unknown' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
         'show') printf '%s\n' '--help' '-h' ;;
@@ -71,7 +71,7 @@ _tutormax_options() {
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
         'worker health') printf '%s\n' '--stream' '--group' '--json' '--help' '-h' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--tiers' '--log-level' '--help' '-h' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--log-level' '--help' '-h' ;;
     esac
 }
 
@@ -97,7 +97,7 @@ _tutormax_valued() {
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' '--watch' '--count' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--log-level' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show tiers') printf '%s\n' '--window' ;;
@@ -107,7 +107,7 @@ _tutormax_valued() {
         'tiers simulate') printf '%s\n' '--window' '--limit' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--tiers' '--log-level' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--log-level' ;;
     esac
 }
 

@@ -76,6 +76,9 @@ def test_help_renders_for_every_command() -> None:
         result = runner.invoke(app, [*path.split(), "--help"])
         assert result.exit_code == 0, path
         assert "Usage:" in result.stdout
+        # types an operator can type: a flag takes none, a repeatable option one at a time
+        assert "<bool>" not in result.stdout and "list[" not in result.stdout, path
+        assert "METRICS.md" not in result.stdout, path  # a file a clone does not have
 
 
 def _generator() -> ModuleType:
@@ -144,6 +147,7 @@ def test_redis_down_is_one_line_and_exit_1() -> None:
 
 
 def test_database_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     result = cli("--database-url", url, "show", "tutors")
     assert result.exit_code == 1
@@ -151,6 +155,22 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
         f"Error: database sqlite:///{tmp_path / 'empty.db'} has no tutormax schema: "
         "run `tutormax db init`\n"
     )
+
+
+def test_a_mistyped_sqlite_path_is_named_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "tutormx.db"
+    message = (
+        f"SQLite database {missing} does not exist: check --database-url, or create it with "
+        "`tutormax db init`"
+    )
+    for command in (["show", "tutors"], ["recompute"], ["status"]):
+        result = cli("--database-url", f"sqlite:///{missing}", *command)
+        assert result.exit_code == 1, command
+        if command == ["status"]:  # the report names every check; one line each off a terminal
+            assert f"✗ {message}\n" in result.stdout
+        else:
+            assert result.stderr == f"Error: {message}\n", command
+        assert not missing.exists(), command
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -211,3 +231,33 @@ def test_tables_to_stdout_messages_to_stderr(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "Exemplary" in result.stdout and "No metrics yet" not in result.stdout
     assert result.stderr == "No metrics yet: run `tutormax recompute`.\n"
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"tutormax {version('tutormax-cli')}\n"
+
+
+def test_a_busy_metrics_port_is_named_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from tutormax_cli.cli.metrics_server import DEFAULT_METRICS_HOST
+
+    with socket.socket() as busy:
+        busy.bind((DEFAULT_METRICS_HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"TUTORMAX_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+        CliRunner().invoke(app, ["db", "init"], env=env)
+        for command in (["worker", "run"], ["pipeline", "run"]):
+            result = CliRunner().invoke(
+                app, [*command, "--burst", "--metrics-port", str(port)], env=env
+            )
+            assert result.exit_code == 2, result.output
+            assert result.output == (
+                f"Error: --metrics-port {port}: {DEFAULT_METRICS_HOST}:{port} is already in use "
+                "by another process\n"
+            )

@@ -234,6 +234,11 @@ def test_dlq_purge_asks_first(rclient: redis.Redis, redis_url: str) -> None:
     declined = run(redis_url, "dlq", "purge", "--all", input="n\n")
     assert declined.exit_code == 1 and rclient.xlen(DLQ) == 3
     assert "Delete 3 dead letter(s)" in declined.stderr
+    no_terminal = run(redis_url, "dlq", "purge", "--all")  # no input at all, as under cron
+    assert no_terminal.exit_code == 2 and rclient.xlen(DLQ) == 3
+    assert no_terminal.stderr.endswith(
+        "Error: no answer to confirm deleting 3 dead letter(s) (no terminal?): pass --yes\n"
+    )
     accepted = run(redis_url, "dlq", "purge", ids[0], input="y\n")
     assert accepted.exit_code == 0 and rclient.xlen(DLQ) == 2
     forced = run(redis_url, "dlq", "purge", "--all", "--yes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -124,6 +125,7 @@ def test_db_init_and_status_cli(sqlite_url: str) -> None:
 
 
 def test_commands_before_db_init_name_the_fix(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # an existing file without the schema
     result = CliRunner().invoke(app, ["--database-url", sqlite_url, "recompute"])
     assert result.exit_code == 1
     assert result.output.strip() == (

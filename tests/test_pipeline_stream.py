@@ -16,6 +16,7 @@ from tutormax_cli.cli.app import app
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
+from tutormax_cli.stream import events
 
 
 def test_raw_completion_reaches_the_metrics_table(
@@ -38,9 +39,15 @@ def test_raw_completion_reaches_the_metrics_table(
     (tmp_path / "good.json").write_text(json.dumps(good))
     env = dict(os.environ, TUTORMAX_DATABASE_URL=sqlite_url, TUTORMAX_REDIS_URL=redis_url)
     runner = CliRunner()
-    for arg in ("@" + str(tmp_path / "good.json"), json.dumps(bad)):
-        result = runner.invoke(app, ["events", "complete", arg], env=env)
-        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["events", "complete", "@" + str(tmp_path / "good.json")], env=env)
+    assert result.exit_code == 0, result.output
+    # `events complete` refuses what the pipeline would dead-letter; a producer that does not
+    # validate still reaches the pipeline, which must dead-letter it
+    result = runner.invoke(app, ["events", "complete", json.dumps(bad)], env=env)
+    assert result.exit_code == 1 and "LIVE-2 is not a valid completion: engagement_score" in (
+        result.output
+    ), result.output
+    rclient.xadd(keys.SESSIONS_STREAM, events.envelope(bad, channel=keys.SESSIONS_STREAM))
     rclient.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})
     result = runner.invoke(app, ["pipeline", "run", "--burst"], env=env)
     assert result.exit_code == 0, result.output
@@ -58,3 +65,38 @@ def test_raw_completion_reaches_the_metrics_table(
     doc = json.loads(result.output)
     assert doc["windows"]["7day"]["sessions_scheduled"] == 1
     assert doc["windows"]["7day"]["engagement_score"] == 56.0  # 0.4*0 logins + 0.4*90 + 0.2*100
+
+
+def test_events_complete_validates_before_publishing(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    tables = recent_sample(tutors=2)
+    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
+    env = dict(os.environ, TUTORMAX_DATABASE_URL=sqlite_url, TUTORMAX_REDIS_URL=redis_url)
+    runner = CliRunner()
+    two_fields = json.dumps({"session_id": "S1", "tutor_id": "T0001"})
+    result = runner.invoke(app, ["events", "complete", two_fields], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: S1 is not a valid completion: student_id: missing;")
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+    good = {
+        "session_id": "OK-1", "tutor_id": "T0001", "student_id": "S00001",
+        "session_number": 1, "scheduled_start": start, "actual_start": start,
+        "duration_minutes": 60, "subject": "Math", "session_type": "1-on-1",
+        "tutor_initiated_reschedule": False, "no_show": False, "late_start_minutes": 0,
+        "technical_issues": False,
+    }  # fmt: skip
+    unknown_tutor = json.dumps({**good, "tutor_id": "T9999"})
+    result = runner.invoke(app, ["events", "complete", unknown_tutor], env=env)
+    assert result.exit_code == 1 and "tutor_id" in result.output, result.output
+    result = runner.invoke(
+        app, ["events", "complete", "--validate-only", json.dumps(good)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "OK-1 is valid; nothing published" in result.output
+    assert rclient.xlen(keys.SESSIONS_STREAM) == 0
+    result = runner.invoke(app, ["events", "complete", json.dumps(good)], env=env)
+    assert result.exit_code == 0, result.output
+    assert rclient.xlen(keys.SESSIONS_STREAM) == 1

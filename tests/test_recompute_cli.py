@@ -4,6 +4,8 @@ formats, exports, and the run lock seen from the command line."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -75,6 +77,7 @@ def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:
 
 
 def test_failure_exits_1(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # an existing file without the schema
     result = cli(sqlite_url)
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: database sqlite:///") and result.stderr.endswith(
@@ -198,3 +201,62 @@ def test_wait_runs_once_the_lock_is_released(seeded: str, engine: sa.Engine) -> 
     assert result.stderr == "Another recompute holds the lock: waiting for it…\n"
     assert result.stdout.startswith("Wrote 36 rows")
     assert count_rows(engine) == 36
+
+
+def test_unknown_tutors_are_refused_unless_allowed(seeded: str, engine: sa.Engine) -> None:
+    refused = cli(seeded, "--as-of", AS_OF, "--tutor", "T0002", "--tutor", "T9999")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "Error: --tutor: unknown tutor T9999 (--allow-unknown to go ahead anyway)\n"
+    )
+    assert count_rows(engine) == 0  # nothing written for the known one either
+    allowed = cli(seeded, "--as-of", AS_OF, "--tutor", "T0002", "--tutor", "T9999",
+                  "--allow-unknown", "--json")  # fmt: skip
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["tutors"] == 1
+    assert count_rows(engine) == 3
+
+
+def test_ctrl_c_says_what_was_committed_and_how_to_finish(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORMAX_")}
+    env["TUTORMAX_DATABASE_URL"] = url
+    tutormax = [sys.executable, "-m", "tutormax_cli"]
+    subprocess.run([*tutormax, "db", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*tutormax, "sample", "generate", "--tutors", "200", "--days", "60",
+                    "--seed", "3", "--end", "2026-03-01T00:00:00Z"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*tutormax, "recompute", "--since", "2026-01-01", "--until", "2026-02-28",
+         "--chunk-size", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    engine = sa.create_engine(url)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # interrupt mid-run
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT count(*) FROM tutor_performance_metrics")).scalar():
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert out == b""
+    match = re.search(
+        rb"Interrupted: (\d+) of (\d+) chunks written and committed\. Run the same command again "
+        rb"to finish: chunks already written are upserted again unchanged\.\n$",
+        err,
+    )
+    assert match, err
+    with engine.connect() as conn:
+        tutors = conn.execute(
+            sa.text("SELECT count(DISTINCT tutor_id) FROM tutor_performance_metrics")
+        ).scalar()
+    done, total = int(match.group(1)), int(match.group(2))
+    assert 1 <= done < total and 1 <= tutors <= done  # chunks of one tutor, committed ones only
+    engine.dispose()

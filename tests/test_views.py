@@ -295,13 +295,21 @@ def test_show_errors(sqlite_url: str) -> None:
     from tutormax_cli.store.db import open_engine
     from tutormax_cli.store.migrate import upgrade
 
-    upgrade(open_engine(sqlite_url))
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
     unknown = cli(sqlite_url, "show", "tutor", "T404")
     assert unknown.exit_code == 1
     assert unknown.stderr == (
-        "Error: no metrics for tutor 'T404': check the id (`tutormax show tutors`), "
-        "or run `tutormax recompute`\n"
+        "Error: unknown tutor 'T404': check the id (`tutormax show tutors`)\n"
     )
+    save_tables(engine, {"tutors": sample(tutors=1, days=1)["tutors"]})
+    no_rows = cli(sqlite_url, "show", "tutor", "T0001")
+    assert no_rows.exit_code == 1
+    assert no_rows.stderr == (
+        "Error: tutor T0001 has no metrics yet: run `tutormax recompute --tutor T0001`\n"
+    )
+    case = cli(sqlite_url, "show", "tutor", "t0001")
+    assert case.stderr == "Error: unknown tutor 't0001': did you mean T0001?\n"
     empty = cli(sqlite_url, "show", "tutors", "--json")
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
     bad_tier = cli(sqlite_url, "show", "tutors", "--tier", "Great")

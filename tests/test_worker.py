@@ -338,6 +338,17 @@ def test_events_publish_and_replay(sqlite_url: str, redis_url: str, rclient: red
         app, ["events", "publish", "--tutor", "T0001", "--tutor", "T0002", "--envelope"], env=env
     )
     assert result.exit_code == 0, result.output
+    assert "Published 2 entries to" in result.output
+    # a mistyped tutor is refused, with the stored spelling suggested, and nothing is published
+    result = runner.invoke(
+        app, ["events", "publish", "--tutor", "t0001", "--tutor", "T9999"], env=env
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --tutor: unknown tutors t0001 (did you mean T0001?), T9999 "
+        "(--allow-unknown to go ahead anyway)\n"
+    )
+    assert rclient.xlen(STREAM) == 2
     result = runner.invoke(app, ["events", "replay", "--since", "2000-01-01"], env=env)
     assert result.exit_code == 0, result.output
     entries = rclient.xrange(STREAM)

@@ -31,6 +31,7 @@ from starlette.websockets import WebSocketDisconnect
 from tutormax_cli.api import models
 from tutormax_cli.api.completion import InvalidCompletion, NotPublished, complete_session
 from tutormax_cli.api.config import ApiConfig
+from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
 from tutormax_cli.api.live import Subscription, UpdateHub
 from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
@@ -359,6 +360,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         """Each update of any tutor's metrics."""
         await follow(ws, None)
 
+    app.include_router(dashboard_router(services.engine, services.redis_client))
     return app
 
 

@@ -5,7 +5,8 @@ watch` uses) and hands each batch to the event loop, where every subscription wh
 matches gets it on its own bounded queue. A client that falls `queue_size` updates behind is
 disconnected (close code 1013, "try again later") rather than letting its queue grow: it can
 reconnect and read the current rows from `GET /api/tutors/{id}/metrics`. A lost Redis
-connection is retried every second; subscribers stay connected meanwhile.
+connection is retried with backoff (1 s doubling to 30 s) and logged once when it is lost and
+once when it is back, not every second; subscribers stay connected meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,8 @@ log = logging.getLogger("tutormax.api.live")
 
 QUEUE_SIZE = 1_000
 RETRY_SECONDS = 1.0
+"""First wait after a lost connection; it doubles up to `MAX_RETRY_SECONDS`."""
+MAX_RETRY_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -91,6 +95,8 @@ class UpdateHub:
     def _follow(self) -> None:
         client: redis.Redis | None = None
         after: str | None = None
+        delay = RETRY_SECONDS
+        lost_at: float | None = None  # monotonic time the connection was lost, while it is
         while not self._stop.is_set():
             try:
                 if client is None:
@@ -101,10 +107,21 @@ class UpdateHub:
                     client, after, block_ms=self.block_ms, stream=self.stream
                 )
             except (redis.RedisError, OSError, TutormaxError) as exc:
-                log.warning("following %s: %s; retrying in %.0f s", self.stream, exc, RETRY_SECONDS)
+                if lost_at is None:  # one line per state change, not one per retry
+                    lost_at = time.monotonic()
+                    log.warning(
+                        "following %s: %s; retrying with backoff up to %.0f s",
+                        self.stream, exc, MAX_RETRY_SECONDS,
+                    )  # fmt: skip
                 client = None
-                self._stop.wait(RETRY_SECONDS)
+                self._stop.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
+            if lost_at is not None:
+                log.warning(
+                    "following %s again after %.0f s", self.stream, time.monotonic() - lost_at
+                )
+                lost_at, delay = None, RETRY_SECONDS
             if updates and self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._deliver, updates)
 

@@ -12,6 +12,7 @@ from tutormax_cli.cli import (
     dlq,
     events,
     groups,
+    help_types,
     ingest,
     pending,
     pipeline,
@@ -25,6 +26,8 @@ from tutormax_cli.cli import (
 )
 from tutormax_cli.cli.context import ErrorHandlingGroup
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
+
+help_types.install()
 
 app = typer.Typer(
     name="tutormax",
@@ -57,6 +60,13 @@ def root(
         "(beside a SQLite file, in .tutormax/) (or a file named by TUTORMAX_REDIS_URL_FILE).",
         show_default=True,
     ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=lambda value: _print_version() if value else None,
+        help="Print the installed tutormax version and exit.",
+    ),
 ) -> None:
     """Real-time and batch tutor performance metrics for TutorMax."""
     # an option or the variable itself wins; `TUTORMAX_*_URL_FILE` only replaces the default
@@ -65,6 +75,18 @@ def root(
     if _defaulted(ctx, "redis_url"):
         redis_url = from_file("TUTORMAX_REDIS_URL") or redis_url
     ctx.obj = Settings(database_url=database_url, redis_url=redis_url)
+
+
+def _print_version() -> None:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        text = installed("tutormax-cli")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        text = "unknown (not installed)"
+    typer.echo(f"tutormax {text}")
+    raise typer.Exit(0)
 
 
 def _defaulted(ctx: typer.Context, name: str) -> bool:

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 
+TIERS_HELP = (
+    "TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; "
+    "`tutormax tiers show --toml` prints them to copy and edit)."
+)
+"""The `--tiers` help of every command that judges tiers: one text, so they cannot drift."""
+
+
 def settings(ctx: typer.Context) -> Settings:
     """The settings the root callback built."""
     root = ctx.find_root()

@@ -291,8 +291,16 @@ def purge(
         )
         return
     if not yes:
-        typer.confirm(
-            f"Delete {len(letters):,} dead letter(s) from {STREAM}?", abort=True, err=True
-        )
+        question = f"Delete {len(letters):,} dead letter(s) from {STREAM}?"
+        try:
+            confirmed = typer.confirm(question, err=True)
+        except typer.Abort:  # end of input: no terminal (cron) and nothing piped
+            typer.echo(err=True)  # end the question's line
+            raise UsageError(
+                f"no answer to confirm deleting {len(letters):,} dead letter(s) (no terminal?): "
+                "pass --yes"
+            ) from None
+        if not confirmed:
+            raise typer.Abort()
     deleted = dead_letters.purge(client, letters)
     render.err.print(f"Purged {deleted:,} dead letter(s).")

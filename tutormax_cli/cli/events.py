@@ -21,14 +21,25 @@ def publish(
     as_envelope: bool = typer.Option(
         False, "--envelope", help="Write a checksummed envelope instead of flat fields."
     ),
+    allow_unknown: bool = typer.Option(
+        False, "--allow-unknown", help="Publish tutors the database does not know (no check)."
+    ),
 ) -> None:
     """Add one entry per tutor to the metrics stream, as a producer would.
+
+    The tutors are checked against the database first: a mistyped id is an error naming it,
+    not an entry the worker silently computes nothing for.
 
     Example: tutormax events publish --tutor T0001 --session SES000042
     """
     from tutormax_cli.stream import events
     from tutormax_cli.stream.producer import publish as xadd_all
 
+    if not allow_unknown:
+        from tutormax_cli.store.known import require_known
+
+        with context.database(ctx).connect() as conn:
+            require_known(conn, tutor)
     client = context.redis(ctx)
     entries = [
         events.envelope({"tutor_id": t, "session_id": session}, channel=stream)
@@ -37,7 +48,7 @@ def publish(
         for t in tutor
     ]
     ids = xadd_all(client, stream, entries)
-    render.err.print(f"Published {len(ids)} entries to {stream}: {', '.join(ids)}")
+    render.err.print(f"Published {render.count(len(ids), 'entry')} to {stream}: {', '.join(ids)}")
 
 
 @app.command("complete")
@@ -47,8 +58,15 @@ def complete(
         ..., help="The session as a JSON object, or @FILE holding one."
     ),
     stream: str = typer.Option(keys.SESSIONS_STREAM, "--stream", help="Raw completions stream."),
+    validate_only: bool = typer.Option(
+        False, "--validate-only", help="Check the completion against the contract; publish nothing."
+    ),
 ) -> None:
     """Put one raw session completion (an envelope) on the pipeline's input stream.
+
+    The completion goes through the pipeline's own validation (types, domain rules, references
+    to the database) before it is published, so a bad one is refused here, naming its fields,
+    instead of becoming a dead letter later.
 
     Example: tutormax events complete @session.json && tutormax pipeline run --burst
     """
@@ -68,12 +86,31 @@ def complete(
     try:
         data = json.loads(source)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"completion is not JSON: {exc.msg} at {exc.pos}") from None
+        raise UsageError(
+            f"completion is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(data, dict):
         raise UsageError("completion must be a JSON object of session fields")
+    _validate_completion(ctx, data)
+    if validate_only:
+        render.err.print(f"Completion {data.get('session_id')} is valid; nothing published.")
+        return
     client = context.redis(ctx)
     ids = xadd_all(client, stream, [events.envelope(data, channel=stream, source="cli")])
     render.err.print(f"Published completion {data.get('session_id')} to {stream}: {ids[0]}")
+
+
+def _validate_completion(ctx: typer.Context, data: dict[str, object]) -> None:
+    """Refuse (exit 1, one line naming the fields) a completion the pipeline would reject."""
+    from tutormax_cli.errors import TutormaxError
+    from tutormax_cli.pipeline.readers import REASON, records_frame
+    from tutormax_cli.pipeline.validate import DatabaseReferences, validate
+
+    with context.database(ctx).connect() as conn:
+        _, rejects = validate("sessions", records_frame([data]), DatabaseReferences(conn))
+    if rejects.height:
+        session = data.get("session_id") or "completion"
+        raise TutormaxError(f"{session} is not a valid completion: {rejects.item(0, REASON)}")
 
 
 @app.command("replay")
@@ -96,4 +133,4 @@ def replay(
     client = context.redis(ctx)
     with engine.connect() as conn:
         ids = xadd_all(client, stream, session_envelopes(conn, at, channel=stream))
-    render.err.print(f"Replayed {len(ids)} sessions onto {stream}.")
+    render.err.print(f"Replayed {render.count(len(ids), 'session')} onto {stream}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, render
+from tutormax_cli.cli import context, metrics_server
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -30,9 +30,8 @@ def run(
     burst: bool = typer.Option(
         False, "--burst", help="Exit once nothing is new, pending or claimable."
     ),
-    metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Serve Prometheus metrics on this port."
-    ),
+    metrics_port: int | None = metrics_server.port_option(),
+    metrics_host: str = metrics_server.host_option(),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Validate, persist and publish raw session completions; ack after commit.
@@ -60,11 +59,7 @@ def run(
     engine = context.database(ctx)
     client = context.redis(ctx)
     metrics = WorkerMetrics("tutormax_pipeline")
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, registry=metrics.registry)
-        render.err.print(f"Prometheus metrics on http://0.0.0.0:{metrics_port}/metrics")
+    metrics_server.serve(metrics_host, metrics_port, metrics.registry)
     consumer_ = PipelineConsumer(client, engine, config, metrics=metrics)
     install_signal_handlers(consumer_)
     consumer_.run()

@@ -18,7 +18,11 @@ from tutormax_cli.cli import context, render
 from tutormax_cli.errors import LockHeld, UsageError
 
 if TYPE_CHECKING:
-    from tutormax_cli.recompute import ChunkProgress, RecomputeResult
+    from collections.abc import Callable
+
+    import sqlalchemy as sa
+
+    from tutormax_cli.recompute import ChunkProgress, RecomputeRequest, RecomputeResult
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +57,37 @@ def _bars(enabled: bool) -> Iterator[ChunkProgress | None]:
             bars.update(tasks[phase], completed=done, total=total)
 
         yield advance
+
+
+def _run(
+    engine: sa.Engine, request: RecomputeRequest, *, quiet: bool, on_wait: Callable[[], None]
+) -> RecomputeResult:
+    """Run with progress bars; on Ctrl-C say what is committed and how to finish (exit 130)."""
+    from tutormax_cli.recompute import run
+
+    written = [0, 0]  # chunks written (each is committed on its own), chunks planned
+
+    def track(bars: ChunkProgress | None) -> ChunkProgress:
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase == "write":
+                written[:] = [done, total]
+            if bars is not None:
+                bars(phase, done, total)
+
+        return progress
+
+    try:
+        with _bars(not quiet) as bars:
+            return run(engine, request, progress=track(bars), on_wait=on_wait)
+    except KeyboardInterrupt:
+        done, total = written
+        what = "written and committed" if request.write else "computed (nothing written)"
+        render.err.print(
+            f"Interrupted: {done:,} of {total or '?'} chunks {what}. Run the same command again "
+            "to finish: chunks already written are upserted again unchanged.",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(130) from None
 
 
 def summary_line(r: RecomputeResult) -> str:
@@ -110,6 +145,9 @@ def recompute(
     tutor: list[str] | None = typer.Option(
         None, "--tutor", help="Only this tutor (repeatable). Default: every tutor."
     ),
+    allow_unknown: bool = typer.Option(
+        False, "--allow-unknown", help="With --tutor: accept ids the database does not know."
+    ),
     shard: str | None = typer.Option(
         None, "--shard", help="K/N: only tutors whose stable hash mod N is K (split a run)."
     ),
@@ -120,9 +158,7 @@ def recompute(
         help="Tutors per chunk (default: 5000 on PostgreSQL, 1000 on SQLite; backfills: "
         "sized to a memory budget).",
     ),
-    tiers_file: Path | None = typer.Option(
-        None, "--tiers", help="TOML file of tier thresholds (default: METRICS.md §4)."
-    ),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute and report; write nothing."),
     output: Path | None = typer.Option(
         None, "--output", help="Export the rows to this .parquet or .csv file instead of writing."
@@ -145,7 +181,7 @@ def recompute(
     Example: tutormax recompute --since 2026-01-01 --until 2026-01-31 --shard 0/4 --quiet
     """
     from tutormax_cli.metrics.tiers import load_tiers
-    from tutormax_cli.recompute import RecomputeRequest, Shard, run
+    from tutormax_cli.recompute import RecomputeRequest, Shard
 
     context.imports_done()
 
@@ -172,14 +208,18 @@ def recompute(
     )  # fmt: skip
     request.validate()
     engine = context.database(ctx)
+    if tutor and not allow_unknown:
+        from tutormax_cli.store.known import require_known
+
+        with engine.connect() as conn:
+            require_known(conn, tutor)
 
     def waiting() -> None:
         if not quiet:
             render.err.print("Another recompute holds the lock: waiting for it…")
 
     try:
-        with _bars(not quiet) as progress:
-            result = run(engine, request, progress=progress, on_wait=waiting)
+        result = _run(engine, request, quiet=quiet, on_wait=waiting)
     except LockHeld:
         if quiet:
             raise typer.Exit(0) from None

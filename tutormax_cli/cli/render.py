@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=False)
-"""Tables and reports: stdout."""
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+"""Tables and reports: stdout. Text lines are wrapped to the width only on a terminal: a file,
+a pipe or journald gets each message on one line, whole, for grep (tables keep their width)."""
 
-err = Console(stderr=True, highlight=False)
-"""Progress and messages: stderr, so stdout stays clean for pipes."""
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+"""Progress and messages: stderr, so stdout stays clean for pipes; unwrapped off a terminal."""
 
 TIER_STYLES = {
     "Exemplary": "bold green",
@@ -76,3 +78,12 @@ def age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """`n` things as an operator reads them: "1 entry", "2,000 entries" (one thousands style)."""
+    if n == 1:
+        return f"1 {singular}"
+    if plural is None:
+        plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{n:,} {plural}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 from tutormax_cli.cli import context, metrics_view, render
 from tutormax_cli.errors import UnknownTutor
@@ -21,7 +24,6 @@ DEFAULT_WINDOW: WindowName = "30day"
 """The window a view shows when not told: a month smooths a bad week without hiding a trend."""
 
 WINDOW_HELP = "The window (7day, 30day or 90day)."
-TIERS_HELP = "Judge flags by this TOML thresholds file."
 
 
 def complete_tier(incomplete: str) -> list[str]:
@@ -37,11 +39,25 @@ def _complete_metric(incomplete: str) -> list[str]:
     return [m for m in METRICS if m.startswith(incomplete)]
 
 
+def _no_metrics(conn: sa.Connection, tutor_id: str) -> UnknownTutor:
+    """Tell an unknown tutor (with the stored spelling, if only the case differs) from a known
+    tutor who has no metric rows yet: the fixes differ (the id vs `tutormax recompute`)."""
+    from tutormax_cli.store.known import suggestions, unknown_tutors
+
+    if not unknown_tutors(conn, [tutor_id]):
+        return UnknownTutor(
+            f"tutor {tutor_id} has no metrics yet: run `tutormax recompute --tutor {tutor_id}`"
+        )
+    hint = suggestions(conn, [tutor_id]).get(tutor_id)
+    fix = f"did you mean {hint}?" if hint else "check the id (`tutormax show tutors`)"
+    return UnknownTutor(f"unknown tutor {tutor_id!r}: {fix}")
+
+
 @app.command("tutor")
 def tutor(
     ctx: typer.Context,
     tutor_id: str = typer.Argument(..., help="The tutor's id."),
-    tiers_file: Path | None = typer.Option(None, "--tiers", help=TIERS_HELP),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     window: WindowName = typer.Option(
         DEFAULT_WINDOW, "--window", help="The window of the trend and of --explain."
     ),
@@ -55,24 +71,14 @@ def tutor(
 
     Example: tutormax show tutor T0001 --explain --window 7day
     """
-    from tutormax_cli import views
     from tutormax_cli.metrics.tiers import load_tiers
-    from tutormax_cli.store.query import history_for_tutor, latest_for_tutor, tutor_sessions
+    from tutormax_cli.reports import tutor_report
 
     rules = load_tiers(tiers_file)
     with context.database(ctx).connect() as conn:
-        rows = latest_for_tutor(conn, tutor_id).to_dicts()
-        if not rows:
-            raise UnknownTutor(
-                f"no metrics for tutor {tutor_id!r}: check the id (`tutormax show tutors`), "
-                "or run `tutormax recompute`"
-            )
-        doc = views.tutor_document(rows, rules, datetime.now(UTC))
-        doc["trend"] = views.trend(history_for_tutor(conn, tutor_id, views.TREND_DAYS), window)
-        row = next((r for r in rows if r["window"] == window), None)
-        if explain and row is not None:
-            sessions = tutor_sessions(conn, tutor_id, *views.window_bounds(row))
-            doc["explain"] = views.explain(row, sessions, rules).as_dict()
+        doc = tutor_report(conn, tutor_id, rules, datetime.now(UTC), window=window, explain=explain)
+        if doc is None:
+            raise _no_metrics(conn, tutor_id)
     if as_json:
         context.print_json(doc)
         return
@@ -127,33 +133,19 @@ def tiers(
 
     Example: tutormax show tiers --window 7day
     """
-    from datetime import timedelta
-
-    from tutormax_cli import views
-    from tutormax_cli.store.query import latest_in_window, newest_metric_date
+    from tutormax_cli.reports import COMPARE_DAYS, tier_report
 
     with context.database(ctx).connect() as conn:
-        newest = newest_metric_date(conn, window)
-        current = latest_in_window(conn, window)
-        week = newest - timedelta(days=7) if newest else None
-        earlier = latest_in_window(conn, window, week) if week else None
-    if earlier is not None and earlier.is_empty():
-        earlier = None
-    dist = views.tier_distribution(current, earlier)
-    doc: dict[str, Any] = {
-        "window": window,
-        "metric_date": newest,
-        "compared_with": week if earlier is not None else None,
-        "tutors": current.height,
-        "tiers": dist.to_dicts(),
-    }
+        doc = tier_report(conn, window)
+    newest, week = doc["metric_date"], doc["compared_with"]
     if as_json:
         context.print_json(doc)
         return
     metrics_view.print_distribution(doc)
-    if earlier is None and newest is not None:
+    if week is None and newest is not None:
         render.err.print(
-            f"No rows on or before {week}: backfill daily snapshots with "
+            f"No rows on or before {newest - timedelta(days=COMPARE_DAYS)}: backfill daily "
+            "snapshots with "
             "`tutormax recompute --as-of DAY` to see the change.",
             soft_wrap=True,
         )

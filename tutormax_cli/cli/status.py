@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from tutormax_cli.cli import context, refresh, render
-from tutormax_cli.errors import TutormaxError, UsageError
+from tutormax_cli.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -64,46 +64,15 @@ def status(
 
 
 def collect(ctx: typer.Context) -> dict[str, Any]:
-    """The status document: what Redis and the database say, each read on its own so that one
-    being down still reports the other, every failure a line in `problems`."""
-    import redis
+    """The status document (`reports.status_report`, shared with the API), the servers named."""
+    from tutormax_cli.reports import status_report
 
-    from tutormax_cli import views
-    from tutormax_cli.store.query import active_freshness
-    from tutormax_cli.stream import dead_letters, entries, groups, health, inspect
-
-    names = context.servers(ctx)
-    problems: list[str] = []
-    warnings: list[str] = []
-    doc: dict[str, Any] = {"healthy": False, **names}
-    try:
-        client = context.redis(ctx)
-        now_ms = entries.server_ms(client)
-        reports = groups.status_groups(client)
-        workers = inspect.live_workers(client)
-        dead = dead_letters.dead_letter_summary(client)
-        problems, warnings = health.assess(reports, workers, dead, names["redis"])
-        doc["workers"] = [{**w.as_dict(now_ms), "state": health.worker_state(w)} for w in workers]
-        doc["streams"] = [
-            {**g.as_dict(), "workers": sum(w.serves(g.stream, g.group) for w in workers)}
-            for g in reports
-        ]
-        doc["dead_letter"] = dead.as_dict()
-    except TutormaxError as exc:
-        problems.append(str(exc))
-    except redis.RedisError as exc:
-        problems.append(context.describe(exc))
-    fresh: dict[str, Any] | None = None
-    try:
-        with context.database(ctx).connect() as conn:
-            fresh = views.freshness(active_freshness(conn), datetime.now(UTC))
-    except TutormaxError as exc:
-        problems.append(str(exc))
-    doc.setdefault("workers", [])
-    doc.setdefault("streams", [])
-    doc.setdefault("dead_letter", None)
-    doc.update(healthy=not problems, problems=problems, warnings=warnings, freshness=fresh)
-    return doc
+    return status_report(
+        lambda: context.redis(ctx),
+        lambda: context.database(ctx).connect(),
+        datetime.now(UTC),
+        names=context.servers(ctx),
+    )
 
 
 def _watch(ctx: typer.Context, seconds: float, count: int | None, as_json: bool) -> int:

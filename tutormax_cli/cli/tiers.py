@@ -78,7 +78,7 @@ def simulate(
 def show(
     tiers_file: Path | None = typer.Argument(
         None,
-        help="A TOML thresholds file (default: the built-in METRICS.md §4 rules).",
+        help="A TOML thresholds file (default: the built-in rules of docs/metrics.md).",
         dir_okay=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, render
+from tutormax_cli.cli import context, metrics_server, render
 
 app = typer.Typer(no_args_is_help=True, help="Run the metrics worker and check its health.")
 
@@ -38,10 +38,9 @@ def run(
     burst: bool = typer.Option(
         False, "--burst", help="Exit once nothing is new, pending, claimable or buffered."
     ),
-    metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Serve Prometheus metrics on this port."
-    ),
-    tiers_file: Path | None = typer.Option(None, "--tiers", help="TOML tier thresholds."),
+    metrics_port: int | None = metrics_server.port_option(),
+    metrics_host: str = metrics_server.host_option(),
+    tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Consume session events, recompute the tutors they name, ack after commit.
@@ -72,11 +71,7 @@ def run(
     engine = context.database(ctx)
     client = context.redis(ctx)
     metrics = WorkerMetrics()
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, registry=metrics.registry)
-        render.err.print(f"Prometheus metrics on http://0.0.0.0:{metrics_port}/metrics")
+    metrics_server.serve(metrics_host, metrics_port, metrics.registry)
     worker = MetricsWorker(client, engine, config, metrics=metrics)
     install_signal_handlers(worker)
     logging.getLogger("tutormax.worker").info(

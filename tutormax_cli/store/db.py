@@ -92,7 +92,16 @@ def current_revision(conn: sa.Connection) -> str | None:
 
 
 def require_schema(engine: sa.Engine) -> None:
-    """Fail with the fix (`tutormax db init`) unless the schema is at this code's revision."""
+    """Fail with the fix (`tutormax db init`) unless the schema is at this code's revision.
+
+    A SQLite file that does not exist is refused before connecting: connecting would create
+    it, and a read command on a mistyped path would leave an empty database behind."""
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise SchemaNotReady(
+            f"SQLite database {path} does not exist: check --database-url, or create it with "
+            "`tutormax db init`"
+        )
     check_connection(engine)
     with engine.connect() as conn:
         revision = current_revision(conn)

@@ -194,3 +194,75 @@ def tutor_sessions(
         *[pl.col(n).cast(pl.Boolean) for n, t in SESSION_DETAIL.items() if t == pl.Boolean],
     )
     return df.filter(pl.col("scheduled_start").is_between(start, end, closed="left"))
+
+
+def _since_filter(conn: sa.Connection, column: str = "metric_date") -> str:
+    """`metric_date >= :since` on either backend (SQLite compares the text's date part)."""
+    if conn.dialect.name == "postgresql":
+        return f"{column} >= CAST(:since AS date)"
+    return f"substr({column}, 1, 10) >= :since"
+
+
+def history_for_tutors(
+    conn: sa.Connection, tutor_ids: Sequence[str], window: str, since: date
+) -> pl.DataFrame:
+    """Several tutors' daily rows of one window from metric date `since` on, in one read
+    (the dashboard's sparklines), sorted by tutor and date."""
+    if not tutor_ids:
+        return _frame([])
+    sql = sa.text(
+        f"SELECT {_columns(conn)} FROM tutor_performance_metrics "
+        f'WHERE "window" = :w AND tutor_id IN :ids AND {_since_filter(conn)}'
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    rows = conn.execute(sql, {"w": window, "ids": list(tutor_ids), "since": since.isoformat()})
+    return _frame(rows.fetchall()).sort("tutor_id", "metric_date")
+
+
+TIER_STEP_LOOKBACK_DAYS = 30
+"""How far before the first day shown a tutor's previous row is looked for."""
+
+
+def tier_steps(
+    conn: sa.Connection, windows: Sequence[str], *, days: int, limit: int
+) -> pl.DataFrame:
+    """Rows whose tier differs from the same tutor's previous row of the window, on the
+    newest `days` metric dates, newest first (at most `limit`): `tutor_id`, `window`,
+    `metric_date`, `calculation_date`, `performance_tier`, `previous_tier`. One statement
+    (LAG over each tutor's rows; SQLite ≥ 3.25 and PostgreSQL both have it)."""
+    newest = [d for d in (newest_metric_date(conn, w) for w in windows) if d is not None]
+    schema = {
+        "tutor_id": pl.String, "window": pl.String, "metric_date": pl.String,
+        "calculation_date": pl.String, "performance_tier": pl.String, "previous_tier": pl.String,
+    }  # fmt: skip
+    if not newest:
+        return pl.DataFrame(schema=schema)
+    first = max(newest) - timedelta(days=days - 1)
+    pg = conn.dialect.name == "postgresql"
+    calc = (
+        "to_char(calculation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+        if pg
+        else "calculation_date"
+    )
+    day = "metric_date::text" if pg else "substr(metric_date, 1, 10)"
+    sql = sa.text(
+        'SELECT tutor_id, "window", d, c, performance_tier, previous_tier FROM ('
+        f'SELECT tutor_id, "window", {day} AS d, {calc} AS c, performance_tier, '
+        'LAG(performance_tier) OVER (PARTITION BY tutor_id, "window" ORDER BY metric_date) '
+        "AS previous_tier FROM tutor_performance_metrics "
+        f'WHERE "window" IN :ws AND {_since_filter(conn)}) steps '
+        "WHERE d >= :first AND previous_tier IS NOT NULL AND previous_tier <> performance_tier "
+        'ORDER BY d DESC, c DESC, tutor_id, "window" LIMIT :n'
+    ).bindparams(sa.bindparam("ws", expanding=True))
+    params = {
+        "ws": list(windows),
+        "since": (first - timedelta(days=TIER_STEP_LOOKBACK_DAYS)).isoformat(),
+        "first": first.isoformat(),
+        "n": limit,
+    }
+    raw = pl.DataFrame(
+        [tuple(r) for r in conn.execute(sql, params).fetchall()], schema=schema, orient="row"
+    )
+    return raw.with_columns(
+        pl.col("metric_date").str.to_date("%Y-%m-%d"),
+        parse_utc(pl.col("calculation_date")).alias("calculation_date"),
+    )
