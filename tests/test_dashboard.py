@@ -121,7 +121,14 @@ def test_report_endpoints_equal_the_cli_and_the_rows(db_url: str, redis_url: str
         only = http.get("/api/tier-changes", params={"window": "90day", "limit": 1000}).json()
         assert {c["window"] for c in only["changes"]} <= {"90day"}
 
-        # worker status: `tutormax status --json`'s document
+        # worker status: `tutormax status --json`'s document (on a stream that exists: a
+        # missing one is "not found", not healthy)
+        import redis
+
+        with redis.Redis.from_url(redis_url) as client:
+            client.xgroup_create(
+                "tutormax:sessions:enrichment", "metrics-workers", id="$", mkstream=True
+            )
         status = http.get("/api/status").json()
         expected = cli_json(db_url, "status", redis_url=redis_url)
         volatile = ("newest_age_s", "oldest_age_s", "lag_s", "idle_s", "inactive_s")
@@ -167,6 +174,12 @@ def test_status_names_an_unreadable_database_as_a_problem(
     import sqlalchemy as sa
 
     seed_with_history(sqlite_url, tutors=2)
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:  # the stream exists: only the database fails
+        client.xgroup_create(
+            "tutormax:sessions:enrichment", "metrics-workers", id="$", mkstream=True
+        )
     with api_server(sqlite_url, redis_url) as base, httpx.Client(base_url=base) as http:
         engine = open_engine(sqlite_url)
         with engine.begin() as conn:

@@ -360,7 +360,14 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         """Each update of any tutor's metrics."""
         await follow(ws, None)
 
-    app.include_router(dashboard_router(services.engine, services.redis_client))
+    from tutormax_cli.stream.connection import describe
+
+    served = config.settings
+    names = {
+        "redis": describe(served.redis_url, served.database_url),
+        "database": served.database_label,
+    }
+    app.include_router(dashboard_router(services.engine, services.redis_client, names))
     return app
 
 

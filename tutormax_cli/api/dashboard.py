@@ -48,7 +48,11 @@ def _window(name: str) -> str:
     return name
 
 
-def dashboard_router(engine: sa.Engine, redis_client: Callable[[], redis.Redis]) -> APIRouter:  # noqa: C901 - one closure per route
+def dashboard_router(  # noqa: C901 - one closure per route
+    engine: sa.Engine,
+    redis_client: Callable[[], redis.Redis],
+    names: dict[str, str] | None = None,
+) -> APIRouter:
     """The pages and report endpoints over one process's database engine and Redis client."""
     from tutormax_cli.metrics.tiers import load_tiers
 
@@ -102,7 +106,7 @@ def dashboard_router(engine: sa.Engine, redis_client: Callable[[], redis.Redis])
     def status() -> Any:
         """As `tutormax status --json`: always 200 while Redis answers, `healthy` false (and
         `problems` saying why) for a backlog no live worker serves or an unreadable database."""
-        return reports.status_report(redis_client(), database, datetime.now(UTC))
+        return reports.status_report(redis_client(), database, datetime.now(UTC), names)
 
     @router.get(
         "/api/needs-action",
