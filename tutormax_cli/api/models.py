@@ -109,6 +109,43 @@ class SessionCompletion(BaseModel):
     feedback: FeedbackIn | None = None
 
 
+class BatchCompletion(SessionCompletion):
+    """One item of `POST /api/sessions:batch`: a completion that names its own session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: Str = Field(min_length=1, max_length=_ID)
+
+
+class ItemError(BaseModel):
+    """A failed rule of one batch item, located inside it (`["feedback", "overall_rating"]`)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ItemResult(BaseModel):
+    """What became of one batch item: `status` is what a single post would have answered (202,
+    422 with `errors`, 409 or 503 with `detail`)."""
+
+    index: int
+    session_id: str | None
+    status: int
+    feedback_id: str | None = None
+    errors: list[ItemError] | None = None
+    detail: str | None = None
+
+
+class BatchResult(BaseModel):
+    """Per-item outcomes of a batch, in the order sent; retry the items that were not 202."""
+
+    count: int
+    accepted: int
+    stream: str
+    items: list[ItemResult]
+
+
 class Accepted(BaseModel):
     """The completion is committed and published for the metrics worker."""
 
