@@ -123,14 +123,17 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--recreate", action="store_true")
-    parser.add_argument("--time", metavar="COMMAND", action="append",
-                        help="time `tutormax COMMAND` (median of 5) instead of building")  # fmt: skip
+    parser.add_argument(
+        "--time", metavar="COMMAND", action="append",
+        help="time `tutormax COMMAND` (median of 5 runs) instead of building",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.time:
         os.environ.setdefault("TUTORMAX_DATABASE_URL", args.database_url)
         for command in args.time:
             median, runs = time_command(command)
-            print(f"tutormax {command}: median {median:.3f} s ({', '.join(f'{t:.3f}' for t in runs)})")
+            each = ", ".join(f"{t:.3f}" for t in runs)
+            print(f"tutormax {command}: median {median:.3f} s ({each})")
         return
     started = time.perf_counter()
     create(args.database_url, args.recreate)
