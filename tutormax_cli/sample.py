@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tutormax_cli.contract import input_schemas
 from tutormax_cli.metrics.frames import TS
 
 __all__ = ["ARCHETYPES", "TABLE_SCHEMAS", "Archetype", "SampleSpec", "batches", "generate"]
@@ -38,86 +39,8 @@ _FLOAT = pl.Float64()
 _BOOL = pl.Boolean()
 _STRS = pl.List(pl.String)
 
-TABLE_SCHEMAS: dict[str, pl.Schema] = {
-    "tutors": pl.Schema(
-        {
-            "tutor_id": _STR,
-            "name": _STR,
-            "email": _STR,
-            "onboarding_date": TS,
-            "status": _STR,
-            "subjects": _STRS,
-            "education_level": _STR,
-            "location": _STR,
-            "baseline_sessions_per_week": _FLOAT,
-            "behavioral_archetype": _STR,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "students": pl.Schema(
-        {
-            "student_id": _STR,
-            "name": _STR,
-            "age": _INT,
-            "grade_level": _STR,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "sessions": pl.Schema(
-        {
-            "session_id": _STR,
-            "tutor_id": _STR,
-            "student_id": _STR,
-            "session_number": _INT,
-            "scheduled_start": TS,
-            "actual_start": TS,
-            "duration_minutes": _INT,
-            "subject": _STR,
-            "session_type": _STR,
-            "tutor_initiated_reschedule": _BOOL,
-            "no_show": _BOOL,
-            "late_start_minutes": _INT,
-            "engagement_score": _FLOAT,
-            "learning_objectives_met": _BOOL,
-            "technical_issues": _BOOL,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "student_feedback": pl.Schema(
-        {
-            "feedback_id": _STR,
-            "session_id": _STR,
-            "student_id": _STR,
-            "tutor_id": _STR,
-            "overall_rating": _INT,
-            "is_first_session": _BOOL,
-            "subject_knowledge_rating": _INT,
-            "communication_rating": _INT,
-            "patience_rating": _INT,
-            "engagement_rating": _INT,
-            "helpfulness_rating": _INT,
-            "would_recommend": _BOOL,
-            "improvement_areas": _STRS,
-            "free_text_feedback": _STR,
-            "submitted_at": TS,
-            "created_at": TS,
-        }
-    ),
-    "tutor_events": pl.Schema(
-        {
-            "event_id": _STR,
-            "tutor_id": _STR,
-            "event_type": _STR,
-            "event_timestamp": TS,
-            "metadata": _STR,
-            "created_at": TS,
-        }
-    ),
-}
-"""The METRICS.md §1 columns of each generated table, in contract order, with their dtypes."""
+TABLE_SCHEMAS: dict[str, pl.Schema] = input_schemas()
+"""The contract's columns of each generated table, in order, with their dtypes."""
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,13 @@ from typing import IO, Any
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli.contract import INPUT_KEYS
 from tutormax_cli.store.db import is_postgres
 from tutormax_cli.store.save import _prepare, pg_array_literal, upsert_frame
 from tutormax_cli.store.schema import metadata
 
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "tutors": ("tutor_id",),
-    "students": ("student_id",),
-    "sessions": ("session_id",),
-    "student_feedback": ("feedback_id",),
-    "tutor_events": ("event_id",),
-}
-"""Primary key of each input table, in the order they are written."""
+TABLE_KEYS = INPUT_KEYS
+"""Primary key of each input table, in the order they are written (the contract's)."""
 
 Batches = Iterable[tuple[str, pl.DataFrame]]
 """`(table, frame)` pairs, each table's batches together, tables in `TABLE_KEYS` order."""
