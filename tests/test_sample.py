@@ -22,7 +22,7 @@ END = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
 TABLES = ("tutors", "students", "sessions", "student_feedback", "tutor_events")
 
-# METRICS.md §1, written out again here so that a change to the generator's schema table
+# docs/metrics.md §1, written out again here so that a change to the generator's schema table
 # cannot silently change the contract the tests check.
 EXPECTED_COLUMNS = {
     "tutors": [

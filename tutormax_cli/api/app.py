@@ -164,7 +164,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         title="TutorMax metrics API",
         version=_version(),
         description=(
-            "Session completions in, tutor performance metrics out (METRICS.md), live updates "
+            "Session completions in, tutor performance metrics out (docs/metrics.md), live updates "
             "over WebSockets at `/ws/tutors/{tutor_id}` and `/ws/tutors`."
         ),
         lifespan=lifespan,

@@ -1,6 +1,6 @@
 """The API's request and response bodies.
 
-The request models describe the contract columns (METRICS.md §1) so the OpenAPI schema tells a
+The request models describe the contract columns (docs/metrics.md §1) so the OpenAPI schema tells a
 client what to send and a wrong type is refused before any work; the authoritative checks are
 still the ingest stage's (`pipeline.validate`), which run next and answer in the same 422
 shape. `tests/test_api_models.py` keeps these fields equal to the contract's.
@@ -162,7 +162,7 @@ class Problem(BaseModel):
 
 
 class MetricRow(BaseModel):
-    """One `tutor_performance_metrics` row (METRICS.md §1)."""
+    """One `tutor_performance_metrics` row (docs/metrics.md §1)."""
 
     tutor_id: str
     window: str

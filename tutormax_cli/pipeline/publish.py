@@ -1,4 +1,4 @@
-"""Publication: one METRICS.md §5 envelope per persisted session on the enrichment stream.
+"""Publication: one docs/metrics.md §5 envelope per persisted session on the enrichment stream.
 
 Called only after the rows are committed, so the metrics worker never reads a session the
 database does not have yet. Entries go out with pipelined XADDs, a chunk per round trip. The

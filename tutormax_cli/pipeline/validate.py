@@ -54,7 +54,7 @@ RATING_COLUMNS = (
 )
 IGNORED_COLUMNS = frozenset({"updated_at"})
 """Contract columns accepted in a file but not taken from it: tutormax sets `updated_at` to the
-time it writes the row (METRICS.md §1)."""
+time it writes the row (docs/metrics.md §1)."""
 
 _INT32 = 2**31 - 1
 _TRUE = ("true", "t", "1", "yes", "y")
@@ -468,7 +468,7 @@ def _one_of(name: str, allowed: Sequence[str]) -> Check:
 
 
 def _domain_checks(table: str, now: datetime) -> list[Check]:
-    """Rules of the contract beyond types (METRICS.md §1 and issue #6), on typed values."""
+    """Rules of the contract beyond types (docs/metrics.md §1 and issue #6), on typed values."""
     if table == "sessions":
         late, duration, start = (
             _t("late_start_minutes"),

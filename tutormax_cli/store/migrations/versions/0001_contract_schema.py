@@ -1,4 +1,4 @@
-"""The METRICS.md §1 schema: create what is missing, complete what exists.
+"""The docs/metrics.md §1 schema: create what is missing, complete what exists.
 
 Revision ID: 0001
 Revises:
@@ -7,7 +7,7 @@ Create Date: 2026-11-29
 A TutorMax database created by the pipeline already has these tables, possibly without
 `metric_date`, the count columns, the unique key or the server defaults. Such tables are
 completed in place: columns are added (nullable, or with their server default), indexes created,
-`metric_date` derived from `calculation_date` as METRICS.md §2 says, and rows that would break
+`metric_date` derived from `calculation_date` as docs/metrics.md §2 says, and rows that would break
 the unique key are moved — not deleted — to `tutor_performance_metrics_duplicates`.
 """
 
