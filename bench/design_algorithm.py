@@ -3,7 +3,7 @@
 
 This is `PerformanceCalculator.calculate_metrics(tutor_id, window)` as
 realtime_metrics_architecture.md describes it, written straightforwardly and correctly (same
-METRICS.md values), so the benchmarks compare algorithms, not bugs.
+docs/metrics.md values), so the benchmarks compare algorithms, not bugs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The DBA's answer: every metric of METRICS.md for every tutor and window as one hand-written
+"""The DBA's answer: every metric of docs/metrics.md for every tutor and window as one hand-written
 SQL statement that scans each table once inside PostgreSQL, and optionally upserts the rows.
 
 Float arithmetic is done in float8 in the engine's order, and rounded like `engine.round2`
 (x·100 to 7 decimals, then half away from zero), so the rows are the engine's rows exactly and
-the benchmark compares speed, not definitions. The tier is the METRICS.md default rule set.
+the benchmark compares speed, not definitions. The tier is the docs/metrics.md default rule set.
 The window starts are bound as instants (see `bounds`), and JIT is off (see `render`): the two
 things a DBA tuning this statement would do first.
 """

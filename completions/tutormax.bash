@@ -63,7 +63,7 @@ _tutormax_options() {
         'show') printf '%s\n' '--help' '-h' ;;
         'show tiers') printf '%s\n' '--window' '--json' '--help' '-h' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' '--explain' '--json' '--help' '-h' ;;
-        'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--desc' '--limit' '--json' '--help' '-h' ;;
+        'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--desc' '--limit' '--all' '--json' '--help' '-h' ;;
         'status') printf '%s\n' '--json' '--watch' '--count' '--help' '-h' ;;
         'tiers') printf '%s\n' '--help' '-h' ;;
         'tiers show') printf '%s\n' '--json' '--toml' '--help' '-h' ;;

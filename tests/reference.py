@@ -1,9 +1,9 @@
-"""A plain-Python reference of METRICS.md §2–§4, written independently of the polars engine.
+"""A plain-Python reference of docs/metrics.md §2–§4, written independently of the polars engine.
 
 One tutor, one window at a time, with loops over lists of dicts. Arithmetic is exact
 (`fractions.Fraction`, each float input read as the decimal its `repr` spells), and the only
 rounding is the final one, to 2 decimals half away from zero with `decimal`. The tier thresholds
-of METRICS.md §4 are written out here literally; callers may pass others.
+of docs/metrics.md §4 are written out here literally; callers may pass others.
 
 Input rows carry the columns of `frames.SESSIONS`, `frames.FEEDBACK` and `frames.EVENTS`;
 timestamps are timezone-aware datetimes in any UTC offset (naive ones are taken as UTC).
@@ -21,7 +21,7 @@ WINDOWS: tuple[tuple[str, int], ...] = (("7day", 7), ("30day", 30), ("90day", 90
 """Window name and length in days, in the order rows are listed."""
 
 # metric -> (direction, green, red): "higher" means >= green is green and < red is red,
-# "lower" means <= green is green and > red is red (METRICS.md §4).
+# "lower" means <= green is green and > red is red (docs/metrics.md §4).
 DEFAULT_THRESHOLDS: dict[str, tuple[str, Decimal, Decimal]] = {
     "avg_rating": ("higher", Decimal("4.5"), Decimal("3.5")),
     "first_session_success_rate": ("higher", Decimal("85"), Decimal("70")),
@@ -156,7 +156,7 @@ def make_rules(
     | None = None,
     **counts: int,
 ) -> dict[str, Any]:
-    """A rule set: the METRICS.md defaults with the given thresholds and rule counts replaced."""
+    """A rule set: the docs/metrics.md defaults, given thresholds and rule counts replaced."""
     merged = dict(DEFAULT_THRESHOLDS)
     for metric, (direction, green, red) in (thresholds or {}).items():
         if metric not in merged:
@@ -190,7 +190,7 @@ def flag(value: Decimal | int | None, direction: str, green: Decimal, red: Decim
 
 
 def tier(values: Mapping[str, Decimal | int | None], rules: Mapping[str, Any] | None = None) -> str:
-    """The performance tier of one row of rounded values (METRICS.md §4, first match wins)."""
+    """The performance tier of one row of rounded values (docs/metrics.md §4, first match wins)."""
     rules = rules if rules is not None else make_rules()
     flags = [
         flag(values[metric], direction, green, red)

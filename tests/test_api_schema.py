@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from tests.api_server import TOKEN, api_server
 from tests.test_api import seed
@@ -31,8 +31,12 @@ def api_base(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def test_every_operation_answers_as_documented(case: schemathesis.Case, api_base: str) -> None:
     # Schema-valid bodies name tutors and students that do not exist, which the API rightly
     # refuses with a 422, so "valid data is accepted" is the one check that does not apply.
+    # The batch endpoint answers a schema-violating *item* in its 200 body (that item's 422),
+    # by design: one bad item must not refuse the others. Its whole-body errors are still
+    # checked (400, 413 are documented).
+    excluded = [positive_data_acceptance]
+    if case.path == "/api/sessions:batch":
+        excluded.append(negative_data_rejection)
     case.call_and_validate(
-        base_url=api_base,
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        excluded_checks=[positive_data_acceptance],
+        base_url=api_base, headers={"Authorization": f"Bearer {TOKEN}"}, excluded_checks=excluded
     )

@@ -2,7 +2,7 @@
 
 The data is drawn to hit what the contract is strict about: instants exactly on, just before
 and just after the window boundaries (to the microsecond), inputs written in other UTC offsets,
-nulls wherever METRICS.md allows them, feedback for a random subset of sessions, events with and
+nulls where docs/metrics.md allows them, feedback for a random subset of sessions, events with and
 without `response_time_minutes`, non-ASCII tutor ids, random as-of instants and rule sets.
 Float inputs carry few decimals (mostly 3), so many results are exact ties at the third
 decimal and exercise the half-away-from-zero rounding, and none is within float noise of a tie
@@ -180,7 +180,7 @@ threshold_values = st.one_of(
 
 @st.composite
 def tier_rules(draw: st.DrawFn) -> TierRules | None:
-    """None for the METRICS.md defaults, else a random consistent rule set."""
+    """None for the docs/metrics.md defaults, else a random consistent rule set."""
     if draw(st.booleans()):
         return None
     thresholds = []
@@ -272,7 +272,7 @@ def test_engine_equals_reference(data: dict[str, Any]) -> None:
         data["feedback"],
         data["events"],
         data["as_of"],
-        # the defaults are the reference's own literal METRICS.md thresholds
+        # the defaults are the reference's own literal docs/metrics.md thresholds
         rules=None if tiers is None else rules_like(tiers),
         tutors=data["tutors"],
     )

@@ -1,4 +1,4 @@
-"""Stream entry decoding (METRICS.md §5): envelopes, flat fields, and every malformed reason."""
+"""Stream entry decoding (docs/metrics.md §5): envelopes, flat fields, every malformed reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every metric and the tier of METRICS.md §2–§4 against values computed by hand.
+"""Every metric and the tier of docs/metrics.md §2–§4 against values computed by hand.
 
 Each test runs twice, through the polars engine and through the plain-Python reference
 (`tests/reference.py`), and both must give the literal numbers written here. The property test

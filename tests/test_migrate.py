@@ -160,3 +160,130 @@ def test_window_indexes_exist(engine: sa.Engine) -> None:
     assert ["scheduled_start"] in [ix["column_names"] for ix in inspector.get_indexes("sessions")]
     events = [ix["column_names"] for ix in inspector.get_indexes("tutor_events")]
     assert ["event_timestamp"] in events
+
+
+# --- frozen migrations: empty (or legacy) → head equals the head schema created fresh -------
+
+
+def _snapshot(engine: sa.Engine) -> dict[str, object]:
+    """Columns (type, nullability, default), primary key, indexes and unique constraints."""
+    inspector = sa.inspect(engine)
+    out: dict[str, object] = {}
+    with engine.connect() as conn:
+        dialect = conn.dialect
+        tables = inspector.get_table_names()
+        for name in sorted(t for t in tables if t != "tutormax_alembic_version"):
+            columns = [
+                (c["name"], c["type"].compile(dialect=dialect), c["nullable"], c.get("default"))
+                for c in inspector.get_columns(name)
+            ]
+            indexes = sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(name)
+            )
+            uniques = sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(name)
+            )
+            pk = inspector.get_pk_constraint(name)["constrained_columns"]
+            out[name] = (columns, pk, indexes, uniques)
+    return out
+
+
+def _autogenerate_diff(engine: sa.Engine) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tutormax_cli.store.schema import VERSION_TABLE, metadata
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "version_table": VERSION_TABLE,
+            },
+        )
+        return list(compare_metadata(context, metadata))
+
+
+def _step_by_step(engine: sa.Engine) -> None:
+    from alembic import command
+
+    from tutormax_cli.store.migrate import _alembic_config
+
+    for revision in ("0001", "0002", "0003"):
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), revision)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def two_databases(
+    db_url: str, tmp_path: Path, pg_database_url: str
+) -> Iterator[tuple[sa.Engine, sa.Engine]]:
+    """Two empty databases of the parametrized dialect."""
+    if db_url.startswith("sqlite"):
+        engines = [open_engine(f"sqlite:///{tmp_path / f'{n}.db'}") for n in ("a", "b")]
+        yield engines[0], engines[1]
+        for e in engines:
+            e.dispose()
+        return
+    admin = sa.create_engine(
+        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
+    names = ["tutormax_migrated_test", "tutormax_fresh_test"]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.make_url(pg_database_url)
+    engines = [
+        open_engine(base.set(database=n).render_as_string(hide_password=False)) for n in names
+    ]
+    yield engines[0], engines[1]
+    for e in engines:
+        e.dispose()
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_migrations_from_empty_equal_the_head_schema(
+    two_databases: tuple[sa.Engine, sa.Engine],
+) -> None:
+    """Each revision applied in turn gives exactly the schema the contract creates fresh, and
+    an autogenerate comparison with the contract's metadata finds nothing to change."""
+    from tutormax_cli.store.schema import metadata
+
+    migrated, fresh = two_databases
+    _step_by_step(migrated)
+    metadata.create_all(fresh)
+    assert _snapshot(migrated) == _snapshot(fresh)
+    assert _autogenerate_diff(migrated) == []
+    assert _autogenerate_diff(fresh) == []
+
+
+def test_revision_0001_is_frozen() -> None:
+    """0001 must not import the live schema: what it creates may never change."""
+    source = (
+        Path(__file__).parent.parent
+        / "tutormax_cli/store/migrations/versions/0001_contract_schema.py"
+    ).read_text()
+    assert "tutormax_cli" not in source.split('"""', 2)[2]
+
+
+def test_legacy_database_upgraded_equals_the_head_schema(legacy_pg: sa.Engine) -> None:
+    """Autogenerate finds nothing to change after `db init` but what is kept on purpose: the
+    legacy enum type of `window` (other programs write it) and the table the rows breaking the
+    key were moved to."""
+    upgrade(legacy_pg)
+    remaining = [
+        d
+        for d in _autogenerate_diff(legacy_pg)
+        if not (isinstance(d, list) and d[0][0] == "modify_type" and d[0][3] == "window")
+        and not (d[0] == "remove_table" and d[1].name == "tutor_performance_metrics_duplicates")
+    ]
+    assert remaining == []

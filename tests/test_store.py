@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -129,3 +130,64 @@ def test_postgres_copy_from_csv_then_recompute(tmp_path: Path, pg_engine: sa.Eng
         raw.close()
     recompute_as_of(pg_engine, T)
     assert_frame_equal(stored_metrics(pg_engine), sort_metrics(expected_metrics(tables, T)))
+
+
+def _indexes(engine: sa.Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [
+            (str(name), str(definition))
+            for name, definition in conn.execute(
+                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                        "current_schema() ORDER BY 1")
+            )
+        ]
+
+
+def _dump(engine: sa.Engine, table: str, key: str) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(f'SELECT * FROM "{table}" ORDER BY {key}'))]
+
+
+def test_sample_into_empty_postgres_tables_is_copied_then_upserted(pg_engine: sa.Engine) -> None:
+    """Empty tables are filled by COPY with their plain indexes rebuilt after; the rows are
+    the ones the upsert stores, and a second run upserts and changes nothing."""
+    from tests.conftest import _empty_tables
+    from tutormax_cli.sample import SampleSpec, batches
+    from tutormax_cli.store.seed import TABLE_KEYS, save_batches, save_tables
+
+    _empty_tables(pg_engine)
+    before = _indexes(pg_engine)
+    spec = SampleSpec(tutors=9, days=40, seed=4, end=T)
+    tables = sample(tutors=9, days=40, seed=4)
+    written = save_batches(pg_engine, batches(spec, chunk_tutors=4, bucket_rows=200))
+    assert written == {name: df.height for name, df in tables.items()}
+    assert _indexes(pg_engine) == before
+    copied = {name: _dump(pg_engine, name, key[0]) for name, key in TABLE_KEYS.items()}
+    save_batches(pg_engine, batches(spec, chunk_tutors=5))  # upserts: nothing changes
+    for name, key in TABLE_KEYS.items():
+        assert _dump(pg_engine, name, key[0]) == copied[name], name
+    _empty_tables(pg_engine)
+    save_tables(pg_engine, {name: df.head(1) for name, df in tables.items()})
+    save_tables(pg_engine, tables)  # no table is empty: all upserted
+    for name, key in TABLE_KEYS.items():
+        assert _dump(pg_engine, name, key[0]) == copied[name], name
+
+
+def test_a_failed_sample_write_leaves_no_row_and_keeps_indexes(pg_engine: sa.Engine) -> None:
+    from tests.conftest import _empty_tables
+    from tutormax_cli.sample import SampleSpec, batches
+    from tutormax_cli.store.seed import save_batches
+
+    _empty_tables(pg_engine)
+    before = _indexes(pg_engine)
+
+    def broken() -> Iterator[tuple[str, pl.DataFrame]]:
+        for name, df in batches(SampleSpec(tutors=3, days=20, seed=1, end=T)):
+            yield name, df
+            if name == "sessions":
+                raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        save_batches(pg_engine, broken())
+    assert _indexes(pg_engine) == before
+    assert count_rows(pg_engine, "tutors") == 0

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from tutormax_cli.contract import input_schemas
 from tutormax_cli.pipeline.enrich import enrich
 from tutormax_cli.pipeline.publish import data_json, envelope_messages, session_data
 from tutormax_cli.pipeline.readers import (
@@ -37,7 +38,6 @@ from tutormax_cli.pipeline.validate import (
     table_name,
     validate,
 )
-from tutormax_cli.sample import TABLE_SCHEMAS
 from tutormax_cli.stream import events
 
 NOW = datetime(2026, 3, 3, tzinfo=UTC)
@@ -109,7 +109,7 @@ def reasons(table: str, *rows: dict[str, Any], refs: StaticReferences = REFS) ->
 def test_a_good_session_is_typed_like_the_sample_frames() -> None:
     valid, rejects = run("sessions", session())
     assert rejects.is_empty()
-    schema = TABLE_SCHEMAS["sessions"]
+    schema = input_schemas()["sessions"]
     assert {c: valid.schema[c] for c in valid.columns if c in schema} == {
         c: schema[c] for c in valid.columns if c in schema
     }

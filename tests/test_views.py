@@ -228,6 +228,11 @@ def test_views_on_the_database(history: sa.Engine, db_url: str, tmp_path: Path) 
     assert len(everyone) == 12 and {d["metric_date"] for d in everyone} == {"2026-03-02"}
     table = cli(db_url, "show", "tutors", "--limit", "3")
     assert table.exit_code == 0 and everyone[0]["tutor_id"] in table.stdout
+    assert table.stderr == "… 9 more tutors (--limit N or --all to see them)\n"
+    assert everyone[3]["tutor_id"] not in table.stdout
+    whole = cli(db_url, "show", "tutors", "--all")
+    assert whole.stderr == "" and all(d["tutor_id"] in whole.stdout for d in everyone)
+    assert cli(db_url, "show", "tutors", "--all", "--limit", "3").exit_code == 2
 
     tiers = json.loads(cli(db_url, "show", "tiers", "--window", "7day", "--json").stdout)
     assert tiers["metric_date"] == "2026-03-02" and tiers["compared_with"] == "2026-02-23"
@@ -289,6 +294,19 @@ def test_latest_in_window_as_of_a_day(history: sa.Engine) -> None:
         none = latest_in_window(conn, "7day", date(2026, 1, 1))
     assert set(week["metric_date"].to_list()) == {date(2026, 2, 23)} and week.height == 12
     assert none.is_empty()
+
+
+def test_show_tutors_prints_a_screenful_by_default(engine: sa.Engine, db_url: str) -> None:
+    from tutormax_cli.cli.show import BOARD_LIMIT
+
+    save_tables(engine, sample(tutors=BOARD_LIMIT + 2, days=20))
+    recompute_as_of(engine, T)
+    table = cli(db_url, "show", "tutors")
+    assert table.exit_code == 0
+    assert table.stderr == "… 2 more tutors (--limit N or --all to see them)\n"
+    assert len(json.loads(cli(db_url, "show", "tutors", "--json").stdout)) == BOARD_LIMIT + 2
+    one_more = cli(db_url, "show", "tutors", "--limit", str(BOARD_LIMIT + 1))
+    assert one_more.stderr == "… 1 more tutor (--limit N or --all to see them)\n"
 
 
 def test_show_errors(sqlite_url: str) -> None:

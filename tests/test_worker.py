@@ -103,7 +103,7 @@ def test_burst_processes_envelopes_flat_and_malformed(
     assert {f[b"source_stream"] for _, f in dead} == {STREAM.encode()}
     assert {f[b"group"] for _, f in dead} == {GROUP.encode()}
     assert any(f.get(b"session_id") == b"no tutor" for _, f in dead)  # original fields kept
-    # rows equal METRICS.md at their calculation_date (the injected clock's now)
+    # rows equal docs/metrics.md at their calculation_date (the injected clock's now)
     as_of = worker.clock.now()
     assert_frame_equal(stored_metrics(engine), sort_metrics(expected_metrics(tables, as_of)))
     updates = rclient.xrange(keys.METRICS_UPDATED_STREAM)

@@ -8,7 +8,7 @@ SESSIONS_STREAM = "tutormax:sessions"
 VALIDATION_GROUP = "validation-workers"
 
 ENRICHMENT_STREAM = "tutormax:sessions:enrichment"
-"""Persisted, enriched sessions: what the metrics worker consumes (METRICS.md §5)."""
+"""Persisted, enriched sessions: what the metrics worker consumes (docs/metrics.md §5)."""
 
 METRICS_GROUP = "metrics-workers"
 

@@ -71,7 +71,7 @@ GRID_BUDGET = 200_000
 """Tutor-days one pass of a backfill may hold, the 89 days of inputs before its first snapshot
 day included. A backfill goes through its tutors in chunks and its days in blocks sized to
 this, so its memory depends neither on the history in the database nor on the number of days
-asked for (250–300 MB peak RSS on PostgreSQL, see bench/README_recompute.md)."""
+asked for (250–300 MB peak RSS on PostgreSQL, see the README's Performance section)."""
 
 MAX_BLOCK_DAYS = 92
 """Longest block of snapshot days per pass; each block re-reads the 89 days before it."""

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, auto
+from pathlib import Path
 
 import polars as pl
 
+from tutormax_cli.contract import input_schemas
 from tutormax_cli.metrics.frames import TS
 
-__all__ = ["ARCHETYPES", "TABLE_SCHEMAS", "Archetype", "SampleSpec", "generate"]
+__all__ = ["ARCHETYPES", "TABLE_SCHEMAS", "Archetype", "SampleSpec", "batches", "generate"]
 
 _STR = pl.String()  # instances, not classes: keeps the schema dicts one type for mypy
 _INT = pl.Int64()
@@ -36,86 +39,8 @@ _FLOAT = pl.Float64()
 _BOOL = pl.Boolean()
 _STRS = pl.List(pl.String)
 
-TABLE_SCHEMAS: dict[str, pl.Schema] = {
-    "tutors": pl.Schema(
-        {
-            "tutor_id": _STR,
-            "name": _STR,
-            "email": _STR,
-            "onboarding_date": TS,
-            "status": _STR,
-            "subjects": _STRS,
-            "education_level": _STR,
-            "location": _STR,
-            "baseline_sessions_per_week": _FLOAT,
-            "behavioral_archetype": _STR,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "students": pl.Schema(
-        {
-            "student_id": _STR,
-            "name": _STR,
-            "age": _INT,
-            "grade_level": _STR,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "sessions": pl.Schema(
-        {
-            "session_id": _STR,
-            "tutor_id": _STR,
-            "student_id": _STR,
-            "session_number": _INT,
-            "scheduled_start": TS,
-            "actual_start": TS,
-            "duration_minutes": _INT,
-            "subject": _STR,
-            "session_type": _STR,
-            "tutor_initiated_reschedule": _BOOL,
-            "no_show": _BOOL,
-            "late_start_minutes": _INT,
-            "engagement_score": _FLOAT,
-            "learning_objectives_met": _BOOL,
-            "technical_issues": _BOOL,
-            "created_at": TS,
-            "updated_at": TS,
-        }
-    ),
-    "student_feedback": pl.Schema(
-        {
-            "feedback_id": _STR,
-            "session_id": _STR,
-            "student_id": _STR,
-            "tutor_id": _STR,
-            "overall_rating": _INT,
-            "is_first_session": _BOOL,
-            "subject_knowledge_rating": _INT,
-            "communication_rating": _INT,
-            "patience_rating": _INT,
-            "engagement_rating": _INT,
-            "helpfulness_rating": _INT,
-            "would_recommend": _BOOL,
-            "improvement_areas": _STRS,
-            "free_text_feedback": _STR,
-            "submitted_at": TS,
-            "created_at": TS,
-        }
-    ),
-    "tutor_events": pl.Schema(
-        {
-            "event_id": _STR,
-            "tutor_id": _STR,
-            "event_type": _STR,
-            "event_timestamp": TS,
-            "metadata": _STR,
-            "created_at": TS,
-        }
-    ),
-}
-"""The METRICS.md §1 columns of each generated table, in contract order, with their dtypes."""
+TABLE_SCHEMAS: dict[str, pl.Schema] = input_schemas()
+"""The contract's columns of each generated table, in order, with their dtypes."""
 
 
 @dataclass(frozen=True)
@@ -313,14 +238,73 @@ class _S(IntEnum):
     OTHER_AT = auto()
 
 
-def generate(spec: SampleSpec) -> dict[str, pl.DataFrame]:
-    """Generate the five tables for `spec`.
+Progress = Callable[[str, int, int], None]
+"""`progress(phase, done, total)`: "generating" counts tutors, "writing" counts rows handed on."""
+
+CHUNK_SESSIONS = 200_000
+"""About this many sessions are generated at once: the chunk of tutors is sized to it, so the
+memory a run needs does not grow with `--tutors`."""
+
+BUCKET_ROWS = 250_000
+"""About this many rows of a table are numbered and handed on at once."""
+
+
+def generate(spec: SampleSpec, *, chunk_tutors: int | None = None) -> dict[str, pl.DataFrame]:
+    """Generate the five tables for `spec`, in memory (see `batches` for any size).
 
     Keys: "tutors", "students", "sessions", "student_feedback", "tutor_events". Each frame has
     exactly the columns of `TABLE_SCHEMAS[key]`, in order. IDs are numbered chronologically
-    (sessions by scheduled_start, feedback by submitted_at, events by event_timestamp).
+    (sessions by scheduled_start, feedback by submitted_at, events by event_timestamp), and
+    rows are in ID order.
     """
-    return _Generator(spec).run()
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLE_SCHEMAS}
+    for name, df in batches(spec, chunk_tutors=chunk_tutors):
+        parts[name].append(df)
+    return {
+        name: pl.concat(dfs) if dfs else pl.DataFrame(schema=TABLE_SCHEMAS[name])
+        for name, dfs in parts.items()
+    }
+
+
+def batches(
+    spec: SampleSpec,
+    *,
+    chunk_tutors: int | None = None,
+    bucket_rows: int = BUCKET_ROWS,
+    progress: Progress | None = None,
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """The five tables for `spec` as `(table, frame)` batches, tables in `TABLE_SCHEMAS` order
+    and rows in ID order; the same rows as `generate`, whatever the chunk and batch sizes.
+
+    Tutors are generated a chunk at a time (`chunk_tutors`, by default sized to
+    `CHUNK_SESSIONS`) and their rows spilled to a temporary directory, partitioned by time;
+    IDs are numbered chronologically over all tutors afterwards, one time range of a table at
+    a time. Memory stays flat whatever the tutor count: a chunk, or a time range, at a time.
+    The caller consumes a batch (writes it) before asking for the next one, which is when
+    "writing" progress is reported.
+    """
+    report: Progress = progress or (lambda phase, done, total: None)
+    gen = _Generator(spec)
+    plan = gen.plan()
+    wanted = int(plan.params["n"].sum())
+    if chunk_tutors is None:
+        chunk_tutors = max(1, -(-spec.tutors * CHUNK_SESSIONS // max(wanted, 1)))
+    spans = _Buckets(gen.start_us, gen.end_us, max(1, -(-2 * wanted // bucket_rows)))
+    with tempfile.TemporaryDirectory(prefix="tutormax-sample-") as tmp:
+        spill = _Spill(Path(tmp), spans)
+        at = _Offsets()
+        report("generating", 0, spec.tutors)
+        for c, lo in enumerate(range(0, spec.tutors, chunk_tutors)):
+            hi = min(spec.tutors, lo + chunk_tutors)
+            roster = plan.roster.filter(pl.col("t").is_between(lo, hi - 1))
+            spill.add(c, gen.chunk(plan.params.slice(lo, hi - lo), roster, at))
+            report("generating", hi, spec.tutors)
+        total = plan.tutors.height + plan.students.height + sum(spill.rows.values())
+        done = 0
+        for name, df in spill.numbered(plan.tutors, plan.students):
+            yield name, df
+            done += df.height
+            report("writing", done, total)
 
 
 # --- random numbers ----------------------------------------------------------------------------
@@ -381,13 +365,15 @@ def _position_in_run(*keys: str) -> pl.Expr:
     return row - pl.when(starts).then(row).forward_fill()
 
 
-def _rows(df: pl.DataFrame, count: str) -> pl.DataFrame:
-    """Repeat each row `count` times, numbering the copies `i` (0-based)."""
+def _rows(df: pl.DataFrame, count: str, first: int) -> pl.DataFrame:
+    """Repeat each row `count` times, numbering the copies `i` (0-based) and every row `_r`
+    from `first` on (the rows earlier chunks of tutors produced come before)."""
     return (
         df.filter(pl.col(count) > 0)
         .with_columns(i=pl.int_ranges(0, pl.col(count)))
         .explode("i")
-        .with_row_index("_r")
+        .with_row_index("_r", offset=first)
+        .with_columns(pl.col("_r").cast(_INT))
     )
 
 
@@ -419,6 +405,143 @@ def _shuffle(r: Callable[[], float], items: list[Archetype]) -> None:
 def _choose(r: Callable[[], float], items: Sequence[str], k: int) -> list[str]:
     pool = list(items)
     return [pool.pop(int(r() * len(pool))) for _ in range(k)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What is drawn per tutor and per student, before any session exists."""
+
+    tutors: pl.DataFrame
+    students: pl.DataFrame
+    params: pl.DataFrame  # one row per tutor, in tutor order: see `_params`
+    roster: pl.DataFrame  # (t, j, sidx, prior): the students a tutor already has
+
+
+@dataclass(slots=True)
+class _Offsets:
+    """Rows the chunks before produced: each row-keyed random stream continues from there."""
+
+    slot_draws: int = 0
+    sessions: int = 0
+    logins: int = 0
+    messages: int = 0
+    others: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A chunk of tutors' rows, times as epoch microseconds, IDs not yet numbered."""
+
+    sessions: pl.DataFrame
+    feedback: pl.DataFrame
+    events: pl.DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class _Buckets:
+    """`count` equal time ranges over [start, end): rows are numbered one range at a time."""
+
+    start: int
+    end: int
+    count: int
+
+    def of(self, ts: pl.Expr) -> pl.Expr:
+        width = -(-(self.end - self.start) // self.count)
+        return ((ts - self.start) // width).clip(0, self.count - 1)
+
+
+_SPILLED = {
+    "sessions": [
+        *(c for c in TABLE_SCHEMAS["sessions"] if c != "session_id"), "_s", "_tie",
+    ],
+    "student_feedback": [
+        *(c for c in TABLE_SCHEMAS["student_feedback"] if c not in ("feedback_id", "session_id")),
+        "scheduled_start", "_s", "_tie",
+    ],
+    "tutor_events": [
+        *(c for c in TABLE_SCHEMAS["tutor_events"] if c != "event_id"), "_part", "_r",
+    ],
+}  # fmt: skip
+"""Columns kept of each chunk's rows: the contract's but the IDs, plus what numbers them."""
+
+_TIME = {
+    "sessions": "scheduled_start",
+    "student_feedback": "submitted_at",
+    "tutor_events": "event_timestamp",
+}
+_ORDER = {
+    # the order IDs follow; the tie-breakers keep the generator's historical numbering
+    "sessions": ["_rank"],
+    "student_feedback": ["submitted_at", "_rank"],
+    "tutor_events": ["event_timestamp", "_part", "_r"],
+}
+_PREFIX = {"sessions": ("SES", 6), "student_feedback": ("FB", 6), "tutor_events": ("EV", 7)}
+
+
+class _Spill:
+    """Chunk rows on disk as Arrow IPC files, one per (table, time range, chunk)."""
+
+    def __init__(self, root: Path, spans: _Buckets) -> None:
+        self.root = root
+        self.spans = spans
+        self.rows = dict.fromkeys(_SPILLED, 0)
+        self.instants: list[pl.DataFrame] = []  # sessions per (chunk, scheduled_start)
+
+    def add(self, c: int, chunk: _Chunk) -> None:
+        frames = zip(_SPILLED, (chunk.sessions, chunk.feedback, chunk.events), strict=True)
+        for table, df in frames:
+            self.rows[table] += df.height
+            df = df.select(_SPILLED[table]).with_columns(
+                _c=pl.lit(c, dtype=_INT), _b=self.spans.of(pl.col(_TIME[table]))
+            )
+            for (b,), part in df.partition_by("_b", as_dict=True, include_key=False).items():
+                part.write_ipc(self.root / f"{table}.{b:06d}.{c:06d}.arrow")
+        self.instants.append(
+            chunk.sessions.group_by("scheduled_start")
+            .agg(n=pl.len().cast(_INT))
+            .with_columns(_c=pl.lit(c, dtype=_INT))
+        )
+
+    def numbered(
+        self, tutors: pl.DataFrame, students: pl.DataFrame
+    ) -> Iterator[tuple[str, pl.DataFrame]]:
+        yield "tutors", tutors
+        yield "students", students
+        first = self._session_ranks()
+        for table in _SPILLED:
+            after = 0
+            for b in range(self.spans.count):
+                paths = sorted(self.root.glob(f"{table}.{b:06d}.*.arrow"))
+                if not paths:
+                    continue
+                df = pl.concat([pl.read_ipc(p) for p in paths])
+                for p in paths:
+                    p.unlink()
+                if table != "tutor_events":
+                    df = df.join(first, on=["_c", "scheduled_start"], how="left").with_columns(
+                        _rank=pl.col("_first") + pl.col("_tie")
+                    )
+                    df = df.with_columns(session_id=_ids("SES", 6, pl.col("_rank")))
+                prefix, width = _PREFIX[table]
+                df = df.sort(_ORDER[table]).with_columns(
+                    _ids(prefix, width, pl.int_range(after, after + pl.len()))
+                    .alias(TABLE_SCHEMAS[table].names()[0])
+                )
+                after += df.height
+                yield table, _conform(df, table)
+
+    def _session_ranks(self) -> pl.DataFrame:
+        """Sessions are numbered by (scheduled_start, `_s`), and chunks hold ascending `_s`: so
+        the rank of a chunk's first session at an instant is the number of sessions at earlier
+        instants plus those of earlier chunks at that instant; `_tie` adds the rest."""
+        if not self.instants:
+            schema = {"_c": _INT, "scheduled_start": _INT, "_first": _INT}
+            return pl.DataFrame(schema=schema)
+        return (
+            pl.concat(self.instants)
+            .sort("scheduled_start", "_c")
+            .select("_c", "scheduled_start", _first=pl.col("n").cum_sum() - pl.col("n"))
+        )
 
 
 @dataclass(slots=True)
@@ -468,22 +591,26 @@ class _Generator:
         hours = (7 + 2 * i for i in range(_SLOTS_PER_DAY))
         return day * _SLOTS_PER_DAY + sum(1 for h in hours if h * _HOUR < rem)
 
-    def run(self) -> dict[str, pl.DataFrame]:
+    def plan(self) -> _Plan:
+        """Everything drawn from `self.rng`, in its fixed order: a few values per tutor."""
         tutors = [self._tutor(i, arch) for i, arch in enumerate(self._plan())]
         roster = self._rosters(tutors)
         params = _params(tutors, roster)
         students = self._students()
-        tutor_rows = _tutors_frame(tutors, self.rng)
-        sessions = self._sessions(params, roster)
+        return _Plan(_tutors_frame(tutors, self.rng), students, params, roster)
+
+    def chunk(self, params: pl.DataFrame, roster: pl.DataFrame, at: _Offsets) -> _Chunk:
+        """The sessions, feedback and events of a run of consecutive tutors, before numbering.
+
+        Every random draw is keyed by a global row number, and `at` says where this chunk's
+        numbers start, so a tutor's rows are the same whichever chunk it falls in.
+        """
+        sessions = self._sessions(params, roster, at)
         feedback = self._feedback(sessions)
-        events = self._events(params, sessions)
-        return {
-            "tutors": tutor_rows,
-            "students": students,
-            "sessions": _finish_sessions(sessions),
-            "student_feedback": _finish_feedback(feedback),
-            "tutor_events": _finish_events(events, params),
-        }
+        events = self._events(params, sessions, at)
+        at.sessions += sessions.height
+        done = pl.col("scheduled_start") + pl.col("duration_minutes") * _MIN
+        return _Chunk(sessions.with_columns(created_at=done, updated_at=done), feedback, events)
 
     def _plan(self) -> list[Archetype]:
         plan = _archetype_plan(self.spec.tutors)
@@ -575,12 +702,14 @@ class _Generator:
 
     # --- sessions (vectorised) ------------------------------------------------------------------
 
-    def _slots(self, params: pl.DataFrame) -> pl.DataFrame:
+    def _slots(self, params: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         """Each tutor's `n` distinct booked slots: first distinct ones among 2n + 8 draws."""
         cand = params.select("t", "n", "lo", "span", "fade", "fading").with_columns(
             m=2 * pl.col("n") + 8
         )
-        cand = _with_uniforms(_rows(cand.filter(pl.col("n") > 0), "m"), self.base, "_r", [_S.SLOT])
+        cand = _rows(cand.filter(pl.col("n") > 0), "m", at.slot_draws)
+        at.slot_draws += cand.height
+        cand = _with_uniforms(cand, self.base, "_r", [_S.SLOT])
         u = _u(_S.SLOT)
         span = pl.col("span").cast(pl.Float64)
         x = (
@@ -601,13 +730,13 @@ class _Generator:
             .filter(_position_in_run("t") < pl.col("n"))
             .sort("tk")
             .select("t", "k")
-            .with_row_index("_s")
+            .with_row_index("_s", offset=at.sessions)
             .with_columns(pl.col("_s").cast(_INT))
         )
 
-    def _sessions(self, params: pl.DataFrame, roster: pl.DataFrame) -> pl.DataFrame:
-        """One row per session with its final IDs; `_s` numbers sessions by (tutor, slot)."""
-        df = self._slots(params).join(params, on="t", how="left", maintain_order="left")
+    def _sessions(self, params: pl.DataFrame, roster: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
+        """One row per session, in `_s` order: sessions numbered by (tutor, slot)."""
+        df = self._slots(params, at).join(params, on="t", how="left", maintain_order="left")
         streams = [s for s in _S if _S.NEW_STUDENT <= s <= _S.FEEDBACK]
         df = _with_uniforms(df, self.base, "_s", streams)
         df = self._students_of(df, roster)
@@ -663,12 +792,14 @@ class _Generator:
             tutor_initiated_reschedule=_u(_S.RESCHEDULE)
             < pl.col("reschedule") + 0.15 * pl.col("bad"),
         )
-        df = df.with_columns(learning_objectives_met=_objectives()).select(
-            *_SESSION_COLUMNS, *_FEEDBACK_INPUTS
-        )
-        # final numbering: chronological; ties (same instant, other tutors) stay in tutor order
-        return df.sort("scheduled_start", maintain_order=True).with_columns(
-            session_id=_ids("SES", 6), student_id=_student_ids()
+        return (
+            df.with_columns(learning_objectives_met=_objectives())
+            .select(*_SESSION_COLUMNS, *_FEEDBACK_INPUTS)
+            .with_columns(
+                student_id=_student_ids(),
+                # rank among this chunk's sessions at the same instant: see `_session_ids`
+                _tie=pl.int_range(pl.len(), dtype=_INT).over("scheduled_start"),
+            )
         )
 
     def _students_of(self, df: pl.DataFrame, roster: pl.DataFrame) -> pl.DataFrame:
@@ -760,13 +891,13 @@ class _Generator:
 
     # --- events (vectorised) --------------------------------------------------------------------
 
-    def _events(self, params: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+    def _events(self, params: pl.DataFrame, sessions: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         """Logins (mostly shortly before a session), message responses, a few others."""
         held = sessions.group_by("t").agg(held=pl.len().cast(_INT))
         per = (
             params.join(held, on="t", how="left", maintain_order="left")
             .with_columns(pl.col("held").fill_null(0))
-            .with_columns(first_s=pl.col("held").cum_sum() - pl.col("held"))
+            .with_columns(first_s=at.sessions + pl.col("held").cum_sum() - pl.col("held"))
         )
         per = _with_uniforms(per, self.base, "t", [_S.LOGIN_EXTRA, _S.MSG_SCALE, _S.OTHER_N])
         active = pl.col("ev_to") > pl.col("ev_from")
@@ -780,20 +911,27 @@ class _Generator:
             n_other=pl.when(active).then(others).otherwise(0),
         )
         parts = [
-            self._logins(per, sessions),
-            self._messages(per),
-            self._others(per),
+            self._logins(per, sessions, at),
+            self._messages(per, at),
+            self._others(per, at),
         ]
-        return pl.concat(parts)
+        events = pl.concat(
+            [part.with_columns(_part=pl.lit(i, dtype=_INT)) for i, part in enumerate(parts)]
+        )
+        return events.join(
+            params.select("t", "tutor_id"), on="t", how="left", maintain_order="left"
+        ).with_columns(created_at=pl.col("event_timestamp"))
 
     def _at(self, u: pl.Expr) -> pl.Expr:
         """A uniform instant in the tutor's event window."""
         width = (pl.col("ev_to") - pl.col("ev_from")).cast(pl.Float64)
         return pl.col("ev_from") + (u * width).floor().cast(_INT)
 
-    def _logins(self, per: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+    def _logins(self, per: pl.DataFrame, sessions: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         streams = [_S.LOGIN_TIED, _S.LOGIN_SESSION, _S.LOGIN_BEFORE, _S.LOGIN_AT]
-        df = _with_uniforms(_rows(per, "n_login"), self.base, "_r", streams)
+        df = _rows(per, "n_login", at.logins)
+        at.logins += df.height
+        df = _with_uniforms(df, self.base, "_r", streams)
         tied = (pl.col("held") > 0) & (_u(_S.LOGIN_TIED) < 0.75)
         df = df.with_columns(
             _s=pl.when(tied).then(pl.col("first_s") + _index(_u(_S.LOGIN_SESSION), pl.col("held")))
@@ -802,9 +940,11 @@ class _Generator:
         ts = pl.when(before >= pl.col("ev_from")).then(before).otherwise(self._at(_u(_S.LOGIN_AT)))
         return _event_rows(df, "login", ts, pl.lit(None, dtype=_STR))
 
-    def _messages(self, per: pl.DataFrame) -> pl.DataFrame:
+    def _messages(self, per: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         streams = [_S.MSG_AT, _S.MSG_META, _S.MSG_MINUTES]
-        df = _with_uniforms(_rows(per, "n_msg"), self.base, "_r", streams)
+        df = _rows(per, "n_msg", at.messages)
+        at.messages += df.height
+        df = _with_uniforms(df, self.base, "_r", streams)
         df = df.with_columns(ts=self._at(_u(_S.MSG_AT)))
         width = (pl.col("ev_to") - pl.col("ev_from")).cast(pl.Float64)
         drift = (
@@ -833,8 +973,10 @@ class _Generator:
         )
         return _event_rows(df, "message_response", pl.col("ts"), meta)
 
-    def _others(self, per: pl.DataFrame) -> pl.DataFrame:
-        df = _with_uniforms(_rows(per, "n_other"), self.base, "_r", [_S.OTHER_KIND, _S.OTHER_AT])
+    def _others(self, per: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
+        df = _rows(per, "n_other", at.others)
+        at.others += df.height
+        df = _with_uniforms(df, self.base, "_r", [_S.OTHER_KIND, _S.OTHER_AT])
         kinds = [kind for kind, _ in _OTHER_EVENTS]
         which = _index(_u(_S.OTHER_KIND), len(_OTHER_EVENTS))
         meta: pl.Expr = pl.lit(None, dtype=_STR)
@@ -1006,40 +1148,20 @@ def _free_text() -> pl.Expr:
 def _event_rows(df: pl.DataFrame, kind: str | None, ts: pl.Expr, meta: pl.Expr) -> pl.DataFrame:
     event_type = pl.lit(kind, dtype=_STR) if kind else pl.col("event_type")
     return df.select(
-        "t", event_type=event_type, event_timestamp=ts.cast(_INT), metadata=meta.cast(_STR)
+        "t", "_r", event_type=event_type, event_timestamp=ts.cast(_INT), metadata=meta.cast(_STR)
     )
 
 
 # --- final frames ------------------------------------------------------------------------------
 
 
-def _finish_sessions(sessions: pl.DataFrame) -> pl.DataFrame:
-    done = pl.col("scheduled_start") + pl.col("duration_minutes") * _MIN
-    return _conform(sessions.with_columns(created_at=done, updated_at=done), "sessions")
-
-
-def _finish_feedback(feedback: pl.DataFrame) -> pl.DataFrame:
-    df = feedback.sort("submitted_at", maintain_order=True).with_columns(feedback_id=_ids("FB", 6))
-    return _conform(df, "student_feedback")
-
-
-def _finish_events(events: pl.DataFrame, params: pl.DataFrame) -> pl.DataFrame:
-    df = (
-        events.join(params.select("t", "tutor_id"), on="t", how="left", maintain_order="left")
-        .sort("event_timestamp", maintain_order=True)  # ties: logins, messages, others
-        .with_columns(event_id=_ids("EV", 7), created_at=pl.col("event_timestamp"))
-    )
-    return _conform(df, "tutor_events")
-
-
 def _student_ids() -> pl.Expr:
     return pl.format("S{}", (pl.col("sidx") + 1).cast(_STR).str.zfill(5))
 
 
-def _ids(prefix: str, width: int) -> pl.Expr:
-    """Zero-padded running numbers: `SES000001`, `FB000001`, …"""
-    number = pl.int_range(1, pl.len() + 1).cast(_STR).str.zfill(width)
-    return pl.format(f"{prefix}{{}}", number)
+def _ids(prefix: str, width: int, rank: pl.Expr) -> pl.Expr:
+    """Zero-padded numbers from 0-based ranks: `SES000001`, `FB000001`, …"""
+    return pl.format(f"{prefix}{{}}", (rank + 1).cast(_STR).str.zfill(width))
 
 
 def _grade(age: int) -> str:

@@ -251,7 +251,7 @@ WEIGHTY_RATING = 3
 """Ratings at or below this are listed among the sessions that weighed on a tier."""
 
 FIRST_SESSION_OK = 4
-"""A first session rated at least this is a success (METRICS.md §3)."""
+"""A first session rated at least this is a success (docs/metrics.md §3)."""
 
 
 def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.DataFrame]:
@@ -298,7 +298,7 @@ def explain(
 
 
 def window_bounds(row: dict[str, Any]) -> tuple[datetime, datetime]:
-    """The [start, end) instants a row's window covered (METRICS.md §2)."""
+    """The [start, end) instants a row's window covered (docs/metrics.md §2)."""
     end: datetime = row["calculation_date"]
     return end - timedelta(days=WINDOWS[row["window"]]), end
 

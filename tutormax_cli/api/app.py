@@ -29,7 +29,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.websockets import WebSocketDisconnect
 
 from tutormax_cli.api import models
-from tutormax_cli.api.completion import InvalidCompletion, NotPublished, complete_session
+from tutormax_cli.api.batch import (
+    BATCH_PATH,
+    TooManyItems,
+    batch_request_body,
+    read_batch,
+    results,
+)
+from tutormax_cli.api.batcher import RETRY_AFTER_SECONDS, Batcher, Overloaded
+from tutormax_cli.api.completion import Failed, InvalidCompletion, ingest_completions
 from tutormax_cli.api.config import ApiConfig
 from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
@@ -57,6 +65,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": models.Problem, "description": "No such tutor."},
     503: {"model": models.Problem, "description": "The database or Redis is unavailable."},
 }
+
+
+OUTAGE = (
+    "The database or Redis is unavailable, or the batch queue is full (then with "
+    "`Retry-After`). After a Redis failure the session is saved but not published: retry."
+)
 
 
 def _version() -> str:
@@ -123,6 +137,12 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     if multiprocess_dir() is None:
         metrics.registry.register(stats)
     hub = UpdateHub(services.new_redis, config.updates_stream, on_delivered=metrics.pushed.inc)
+    batcher = Batcher(
+        lambda batch: ingest_completions(
+            services.engine, services.redis_client(), batch, stream=config.publish_stream
+        ),
+        observe=metrics.observe_batch,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -136,9 +156,11 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         hub.start()
+        batcher.start()
         try:
             yield
         finally:
+            await batcher.stop()
             await asyncio.to_thread(hub.stop)
             services.close()
             if multiprocess_dir() is not None:  # this worker's live gauges stop counting
@@ -150,16 +172,18 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         title="TutorMax metrics API",
         version=_version(),
         description=(
-            "Session completions in, tutor performance metrics out (METRICS.md), live updates "
+            "Session completions in, tutor performance metrics out (docs/metrics.md), live updates "
             "over WebSockets at `/ws/tutors/{tutor_id}` and `/ws/tutors`."
         ),
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=config.max_body_bytes, overrides={BATCH_PATH: config.max_batch_bytes}
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)
     bearer = HTTPBearer(auto_error=False, description="Set TUTORMAX_API_TOKEN to require it.")
 
-    def authorized(
+    async def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
         if config.token is None:
@@ -177,7 +201,20 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     async def bad_request(_request: Request, exc: UsageError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.exception_handler(NotPublished)
+    @app.exception_handler(TooManyItems)
+    async def too_many(_request: Request, exc: TooManyItems) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(Failed)
+    async def failed(_request: Request, exc: Failed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
+        metrics.overloaded.inc(exc.rows)
+        return JSONResponse({"detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+
     @app.exception_handler(RedisUnavailable)
     async def redis_down(_request: Request, exc: TutormaxError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
@@ -219,25 +256,51 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             401: {"model": models.Problem, "description": "Missing or wrong bearer token."},
             409: {"model": models.Problem, "description": "The database refused the row."},
             413: {"model": models.Problem, "description": "Body over the size limit."},
-            503: PROBLEMS[503],
+            503: {"model": models.Problem, "description": OUTAGE},
         },
         summary="Record a completed session (and its feedback) for the metrics worker",
     )
-    def complete(
+    async def complete(
         session_id: SessionId,
         body: models.SessionCompletion,
         _auth: Annotated[None, Depends(authorized)],
     ) -> models.Accepted:
         """Validated with the ingest rules (422 names each bad field), upserted, committed,
-        then published to the enrichment stream. Idempotent on `session_id`: posting again
-        rewrites nothing and publishes again, so a 503 is safe to retry."""
-        feedback_id = complete_session(
-            services.engine, services.redis_client(), session_id, body, stream=config.publish_stream
-        )
+        then published to the enrichment stream, in a group commit with the completions that
+        arrive at the same time. Idempotent on `session_id`: posting again rewrites nothing and
+        publishes again, so a 503 is safe to retry."""
+        (outcome,) = await batcher.submit([(session_id, body)])
+        outcome.raise_for_status()
         metrics.accepted.inc()
         return models.Accepted(
-            session_id=session_id, feedback_id=feedback_id, stream=config.publish_stream
+            session_id=session_id, feedback_id=outcome.feedback_id, stream=config.publish_stream
         )
+
+    @app.post(
+        BATCH_PATH,
+        response_model=models.BatchResult,
+        openapi_extra=batch_request_body(),
+        responses={
+            400: {"model": models.Problem, "description": "Not a JSON array, nor NDJSON."},
+            401: {"model": models.Problem, "description": "Missing or wrong bearer token."},
+            413: {"model": models.Problem, "description": "Over the size or item limit."},
+            503: {"model": models.Problem, "description": OUTAGE},
+        },
+        summary="Record up to 1,000 completed sessions, answered item by item",
+    )
+    async def complete_batch(
+        request: Request, _auth: Annotated[None, Depends(authorized)]
+    ) -> models.BatchResult:
+        """A JSON array, or NDJSON (`Content-Type: application/x-ndjson`, one object a line),
+        of completions that each name their `session_id`. Each item is answered as a single
+        post would be (`status` 202, 422 with `errors` located inside the item, 409, 503):
+        a bad item never fails the others. Retry the items that were not 202."""
+        parsed = read_batch(await request.body(), request.headers.get("content-type", ""))
+        valid = [(p.completion.session_id, p.completion) for p in parsed if p.completion]
+        outcomes = await batcher.submit(valid) if valid else []
+        answer = results(parsed, outcomes, stream=config.publish_stream)
+        metrics.accepted.inc(answer.accepted)
+        return answer
 
     @app.get(
         "/api/tutors/{tutor_id}/metrics",

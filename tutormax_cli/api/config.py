@@ -18,6 +18,9 @@ from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Setti
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 """A session with its feedback is well under 4 KiB; 64 KiB leaves room for long free text."""
 
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""`POST /api/sessions:batch`'s limit: 1,000 completions of 4 KiB each."""
+
 STATS_TTL_SECONDS = 15.0
 """How long the tier distribution and freshness gauges of `/metrics` are reused between
 scrapes: they cost three indexed queries, and Prometheus scrapes every 15 s by default."""
@@ -30,6 +33,7 @@ class ApiConfig:
     settings: Settings = field(default_factory=Settings)
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     publish_stream: str = keys.ENRICHMENT_STREAM
     updates_stream: str = keys.METRICS_UPDATED_STREAM
     stats_ttl: float = STATS_TTL_SECONDS
@@ -51,6 +55,7 @@ class ApiConfig:
             settings=settings,
             token=token or None,
             max_body_bytes=int(env.get("TUTORMAX_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+            max_batch_bytes=int(env.get("TUTORMAX_API_MAX_BATCH_BYTES", DEFAULT_MAX_BATCH_BYTES)),
             publish_stream=env.get("TUTORMAX_API_PUBLISH_STREAM", keys.ENRICHMENT_STREAM),
             updates_stream=env.get("TUTORMAX_API_UPDATES_STREAM", keys.METRICS_UPDATED_STREAM),
         )
@@ -61,6 +66,7 @@ class ApiConfig:
             "TUTORMAX_DATABASE_URL": self.settings.database_url,
             "TUTORMAX_REDIS_URL": self.settings.redis_url,
             "TUTORMAX_API_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "TUTORMAX_API_MAX_BATCH_BYTES": str(self.max_batch_bytes),
             "TUTORMAX_API_PUBLISH_STREAM": self.publish_stream,
             "TUTORMAX_API_UPDATES_STREAM": self.updates_stream,
         }

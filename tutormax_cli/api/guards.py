@@ -34,19 +34,22 @@ async def _answer(send: Send, status: int, detail: str) -> None:
 
 
 class BodyLimit:
-    """413 for a request body over `limit` bytes, declared or streamed."""
+    """413 for a request body over `limit` bytes, declared or streamed (`overrides`: another
+    limit for some paths, e.g. the batch endpoint's)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        too_big = f"request body over {self.limit} bytes"
+        limit = self.overrides.get(scope["path"], self.limit)
+        too_big = f"request body over {limit} bytes"
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 await _answer(send, 413, too_big)
                 return
         chunks: list[bytes] = []
@@ -57,7 +60,7 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 await _answer(send, 413, too_big)
                 return
             chunks.append(chunk)

@@ -1,6 +1,6 @@
 """The API's request and response bodies.
 
-The request models describe the contract columns (METRICS.md §1) so the OpenAPI schema tells a
+The request models describe the contract columns (docs/metrics.md §1) so the OpenAPI schema tells a
 client what to send and a wrong type is refused before any work; the authoritative checks are
 still the ingest stage's (`pipeline.validate`), which run next and answer in the same 422
 shape. `tests/test_api_models.py` keeps these fields equal to the contract's.
@@ -109,6 +109,43 @@ class SessionCompletion(BaseModel):
     feedback: FeedbackIn | None = None
 
 
+class BatchCompletion(SessionCompletion):
+    """One item of `POST /api/sessions:batch`: a completion that names its own session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: Str = Field(min_length=1, max_length=_ID)
+
+
+class ItemError(BaseModel):
+    """A failed rule of one batch item, located inside it (`["feedback", "overall_rating"]`)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ItemResult(BaseModel):
+    """What became of one batch item: `status` is what a single post would have answered (202,
+    422 with `errors`, 409 or 503 with `detail`)."""
+
+    index: int
+    session_id: str | None
+    status: int
+    feedback_id: str | None = None
+    errors: list[ItemError] | None = None
+    detail: str | None = None
+
+
+class BatchResult(BaseModel):
+    """Per-item outcomes of a batch, in the order sent; retry the items that were not 202."""
+
+    count: int
+    accepted: int
+    stream: str
+    items: list[ItemResult]
+
+
 class Accepted(BaseModel):
     """The completion is committed and published for the metrics worker."""
 
@@ -125,7 +162,7 @@ class Problem(BaseModel):
 
 
 class MetricRow(BaseModel):
-    """One `tutor_performance_metrics` row (METRICS.md §1)."""
+    """One `tutor_performance_metrics` row (docs/metrics.md §1)."""
 
     tutor_id: str
     window: str

@@ -34,6 +34,9 @@ API_METRIC_NAMES = frozenset(
         "tutormax_api_requests_total",
         "tutormax_api_request_duration_seconds",
         "tutormax_api_sessions_accepted_total",
+        "tutormax_api_overloaded_total",
+        "tutormax_api_batch_rows",
+        "tutormax_api_batch_wait_seconds",
         "tutormax_api_websocket_clients",
         "tutormax_api_updates_pushed_total",
         "tutormax_metrics_tutors",
@@ -43,6 +46,8 @@ API_METRIC_NAMES = frozenset(
 """What the API exports, as alert rules and the dashboard name it (counters with `_total`)."""
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
 def multiprocess_dir() -> str | None:
@@ -67,6 +72,18 @@ class ApiMetrics:
         self.accepted = Counter(
             "tutormax_api_sessions_accepted", "Completions committed and published", registry=r
         )
+        self.overloaded = Counter(
+            "tutormax_api_overloaded", "Completions answered 503 because the batch queue was full",
+            registry=r,
+        )  # fmt: skip
+        self.batch_rows = Histogram(
+            "tutormax_api_batch_rows", "Completions written per group commit",
+            buckets=BATCH_ROW_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_wait = Histogram(
+            "tutormax_api_batch_wait_seconds", "Time a completion waited for its batch to start",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
         self.ws_clients = Gauge(
             "tutormax_api_websocket_clients", "Open WebSocket subscriptions",
             registry=r, multiprocess_mode="livesum",
@@ -74,6 +91,12 @@ class ApiMetrics:
         self.pushed = Counter(
             "tutormax_api_updates_pushed", "Metric updates sent to WebSocket clients", registry=r
         )
+
+    def observe_batch(self, rows: int, waits: list[float]) -> None:
+        """A group commit's size and its requests' waits (`Batcher(observe=...)`)."""
+        self.batch_rows.observe(rows)
+        for wait in waits:
+            self.batch_wait.observe(wait)
 
 
 class TableStats(Collector):

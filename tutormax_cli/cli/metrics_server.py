@@ -7,13 +7,15 @@ so both commands bind the same default host and report a busy port the same way.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from prometheus_client import CollectorRegistry
 
 from tutormax_cli.cli import render
 from tutormax_cli.errors import UsageError
+
+if TYPE_CHECKING:  # prometheus_client is imported only when a port is given: CLI start-up
+    from prometheus_client import CollectorRegistry
 
 DEFAULT_METRICS_HOST = "127.0.0.1"
 """Loopback by default: the metrics say which tutors are being computed and how the streams

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from tutormax_cli.cli import context, render
 from tutormax_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn, Task, TaskID
+    from rich.text import Text
 
 app = typer.Typer(no_args_is_help=True, help="Generate synthetic TutorMax data.")
 
@@ -27,13 +32,17 @@ def generate(
 ) -> None:
     """Insert (upsert) synthetic tutors, students, sessions, feedback and events.
 
+    Tutors are generated a chunk at a time, so memory stays flat whatever --tutors is; on
+    PostgreSQL a table that was empty is filled by COPY. All rows are written in one
+    transaction: an interrupted run leaves the database as it was.
+
     Example: tutormax sample generate --tutors 60 --days 120 --seed 7 --end 2026-03-03
     """
     import time
     from datetime import UTC, datetime
 
-    from tutormax_cli.sample import SampleSpec, generate
-    from tutormax_cli.store.seed import save_tables, write_csv_tables
+    from tutormax_cli.sample import SampleSpec, batches
+    from tutormax_cli.store.seed import save_batches, write_csv_batches
 
     context.imports_done()
 
@@ -42,23 +51,110 @@ def generate(
         end_at = now.replace(hour=0, minute=0, second=0, microsecond=0)
     else:
         end_at = context.parse_instant(end, "--end")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
     engine = None if out is not None else context.database(ctx)
     started = time.perf_counter()
-    tables = generate(SampleSpec(tutors=tutors, days=days, seed=seed, end=end_at))
-    generated = time.perf_counter() - started
-    counts = {name: df.height for name, df in tables.items()}
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a directory")
-        write_csv_tables(tables, out)
-        where = str(out)
-    else:
-        assert engine is not None
-        save_tables(engine, tables)
-        where = context.settings(ctx).database_label
+    spec = SampleSpec(tutors=tutors, days=days, seed=seed, end=end_at)
+    with _Bar() as bar:
+        rows = batches(spec, progress=bar)
+        if out is not None:
+            write_csv_batches(rows, out)
+            counts = _counted(out)
+            where = str(out)
+        else:
+            assert engine is not None
+            counts = save_batches(engine, rows)
+            where = context.settings(ctx).database_label
     total = time.perf_counter() - started
     summary = ", ".join(f"{n:,} {name}" for name, n in counts.items())
     render.err.print(
-        f"Wrote {summary} to {where} in {total:.2f}s (generation {generated:.2f}s; "
-        f"{counts['sessions'] / max(total, 1e-9):,.0f} sessions/s)."
+        f"Wrote {summary} to {where} in {total:.2f}s (generation {bar.generated:.2f}s; "
+        f"{counts.get('sessions', 0) / max(total, 1e-9):,.0f} sessions/s)."
     )
+
+
+def _counted(out: Path) -> dict[str, int]:
+    """Data rows of each CSV file written (the header excluded)."""
+    import polars as pl
+
+    return {
+        path.stem: pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item()
+        for path in sorted(out.glob("*.csv"), key=_table_order)
+    }
+
+
+def _table_order(path: Path) -> int:
+    from tutormax_cli.store.seed import TABLE_KEYS
+
+    names = list(TABLE_KEYS)
+    return names.index(path.stem) if path.stem in names else len(names)
+
+
+class _Bar:
+    """Two progress bars on stderr when it is a terminal: tutors generated, then rows written,
+    each with its rate and the time left. Also notes when generation ended."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._clock()
+        self.generated = 0.0
+        self._bar: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase == "generating" and done == total:
+            self.generated = self._clock() - self._start
+        if not render.err.is_terminal:
+            return
+        if self._bar is None:
+            self._bar = _progress()
+            self._bar.start()
+        if phase not in self._tasks:
+            unit = "tutors" if phase == "generating" else "rows"
+            self._tasks[phase] = self._bar.add_task(phase, total=total, unit=unit)
+        self._bar.update(self._tasks[phase], completed=done, total=total)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _rate_column(),
+        TimeRemainingColumn(),
+        console=render.err,
+        transient=True,
+    )
+
+
+def _rate_column() -> ProgressColumn:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        """Units per second, e.g. `412,300 rows/s`."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            unit = task.fields.get("unit", "")
+            return Text("" if speed is None else f"{speed:,.0f} {unit}/s")
+
+    return Rate()

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 from tutormax_cli.cli import context, metrics_view, render
-from tutormax_cli.errors import UnknownTutor
+from tutormax_cli.errors import UnknownTutor, UsageError
 
 app = typer.Typer(no_args_is_help=True, help="Look at computed metrics.")
 
@@ -85,6 +85,10 @@ def tutor(
     metrics_view.print_tutor(doc)
 
 
+BOARD_LIMIT = 50
+"""Rows `show tutors` prints by default: a screenful an operator reads, not 2,000 lines."""
+
+
 @app.command("tutors")
 def tutors(
     ctx: typer.Context,
@@ -99,25 +103,37 @@ def tutors(
         autocompletion=_complete_metric,
     ),
     desc: bool = typer.Option(False, "--desc", help="Reverse the order (highest first)."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many tutors."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help=f"At most this many [table: {BOARD_LIMIT}; --json: all]."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="Every tutor, however many."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """A leaderboard of every tutor's latest row in one window.
+    """A leaderboard of every tutor's latest row in one window (the table shows the first
+    50 and says how many more there are; --json lists all unless --limit).
 
     Example: tutormax show tutors --tier "At Risk" --window 30day --sort no_show_count --desc
     """
     from tutormax_cli import views
     from tutormax_cli.store.query import latest_in_window
 
+    if show_all and limit is not None:
+        raise UsageError("--all and --limit cannot be combined")
     chosen = views.tier_names(tier)
     views.check_sort(sort)
     with context.database(ctx).connect() as conn:
         latest = latest_in_window(conn, window)
-    board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc, limit=limit)
+    shown = None if show_all else limit if limit is not None or as_json else BOARD_LIMIT
+    board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc, limit=None)
+    more = 0 if shown is None else max(board.height - shown, 0)
+    if shown is not None:
+        board = board.head(shown)
     if as_json:
         context.print_json(views.leaderboard_records(board))
         return
     metrics_view.print_leaderboard(board, window, sort)
+    if more:
+        render.err.print(f"… {render.count(more, 'more tutor')} (--limit N or --all to see them)")
     if latest.is_empty():
         render.err.print("No metrics yet: run `tutormax recompute`.")
 

@@ -1,1 +1,1 @@
-"""The metric contract of METRICS.md as pure polars code: windows, inputs, engine, tiers."""
+"""The metric contract of docs/metrics.md as pure polars code: windows, inputs, engine, tiers."""

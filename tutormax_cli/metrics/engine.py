@@ -1,5 +1,5 @@
 """The metric engine: sessions, feedback and events of any number of tutors in, every metric of
-METRICS.md §3 with its tier out, for all windows, in one polars pass.
+docs/metrics.md §3 with its tier out, for all windows, in one polars pass.
 
 Pure by design: no clock, no database, no Redis. `as_of` is an argument, so the worker, the
 backfill and the tests call the same code. Every metric is first reduced to sums and counts
@@ -143,7 +143,7 @@ def compute_metrics(
     tiers: TierRules = DEFAULT_TIERS,
     tutors: Iterable[str] | None = None,
 ) -> pl.DataFrame:
-    """Every tutor's metric rows for all windows as of `as_of` (METRICS.md §2–§4).
+    """Every tutor's metric rows for all windows as of `as_of` (docs/metrics.md §2–§4).
 
     A tutor gets three rows when it has a session in the longest window; `tutors`, when given,
     restricts the result to those ids. Inputs may hold rows outside the windows: they are

@@ -24,7 +24,7 @@ SESSIONS = pl.Schema(
         "learning_objectives_met": pl.Boolean(),
     }
 )
-"""The session columns the metrics need (METRICS.md §1 `sessions`)."""
+"""The session columns the metrics need (docs/metrics.md §1 `sessions`)."""
 
 FEEDBACK = pl.Schema({"session_id": pl.String(), "overall_rating": pl.Int64()})
 """Feedback joins its session on `session_id`; the session's tutor is the one that counts."""

@@ -1,4 +1,4 @@
-"""End-of-day snapshots for a range of days in one vectorized pass (METRICS.md §2).
+"""End-of-day snapshots for a range of days in one vectorized pass (docs/metrics.md §2).
 
 An end-of-day snapshot of day D is computed as of the next midnight UTC, so its N-day window is
 exactly the UTC days D−N+1 … D: bucketing inputs by UTC day loses nothing. Every metric is a

@@ -1,4 +1,4 @@
-"""Performance tiers (METRICS.md §4) as data, and their vectorized evaluation.
+"""Performance tiers (docs/metrics.md §4) as data, and their vectorized evaluation.
 
 Thresholds are a value, not code, so an operator can load another rule set from TOML
 (`--tiers FILE`) and see its effect with a dry run before anything is written.
@@ -128,7 +128,7 @@ def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> Tier
 
 
 def load_tiers(path: Path | None) -> TierRules:
-    """The rule set in `path`, or the METRICS.md defaults when `path` is None."""
+    """The rule set in `path`, or the docs/metrics.md defaults when `path` is None."""
     if path is None:
         return DEFAULT_TIERS
     try:

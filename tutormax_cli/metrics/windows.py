@@ -1,4 +1,4 @@
-"""Windows of METRICS.md §2: names, lengths, and the as-of arithmetic."""
+"""Windows of docs/metrics.md §2: names, lengths, and the as-of arithmetic."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def metric_date_of(as_of: datetime) -> date:
-    """The UTC day of the window's last instant, `as_of − 1 µs` (METRICS.md §2)."""
+    """The UTC day of the window's last instant, `as_of − 1 µs` (docs/metrics.md §2)."""
     return (as_utc(as_of) - timedelta(microseconds=1)).date()
 
 

@@ -1,7 +1,7 @@
 """Enrichment: the derived fields an analyst expects next to a session or a feedback row.
 
 They are extra frame columns, not table columns: the contract tables stay as production
-TutorMax has them (METRICS.md §1), `persist` writes only contract columns, and `publish` carries
+TutorMax has them (docs/metrics.md §1), `persist` writes only contract columns, `publish` carries
 the derived fields in the envelope's `data` for stream consumers. Everything is computed from
 the row alone, in UTC, so enriching twice gives the same values.
 """
@@ -14,7 +14,7 @@ from tutormax_cli.pipeline.validate import table_name
 
 LATE_START_MINUTES = 10
 """A start later than this is late: the same line as the on-time share of the engagement
-metric (METRICS.md §3, `late_start_minutes ≤ 10` is on time)."""
+metric (docs/metrics.md §3, `late_start_minutes ≤ 10` is on time)."""
 
 POSITIVE_RATING = 4
 POOR_RATING = 3

@@ -16,13 +16,13 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli.contract import INPUT_KEYS as TABLE_KEYS
 from tutormax_cli.pipeline import DEFAULT_BATCH_SIZE
 from tutormax_cli.pipeline.readers import REASON, is_bookkeeping
 from tutormax_cli.pipeline.validate import IGNORED_COLUMNS, table_name
 from tutormax_cli.store.db import describe_error
 from tutormax_cli.store.save import upsert_frame
 from tutormax_cli.store.schema import metadata
-from tutormax_cli.store.seed import TABLE_KEYS
 
 
 def latest(table: str, df: pl.DataFrame) -> pl.DataFrame:

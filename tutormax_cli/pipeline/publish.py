@@ -1,4 +1,4 @@
-"""Publication: one METRICS.md §5 envelope per persisted session on the enrichment stream.
+"""Publication: one docs/metrics.md §5 envelope per persisted session on the enrichment stream.
 
 Called only after the rows are committed, so the metrics worker never reads a session the
 database does not have yet. Entries go out with pipelined XADDs, a chunk per round trip. The
@@ -19,16 +19,16 @@ import polars as pl
 import redis
 
 from tutormax_cli import keys
+from tutormax_cli.contract import SESSIONS
 from tutormax_cli.errors import RedisUnavailable
 from tutormax_cli.pipeline.enrich import SESSION_COLUMNS
 from tutormax_cli.pipeline.persist import latest
-from tutormax_cli.sample import TABLE_SCHEMAS
 
 PIPELINE_CHUNK = 1_000
 SOURCE = "tutormax-ingest"
 
 DATA_COLUMNS = (
-    tuple(c for c in TABLE_SCHEMAS["sessions"] if c not in ("created_at", "updated_at"))
+    tuple(c for c in SESSIONS.names if c not in ("created_at", "updated_at"))
     + SESSION_COLUMNS
 )
 """What an envelope's `data` may hold: the session's contract fields (the ones the row has),

@@ -320,7 +320,7 @@ def as_text(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def envelopes_frame(entries: Iterable[tuple[bytes | str, Mapping[Any, Any]]]) -> pl.DataFrame:
-    """Stream entries (id, fields) holding METRICS.md §5 envelopes, as `records_frame` of their
+    """Stream entries (id, fields) holding docs/metrics.md §5 envelopes, as `records_frame` of their
     `data`, with `_entry` (the stream id). An entry that is not a well-formed envelope (bad
     JSON, no data object, checksum mismatch) is a row with `_error`, never an exception."""
     ids: list[str] = []

@@ -22,6 +22,9 @@ from typing import Any, Protocol
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli.contract import INPUT_KEYS as TABLE_KEYS
+from tutormax_cli.contract import INPUT_TABLES
+from tutormax_cli.contract import table as contract_table
 from tutormax_cli.metrics.frames import TS
 from tutormax_cli.pipeline import TABLE_ALIASES
 from tutormax_cli.pipeline.readers import (
@@ -32,10 +35,8 @@ from tutormax_cli.pipeline.readers import (
     as_text,
     is_bookkeeping,
 )
-from tutormax_cli.sample import TABLE_SCHEMAS
 from tutormax_cli.store.db import is_postgres
 from tutormax_cli.store.schema import metadata
-from tutormax_cli.store.seed import TABLE_KEYS
 
 SESSION_TYPES = ("1-on-1", "group", "workshop")
 TUTOR_STATUSES = ("active", "inactive", "churned")
@@ -53,7 +54,7 @@ RATING_COLUMNS = (
 )
 IGNORED_COLUMNS = frozenset({"updated_at"})
 """Contract columns accepted in a file but not taken from it: tutormax sets `updated_at` to the
-time it writes the row (METRICS.md §1)."""
+time it writes the row (docs/metrics.md §1)."""
 
 _INT32 = 2**31 - 1
 _TRUE = ("true", "t", "1", "yes", "y")
@@ -89,7 +90,7 @@ def specs(table: str) -> tuple[ColumnSpec, ...]:
     """The input columns of `table`, in contract order (`updated_at` is not one)."""
     sa_table = metadata.tables[table]
     out = []
-    for name, dtype in TABLE_SCHEMAS[table].items():
+    for name, dtype in contract_table(table).schema.items():
         if name in IGNORED_COLUMNS:
             continue
         column = sa_table.c[name]
@@ -467,7 +468,7 @@ def _one_of(name: str, allowed: Sequence[str]) -> Check:
 
 
 def _domain_checks(table: str, now: datetime) -> list[Check]:
-    """Rules of the contract beyond types (METRICS.md §1 and issue #6), on typed values."""
+    """Rules of the contract beyond types (docs/metrics.md §1 and issue #6), on typed values."""
     if table == "sessions":
         late, duration, start = (
             _t("late_start_minutes"),
@@ -514,13 +515,12 @@ def _domain_checks(table: str, now: datetime) -> list[Check]:
 
 
 _REFERENCES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "sessions": (("tutor_id", "tutors", "tutor"), ("student_id", "students", "student")),
-    "student_feedback": (("session_id", "sessions", "session"),),
+    t.name: tuple((r.column, r.table, r.noun) for r in t.references) for t in INPUT_TABLES
 }
 """Column → referenced table, checked against the database plus rows arriving with them."""
 
-_UNIQUE: dict[str, tuple[str, ...]] = {"tutors": ("email",), "student_feedback": ("session_id",)}
-"""Unique columns other than the primary key (METRICS.md §1)."""
+_UNIQUE: dict[str, tuple[str, ...]] = {t.name: t.unique for t in INPUT_TABLES}
+"""Unique columns other than the primary key (the contract's)."""
 
 
 class _Work:
@@ -585,11 +585,11 @@ def validate(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split `df` (text or typed columns, as read) into valid rows and rejects.
 
-    Valid rows have the contract columns the input has (all required ones) typed as in
-    `sample.TABLE_SCHEMAS`, plus the bookkeeping columns. Rejects have the input's columns as
-    text, the bookkeeping columns and `reason`. Every input row is in exactly one of the two.
-    `now` is the instant "30 days ahead" is measured from. With `detail`, rejects also have
-    `_errors`, each failure as `{field, message}`.
+    Valid rows have the contract columns the input has (all required ones) typed as
+    `tutormax_cli.contract` says, plus the bookkeeping columns. Rejects have the input's
+    columns as text, the bookkeeping columns and `reason`. Every input row is in exactly one
+    of the two. `now` is the instant "30 days ahead" is measured from. With `detail`, rejects
+    also have `_errors`, each failure as `{field, message}`.
     """
     table = table_name(table)
     now = now or datetime.now(UTC)

@@ -230,7 +230,7 @@ def load_tutor_ids(conn: sa.Connection, start: datetime, end: datetime) -> list[
 
 def load_changed_tutor_ids(conn: sa.Connection, since: datetime) -> list[str]:
     """The tutors whose sessions, feedback or events were created or updated at or after
-    `since`, sorted. Feedback counts for the tutor of its session (METRICS.md §1).
+    `since`, sorted. Feedback counts for the tutor of its session (docs/metrics.md §1).
 
     `created_at`/`updated_at` are the database's own clock (server defaults), so `since`
     should be a mark read from the same clock. On SQLite, where the stamps are text in any
@@ -266,7 +266,7 @@ def load_changed_tutor_ids(conn: sa.Connection, since: datetime) -> list[str]:
 # The engine reduces every metric to additive partials (`engine.PARTIALS`). On PostgreSQL the
 # database computes them where the rows live and ships one row per tutor (as-of) or per tutor and
 # day (backfill) instead of every session and event: the transfer and parsing of ~1.5M raw rows
-# was most of a recompute's time (see bench/README_recompute.md). Each aggregate below is the SQL
+# was most of a recompute's time (README, Performance). Each aggregate below is the SQL
 # twin of the polars expression of the same name; tests/test_backfill.py holds them equal.
 
 _SESSION_PARTIAL_SQL: tuple[tuple[str, str, str | None], ...] = (

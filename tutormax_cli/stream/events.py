@@ -1,4 +1,4 @@
-"""Entries on the session streams (METRICS.md §5): decoding, validation and encoding.
+"""Entries on the session streams (docs/metrics.md §5): decoding, validation and encoding.
 
 An entry is an *envelope* (one `message` field of JSON whose `checksum` is the SHA-256 of
 `json.dumps(data, sort_keys=True)`) or *flat* fields typed by an operator. Only `tutor_id`
@@ -35,7 +35,7 @@ class Malformed:
 
 
 def checksum(data: Any) -> str:
-    """The envelope checksum of METRICS.md §5: hex SHA-256 of Python's sorted-keys JSON."""
+    """The envelope checksum of docs/metrics.md §5: hex SHA-256 of Python's sorted-keys JSON."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

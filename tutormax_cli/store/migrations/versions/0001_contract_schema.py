@@ -1,13 +1,17 @@
-"""The METRICS.md §1 schema: create what is missing, complete what exists.
+"""The docs/metrics.md §1 schema: create what is missing, complete what exists.
 
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-29
 
+The tables are written out literally below, as they were at this revision (never imported from
+the live `store.schema`, which follows head): what 0001 does never changes. `tests/test_migrate.py`
+holds empty → head equal to a schema created fresh from the contract.
+
 A TutorMax database created by the pipeline already has these tables, possibly without
 `metric_date`, the count columns, the unique key or the server defaults. Such tables are
 completed in place: columns are added (nullable, or with their server default), indexes created,
-`metric_date` derived from `calculation_date` as METRICS.md §2 says, and rows that would break
+`metric_date` derived from `calculation_date` as docs/metrics.md §2 says, and rows that would break
 the unique key are moved — not deleted — to `tutor_performance_metrics_duplicates`.
 """
 
@@ -15,8 +19,155 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
-from tutormax_cli.store.schema import CONTRACT_TABLES, tutor_performance_metrics, tutormax_state
+# --- the schema of revision 0001, frozen: later revisions change it, this file never does ---
+
+metadata = sa.MetaData()
+
+ID = sa.String(50)
+TS = sa.DateTime(timezone=True)
+NOW = sa.func.now()
+StringList = sa.JSON().with_variant(postgresql.ARRAY(sa.String()), "postgresql")
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _stamps() -> list[sa.Column[object]]:
+    return [
+        sa.Column("created_at", TS, nullable=False, server_default=NOW),
+        sa.Column("updated_at", TS, nullable=False, server_default=NOW),
+    ]
+
+
+tutors = sa.Table(
+    "tutors",
+    metadata,
+    sa.Column("tutor_id", ID, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(255), nullable=False, unique=True),
+    sa.Column("onboarding_date", TS, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("subjects", StringList, nullable=False),
+    sa.Column("education_level", sa.String(100)),
+    sa.Column("location", sa.String(255)),
+    sa.Column("baseline_sessions_per_week", sa.Float),
+    sa.Column("behavioral_archetype", sa.String(50)),
+    *_stamps(),
+)
+
+students = sa.Table(
+    "students",
+    metadata,
+    sa.Column("student_id", ID, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("age", sa.Integer),
+    sa.Column("grade_level", sa.String(50)),
+    *_stamps(),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_id", ID, primary_key=True),
+    sa.Column("tutor_id", ID, nullable=False),
+    sa.Column("student_id", ID, nullable=False),
+    sa.Column("session_number", sa.Integer, nullable=False),
+    sa.Column("scheduled_start", TS, nullable=False),
+    sa.Column("actual_start", TS),
+    sa.Column("duration_minutes", sa.Integer, nullable=False),
+    sa.Column("subject", sa.String(100), nullable=False),
+    sa.Column("session_type", sa.String(20), nullable=False),
+    sa.Column("tutor_initiated_reschedule", sa.Boolean, nullable=False),
+    sa.Column("no_show", sa.Boolean, nullable=False),
+    sa.Column("late_start_minutes", sa.Integer, nullable=False),
+    sa.Column("engagement_score", sa.Float),
+    sa.Column("learning_objectives_met", sa.Boolean),
+    sa.Column("technical_issues", sa.Boolean, nullable=False),
+    *_stamps(),
+    sa.Index("ix_sessions_tutor_id_scheduled_start", "tutor_id", "scheduled_start"),
+    sa.Index("ix_sessions_updated_at", "updated_at"),
+)
+
+student_feedback = sa.Table(
+    "student_feedback",
+    metadata,
+    sa.Column("feedback_id", ID, primary_key=True),
+    sa.Column("session_id", ID, nullable=False, unique=True),
+    sa.Column("student_id", ID, nullable=False),
+    sa.Column("tutor_id", ID, nullable=False),
+    sa.Column("overall_rating", sa.Integer, nullable=False),
+    sa.Column("is_first_session", sa.Boolean, nullable=False),
+    sa.Column("subject_knowledge_rating", sa.Integer),
+    sa.Column("communication_rating", sa.Integer),
+    sa.Column("patience_rating", sa.Integer),
+    sa.Column("engagement_rating", sa.Integer),
+    sa.Column("helpfulness_rating", sa.Integer),
+    sa.Column("would_recommend", sa.Boolean),
+    sa.Column("improvement_areas", StringList),
+    sa.Column("free_text_feedback", sa.Text),
+    sa.Column("submitted_at", TS, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.Index("ix_student_feedback_tutor_id", "tutor_id"),
+)
+
+tutor_events = sa.Table(
+    "tutor_events",
+    metadata,
+    sa.Column("event_id", ID, primary_key=True),
+    sa.Column("tutor_id", ID, nullable=False),
+    sa.Column("event_type", sa.String(50), nullable=False),
+    sa.Column("event_timestamp", TS, nullable=False),
+    sa.Column("metadata", Json),
+    sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    sa.Index("ix_tutor_events_tutor_id_event_timestamp", "tutor_id", "event_timestamp"),
+)
+
+tutor_performance_metrics = sa.Table(
+    "tutor_performance_metrics",
+    metadata,
+    sa.Column("metric_id", ID, primary_key=True),
+    sa.Column("tutor_id", ID, nullable=False),
+    sa.Column("window", sa.String(10), nullable=False),
+    sa.Column("metric_date", sa.Date, nullable=False),
+    sa.Column("calculation_date", TS, nullable=False),
+    sa.Column("sessions_scheduled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sessions_completed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("avg_rating", sa.Float),
+    sa.Column("first_session_success_rate", sa.Float),
+    sa.Column("first_sessions_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reschedule_rate", sa.Float),
+    sa.Column("reschedule_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("no_show_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("no_show_rate", sa.Float),
+    sa.Column("engagement_score", sa.Float),
+    sa.Column("learning_objectives_met_pct", sa.Float),
+    sa.Column("response_time_avg_minutes", sa.Float),
+    sa.Column("performance_tier", sa.String(20), nullable=False),
+    *_stamps(),
+    sa.UniqueConstraint(
+        "tutor_id", "window", "metric_date", name="uq_tutor_performance_metrics_key"
+    ),
+    sa.Index("ix_tutor_performance_metrics_tutor_id_metric_date", "tutor_id", "metric_date"),
+)
+
+tutormax_state = sa.Table(
+    "tutormax_state",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", TS, nullable=False, server_default=NOW),
+)
+
+CONTRACT_TABLES = (
+    tutors,
+    students,
+    sessions,
+    student_feedback,
+    tutor_events,
+    tutor_performance_metrics,
+)
+
+# --- the upgrade ---------------------------------------------------------------------------
 
 revision = "0001"
 down_revision = None
