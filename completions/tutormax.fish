@@ -329,7 +329,7 @@ complete -c tutormax -n '__tutormax_at \'worker run\'' -l stream -x -d 'Stream t
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l group -x -d 'Consumer group'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l debounce -x -d 'Seconds after a tutor\'s last entry (0: next flush)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l max-wait -x -d 'Longest a tutor waits after its first entry'
-complete -c tutormax -n '__tutormax_at \'worker run\'' -l claim-idle -x -d 'Reclaim other consumers\' entries idle this long [max-wait + 75 s]'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l claim-idle -x -d 'Reclaim other consumers\' entries idle this long; must exceed --max-wait [max-wait + 75 s]'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l max-deliveries -x -d 'Dead-letter an entry delivered more often'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l count -x -d 'Entries per XREADGROUP'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l burst -d 'Exit once nothing is new, pending, claimable or buffered'

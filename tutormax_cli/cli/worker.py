@@ -29,7 +29,8 @@ def run(
         None,
         "--claim-idle",
         min=0.001,
-        help="Reclaim other consumers' entries idle this long [max-wait + 75 s].",
+        help="Reclaim other consumers' entries idle this long; must exceed --max-wait "
+        "[max-wait + 75 s].",
     ),
     max_deliveries: int = typer.Option(
         5, "--max-deliveries", min=1, help="Dead-letter an entry delivered more often."
@@ -57,18 +58,20 @@ def run(
 
     context.imports_done()
     context.setup_logging(log_level)
+    max_wait = max(max_wait, debounce)
     config = WorkerConfig(
         stream=stream,
         group=group,
         consumer=consumer or default_consumer(),
         debounce=debounce,
-        max_wait=max(max_wait, debounce),
+        max_wait=max_wait,
         claim_idle=claim_idle if claim_idle is not None else max_wait + 75.0,
         max_deliveries=max_deliveries,
         read_count=count,
         burst=burst,
         tiers=load_tiers(tiers_file),
     )
+    config.check()
     engine = context.database(ctx)
     client = connect(context.settings(ctx).redis_url)
     metrics = WorkerMetrics()

@@ -1,10 +1,14 @@
 """A Redis Streams consumer-group member with the safety rules every tutormax consumer shares.
 
-It reads its own pending entries first (recovery), then new ones; reclaims entries that dead
-consumers left idle (XAUTOCLAIM); dead-letters malformed entries and entries delivered too
-often, with the reason and the original fields, before acknowledging them; keeps a heartbeat
-key; retries Redis and database failures with backoff; and stops cleanly on a signal. What to do
-with good entries (`accept`) and when to commit and ack them (`flush`) is the subclass's.
+It reads its own pending entries first (recovery), then new ones; reclaims entries that other
+consumers left idle (never its own: a consumer that claimed what it holds would raise the
+delivery counts of healthy entries until they are dead-lettered); keeps the entries it holds
+looking fresh to the others (XCLAIM to itself with JUSTID, which does not count a delivery);
+dead-letters malformed entries and entries delivered too often, with the reason and the original
+fields, before acknowledging them; keeps a heartbeat key; retries Redis and database failures
+with backoff, reading nothing new while a flush keeps failing; and stops cleanly on a signal.
+What to do with good entries (`accept`) and when to commit and ack them (`flush`) is the
+subclass's.
 Time comes from an injectable `Clock` so tests drive debounce windows without sleeping.
 """
 
@@ -15,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,13 +121,18 @@ class GroupConsumer:
         self.stopping = False
         self.recovering = True  # read own pending entries (from ID 0) before new ones
         self._recover_cursor = "0"
-        self._claim_cursor = b"0-0"
+        self._claim_cursor = "-"
         self._last_claim = float("-inf")
         self._last_heartbeat = float("-inf")
         self._backoff = 0.0
         self._retry_at = float("-inf")
         self._started_at = self.clock.now()
         self._last_flush_at: datetime | None = None
+        self._flush_failing = False
+        # entries delivered to this consumer and neither acknowledged nor dead-lettered yet
+        self._held: set[bytes] = set()
+        self._held_lock = threading.Lock()
+        self._last_refresh = float("-inf")
 
     # -- what subclasses decide ----------------------------------------------------------------
 
@@ -237,28 +247,68 @@ class GroupConsumer:
         return entries
 
     def claim_orphans(self) -> list[Entry]:
-        """Entries other consumers left idle longer than `claim_idle` (XAUTOCLAIM), page by page."""
+        """Entries other consumers left idle longer than `claim_idle`, page by page.
+
+        XAUTOCLAIM cannot skip a consumer, and claiming our own buffered entries would count a
+        delivery each time until healthy entries are dead-lettered. So: XPENDING IDLE lists
+        the idle entries with their owners, and XCLAIM (which re-checks the idle time, so two
+        claimers never both win) takes the others'.
+        """
         cfg = self.config
         now = self.clock.monotonic()
         if not cfg.burst and now - self._last_claim < cfg.claim_every:
             return []
         self._last_claim = now
-        response: Any = self.redis.xautoclaim(
-            cfg.stream,
-            cfg.group,
-            cfg.consumer,
-            min_idle_time=int(cfg.claim_idle * 1000),
-            start_id=self._claim_cursor,
-            count=cfg.read_count,
+        idle_ms = max(1, int(cfg.claim_idle * 1000))
+        rows: Any = self.redis.xpending_range(
+            cfg.stream, cfg.group, min=self._claim_cursor, max="+", count=cfg.read_count,
+            idle=idle_ms,
+        )  # fmt: skip
+        if len(rows) < cfg.read_count:
+            self._claim_cursor = "-"
+        else:
+            last = rows[-1]["message_id"]
+            self._claim_cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        me = cfg.consumer.encode()
+        ids = [r["message_id"] for r in rows if _as_bytes(r["consumer"]) != me]
+        if not ids:
+            return []
+        response: Any = self.redis.xclaim(
+            cfg.stream, cfg.group, cfg.consumer, min_idle_time=idle_ms, message_ids=ids
         )
-        self._claim_cursor = response[0]
-        claimed: list[Entry] = list(response[1])
-        deleted = response[2] if len(response) > 2 else []
-        if deleted:
-            self.redis.xack(cfg.stream, cfg.group, *deleted)
+        # Redis 7 drops entries deleted from the stream from the PEL; 6.2 answers nil for them
+        claimed: list[Entry] = [e for e in response if e[0] is not None]
         if claimed:
             log.info("claimed %d orphaned entries", len(claimed))
         return claimed
+
+    def refresh_held(self, force: bool = False) -> int:
+        """Reset the idle time of every entry this consumer holds (buffered or being flushed),
+        every `claim_idle / 3` seconds, so that other consumers never see them as orphans.
+
+        XCLAIM with JUSTID to ourselves does not count a delivery. Returns the entries touched.
+        """
+        cfg = self.config
+        now = self.clock.monotonic()
+        if not force and now - self._last_refresh < cfg.claim_idle / 3:
+            return 0
+        with self._held_lock:
+            held: list[Any] = sorted(self._held)
+        if held:
+            pipe = self.redis.pipeline(transaction=False)
+            for start in range(0, len(held), 10_000):
+                pipe.xclaim(
+                    cfg.stream, cfg.group, cfg.consumer, min_idle_time=0,
+                    message_ids=held[start : start + 10_000], justid=True,
+                )  # fmt: skip
+            pipe.execute()
+        self._last_refresh = now  # only once done: after an outage, the first pass refreshes
+        return len(held)
+
+    def release(self, entry_ids: list[bytes]) -> None:
+        """These entries were acknowledged (or dead-lettered): no longer ours to keep fresh."""
+        with self._held_lock:
+            self._held.difference_update(entry_ids)
 
     def deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
         """Delivery counts of recovered or claimed entries (new ones have been delivered once)."""
@@ -294,9 +344,12 @@ class GroupConsumer:
                 dead.append((entry_id, fields, f"delivered {times} times"))
             else:
                 good.append((entry_id, fields))
+        with self._held_lock:
+            self._held.update(e[0] for e in good)
         dead.extend(self.accept(good, self.clock.monotonic()))
         if vanished:
             self.redis.xack(self.config.stream, self.config.group, *vanished)
+            self.release(vanished)
         if dead:
             self.dead_letter(dead)
         self.metrics.buffered_tutors.set(self.buffered())
@@ -319,12 +372,20 @@ class GroupConsumer:
             log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
         pipe.xack(cfg.stream, cfg.group, *[d[0] for d in dead])
         pipe.execute()
+        self.release([d[0] for d in dead])
         self.counts.dead_lettered += len(dead)
         self.metrics.dead_lettered.inc(len(dead))
         self.metrics.acked.inc(len(dead))
 
-    def _failed(self, kind: str, exc: BaseException) -> None:
+    def _failed(self, kind: str, exc: BaseException, *, flush: bool = False) -> None:
+        """Count and log a failure, back off; a failed flush also stops new reads until a
+        flush succeeds (what is held stays bounded) and refreshes the held entries."""
         from tutormax_cli.store.db import describe_error
+
+        if flush:
+            self._flush_failing = True
+            with contextlib.suppress(redis.RedisError):
+                self.refresh_held(force=True)
 
         self.counts.errors += 1
         self.metrics.errors.labels(kind).inc()
@@ -338,6 +399,7 @@ class GroupConsumer:
     def _succeeded(self) -> None:
         self._backoff = 0.0
         self._retry_at = float("-inf")
+        self._flush_failing = False
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -346,14 +408,17 @@ class GroupConsumer:
         if self.recovering:
             own = self.read_own_pending()
             self.handle(own, "recovered", check_deliveries=True)
-        claimed = self.claim_orphans()
-        self.handle(claimed, "claimed", check_deliveries=True)
+        claimed: list[Entry] = []
         new: list[Entry] = []
-        if not self.stopping and not self.recovering:
-            new = self.read_new()
-            self.handle(new, "new", check_deliveries=False)
+        if not self._flush_failing:  # while flushes fail, take nothing more on
+            claimed = self.claim_orphans()
+            self.handle(claimed, "claimed", check_deliveries=True)
+            if not self.stopping and not self.recovering:
+                new = self.read_new()
+                self.handle(new, "new", check_deliveries=False)
         flushed = self.flush()
         self.heartbeat()
+        self.refresh_held()
         busy = bool(new or claimed or self.recovering or flushed or self.buffered())
         return busy
 
@@ -423,6 +488,10 @@ class GroupConsumer:
             self.role, self.config.consumer, reason, c.entries, c.tutors, self.unit,
             c.flushes, c.dead_lettered, c.errors, self.buffered(),
         )  # fmt: skip
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def install_signal_handlers(worker: GroupConsumer) -> None:
