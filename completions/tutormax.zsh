@@ -32,7 +32,7 @@ _tutormax_described() {
         'sample') printf '%s\n' 'generate:Insert (upsert) synthetic tutors, students, sessions, feedback and events' ;;
         'show') printf '%s\n' 'tiers:The tier distribution of every tutor'\''s latest row, against 7 days earlier (the latest rows as they stood on the newest metric date minus 7, from the daily history)' 'tutor:The latest 7/30/90-day metrics of one tutor, each flag with the threshold behind it, and a trend per metric over the last 30 daily snapshots' 'tutors:A leaderboard of every tutor'\''s latest row in one window (the table shows the first 50 and says how many more there are; --json lists all unless --limit)' ;;
         'tiers') printf '%s\n' 'show:The thresholds and rules tiers are decided by' 'simulate:What the tier distribution would be under other thresholds, and which tutors would move' ;;
-        'worker') printf '%s\n' 'health:Exit 0 when a live worker'\''s heartbeat is seen, 1 otherwise (for systemd and probes)' 'run:Consume session events, recompute the tutors they name, ack after commit' ;;
+        'worker') printf '%s\n' 'health:Exit 0 when a live worker'\''s heartbeat says `ok`, 1 otherwise (for systemd and probes)' 'run:Consume session events, recompute the tutors they name, ack after commit' ;;
     esac
 }
 
@@ -80,7 +80,7 @@ _tutormax_options() {
         'tiers simulate') printf '%s\n' '--window:The window' '--limit:List at most this many moves' '--json:Print one JSON document (every move)' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'watch') printf '%s\n' '--tier:Only tutors entering or leaving this tier (repeatable)' '--window:The window --tier uses' '--count:Stop after N updates' '--timeout:Stop after S seconds' '--from:Start after this entry ID (0: replay the kept history); $: new only' '--json:One JSON object per update (a line)' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'worker') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'worker health') printf '%s\n' '--stream:Stream of the group' '--group:Consumer group' '--json:Print the live workers as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'worker health') printf '%s\n' '--stream:Stream of the group' '--group:Consumer group' '--accept-retrying:Also exit 0 when a live worker is retrying a failure' '--json:Print the live workers as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'worker run') printf '%s\n' '--consumer:Consumer name [hostname-pid]' '--stream:Stream to consume' '--group:Consumer group' '--debounce:Seconds after a tutor'\''s last entry (0: next flush)' '--max-wait:Longest a tutor waits after its first entry' '--claim-idle:Reclaim other consumers'\'' entries idle this long; must exceed --max-wait [max-wait + 75 s]' '--max-deliveries:Dead-letter an entry delivered more often' '--count:Entries per XREADGROUP' '--burst:Exit once nothing is new, pending, claimable or buffered' '--metrics-port:Serve Prometheus metrics on this port' '--metrics-host:Address the metrics server binds (0.0.0.0 for every interface)' '--tiers:TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
     esac
 }

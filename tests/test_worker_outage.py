@@ -16,28 +16,31 @@ import redis
 import sqlalchemy as sa
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from typer.testing import CliRunner
 
 from tests.conftest import _empty_tables, _private_redis
 from tests.faults import TcpProxy
 from tests.helpers import count_rows, recent_sample
 from tutormax_cli import keys
+from tutormax_cli.cli.app import app
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
-from tutormax_cli.stream import events
+from tutormax_cli.stream import events, heartbeat
 from tutormax_cli.stream.producer import publish
 from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
 
 STREAM = keys.ENRICHMENT_STREAM
 GROUP = keys.METRICS_GROUP
 CLAIM_IDLE = 1.0
+PASSWORD = "s3cret-pw"  # the machine's PostgreSQL trusts local users: any password connects
 OUTAGE = 3.5 * CLAIM_IDLE
 
 
 def _config(consumer: str, **kw: Any) -> WorkerConfig:
     options: dict[str, Any] = dict(
         debounce=0.2, max_wait=0.5, claim_idle=CLAIM_IDLE, claim_every=0.1, block_ms=50,
-        heartbeat_every=0.2,
+        heartbeat_every=0.2, max_backoff=1.0,
     )  # fmt: skip
     return WorkerConfig(consumer=consumer, **(options | kw))
 
@@ -57,7 +60,13 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
+def _health(client: redis.Redis, *args: str) -> Any:
+    url = client.get_connection_kwargs()
+    redis_url = f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"
+    return CliRunner().invoke(app, ["--redis-url", redis_url, "worker", "health", *args])
+
+
+def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -96,11 +105,16 @@ def test_postgresql_outage_dead_letters_nothing(
     url = sa.make_url(pg_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     through_proxy = open_engine(
-        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        url.set(host="127.0.0.1", port=proxy.port, password=PASSWORD).render_as_string(
+            hide_password=False
+        )
     )
     caplog.set_level(logging.INFO, logger="tutormax.worker")
     lone = MetricsWorker(rclient, through_proxy, _config("lone", max_deliveries=2))
     lone.setup()
+    # a second group of one worker on the same stream, for `health`
+    lonely = MetricsWorker(rclient, through_proxy, _config("lone", group="lonely"))
+    lonely.setup()
     proxy.stop()  # the database goes away while the worker buffers
     running = [Running(lone)]
     try:
@@ -109,12 +123,23 @@ def test_postgresql_outage_dead_letters_nothing(
         # a second, healthy worker (direct to the database) must not see lone's entries idle
         other = MetricsWorker(rclient, direct, _config("other"))
         running.append(Running(other))
+        running.append(Running(lonely))
         seen = _hold_through_outage(rclient, OUTAGE)
         assert {row["consumer"] for row in seen} == {b"lone"}
         assert max(row["times_delivered"] for row in seen) == 1
         assert max(row["time_since_delivered"] for row in seen) < CLAIM_IDLE * 1000
         assert rclient.xlen(keys.DEAD_LETTER_STREAM) == 0 and count_rows(direct) == 0
         assert lone.counts.errors >= 2
+        # health and the heartbeat reader say `retrying`, why, and never the password
+        (beat,) = heartbeat.live_workers(rclient, STREAM, "lonely")
+        assert beat.state == "retrying" and beat.retrying is not None
+        assert beat.retrying["kind"] == "database" and beat.retrying["error"] == "OperationalError"
+        assert "Connection refused" in beat.retrying["message"]
+        assert PASSWORD not in rclient.get(beat.key).decode()  # type: ignore[union-attr]
+        health = _health(rclient, "--group", "lonely")
+        assert health.exit_code == 1 and "lone retrying since " in health.stdout
+        assert "(database OperationalError: connection to server at" in health.stdout
+        assert _health(rclient, "--group", "lonely", "--accept-retrying").exit_code == 0
         proxy.start()
         _wait_for(lambda: count_rows(direct) == 6 and not _pending(rclient))
     finally:
@@ -174,3 +199,33 @@ def test_redis_outage_dead_letters_nothing(
     assert lone.counts.errors >= 1
     flushes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("flush:")]
     assert flushes and flushes[0].startswith("flush: 2 tutors, 2 entries")
+
+
+def test_a_flush_longer_than_the_heartbeat_ttl_stays_healthy(
+    pg_url: str, rclient: redis.Redis
+) -> None:
+    engine = open_engine(pg_url)
+    save_tables(engine, recent_sample(tutors=2))
+    worker = MetricsWorker(
+        rclient, engine, _config("slow", debounce=0, max_wait=0, heartbeat_ttl=1)
+    )
+    worker.setup()
+    blocker = engine.connect()
+    blocker.execute(sa.text("LOCK TABLE tutor_performance_metrics IN ACCESS EXCLUSIVE MODE"))
+    running = Running(worker)
+    try:
+        publish(rclient, STREAM, [events.flat("T0001")])
+        _wait_for(lambda: len(_pending(rclient)) == 1)
+        time.sleep(2.5)  # the flush waits on the lock for 2.5 TTLs (nothing acked meanwhile)
+        assert len(_pending(rclient)) == 1
+        result = _health(rclient)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("slow ok: 1 entries")
+    finally:
+        blocker.rollback()
+        blocker.close()
+        _wait_for(lambda: not _pending(rclient))
+        running.join()
+        engine.dispose()
+    assert count_rows(engine) == 3
+    assert not heartbeat.live_workers(rclient)  # a clean exit removes the heartbeat

@@ -113,6 +113,7 @@ class PipelineConsumer(GroupConsumer):
             return 0
         self._succeeded()
         self.batch.clear()
+        self._last_flush_at = self.clock.now()
         self.counts.flushes += 1
         self.counts.tutors += valid.height
         self.metrics.flushes.inc()

@@ -15,7 +15,6 @@ Time comes from an injectable `Clock` so tests drive debounce windows without sl
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -30,6 +29,7 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
+from tutormax_cli.stream import heartbeat as hb
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.worker")
@@ -78,6 +78,7 @@ class ConsumerConfig:
     burst: bool = False
     heartbeat_ttl: int = 15
     heartbeat_every: float = 2.0
+    max_backoff: float = 30.0
     dead_letter_stream: str = keys.DEAD_LETTER_STREAM
 
 
@@ -133,6 +134,16 @@ class GroupConsumer:
         self._held: set[bytes] = set()
         self._held_lock = threading.Lock()
         self._last_refresh = float("-inf")
+        self.state = hb.OK
+        self._retrying: dict[str, str] | None = None
+        self.beats = hb.HeartbeatWriter(
+            client,
+            keys.heartbeat_key(config.stream, config.group, config.consumer),
+            ttl=config.heartbeat_ttl,
+            every=config.heartbeat_every,
+            status=self.status,
+            on_beat=self._on_beat,
+        )
 
     # -- what subclasses decide ----------------------------------------------------------------
 
@@ -163,39 +174,57 @@ class GroupConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def heartbeat(self, force: bool = False) -> None:
-        """Refresh this consumer's heartbeat key and the stream gauges, every few seconds."""
-        now = self.clock.monotonic()
-        if not force and now - self._last_heartbeat < self.config.heartbeat_every:
-            return
-        self._last_heartbeat = now
+    def status(self) -> dict[str, Any]:
+        """What the heartbeat says: who and where, the state, counters, the last flush."""
         cfg = self.config
-        status = {
+        return {
             "consumer": cfg.consumer,
             "stream": cfg.stream,
             "group": cfg.group,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "state": self.state,
+            "retrying": self._retrying,
             "started_at": self._started_at.isoformat(),
             "last_flush_at": self._last_flush_at.isoformat() if self._last_flush_at else None,
             "entries": self.counts.entries,
             "tutors": self.counts.tutors,
             "flushes": self.counts.flushes,
             "dead_lettered": self.counts.dead_lettered,
+            "errors": self.counts.errors,
             "buffered": self.buffered(),
         }
-        key = keys.heartbeat_key(cfg.stream, cfg.group, cfg.consumer)
-        self.redis.set(key, json.dumps(status), ex=cfg.heartbeat_ttl)
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Refresh this consumer's heartbeat key and the stream gauges, every few seconds (the
+        heartbeat thread beats too, while `run` runs, so a long flush does not silence it)."""
+        now = self.clock.monotonic()
+        if not force and now - self._last_heartbeat < self.config.heartbeat_every:
+            return
+        self._last_heartbeat = now
+        self.beats.beat()
+
+    def _on_beat(self) -> None:
+        """After each beat: keep held entries fresh, update the pending and lag gauges."""
+        cfg = self.config
+        self.refresh_held()
         summary = self.redis.xpending(cfg.stream, cfg.group)
         self.metrics.pending_entries.set(int(summary["pending"]))
         for group in self.redis.xinfo_groups(cfg.stream):
             if group["name"].decode() == cfg.group and group.get("lag") is not None:
                 self.metrics.lag_entries.set(int(group["lag"]))
 
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if state != hb.RETRYING:
+                self._retrying = None
+            self.beats.wake()
+
     def clear_heartbeat(self) -> None:
         """Remove the heartbeat at a clean exit, so `worker health` sees the worker gone."""
-        cfg = self.config
-        self.redis.delete(keys.heartbeat_key(cfg.stream, cfg.group, cfg.consumer))
+        self.beats.stop()
+        self.beats.clear()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -389,17 +418,33 @@ class GroupConsumer:
 
         self.counts.errors += 1
         self.metrics.errors.labels(kind).inc()
-        self._backoff = min(30.0, max(0.5, self._backoff * 2))
+        self._backoff = min(self.config.max_backoff, max(0.5, self._backoff * 2))
         self._retry_at = self.clock.monotonic() + self._backoff
+        cause = getattr(exc, "orig", None) or exc
+        self._retrying = {
+            "since": (self._retrying or {}).get("since") or self.clock.now().isoformat(),
+            "kind": kind,
+            "error": type(cause).__name__,
+            "message": hb.one_line(describe_error(exc)),
+        }
+        if self.state != hb.DRAINING:
+            self._set_state(hb.RETRYING)
+        self.beats.wake()
         log.error(
             "%s error, nothing acknowledged, retrying in %.1fs: %s",
             kind, self._backoff, describe_error(exc),
         )  # fmt: skip
 
     def _succeeded(self) -> None:
+        """A flush went through: reads resume, and the worker is `ok` again."""
+        self._flush_failing = False
+        self._recovered()
+
+    def _recovered(self) -> None:
         self._backoff = 0.0
         self._retry_at = float("-inf")
-        self._flush_failing = False
+        if self.state == hb.RETRYING:
+            self._set_state(hb.OK)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -440,6 +485,7 @@ class GroupConsumer:
         reason = "stopped"
         try:
             self._with_retry(self.setup)
+            self.beats.start()
             while True:
                 if self.stopping or (should_stop is not None and should_stop()):
                     reason = "stop requested"
@@ -452,6 +498,7 @@ class GroupConsumer:
                 if wait > 0:  # a failed flush backs off; do not spin on reads meanwhile
                     time.sleep(min(0.5, wait))
             self.stopping = True
+            self._set_state(hb.DRAINING)
             self.drain()
         finally:
             self.metrics.up.set(0)
@@ -460,7 +507,10 @@ class GroupConsumer:
 
     def _with_retry(self, step: Callable[[], Any]) -> Any:
         try:
-            return step()
+            result = step()
+            if not self._flush_failing:  # Redis answered and no flush is failing
+                self._recovered()
+            return result
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failed("redis", exc)
             time.sleep(min(self._backoff, 5.0))
