@@ -287,6 +287,7 @@ def test_sigterm_flushes_buffered_tutors_and_exits_0(
     assert "SIGTERM received" in err and "2 entries, 2 tutors recomputed in 1 flushes" in err
     assert pending_count(rclient) == 0 and count_rows(engine) == 6
     assert not rclient.keys(keys.HEARTBEAT_PREFIX + "*")
+    assert rclient.xinfo_consumers(STREAM, GROUP) == []  # a clean exit leaves the group
 
 
 def test_health_sees_a_heartbeat(sqlite_url: str, redis_url: str, rclient: redis.Redis) -> None:

@@ -221,6 +221,18 @@ class GroupConsumer:
                 self._retrying = None
             self.beats.wake()
 
+    def leave_group(self) -> bool:
+        """At a clean exit, delete this consumer from the group when it holds nothing: a
+        consumer with pending entries stays, for its next life's recovery or another's claim
+        (deleting it would drop those entries from the group's pending list)."""
+        cfg = self.config
+        if self.buffered() or self.redis.xpending_range(
+            cfg.stream, cfg.group, "-", "+", 1, consumername=cfg.consumer
+        ):
+            return False
+        self.redis.xgroup_delconsumer(cfg.stream, cfg.group, cfg.consumer)
+        return True
+
     def clear_heartbeat(self) -> None:
         """Remove the heartbeat at a clean exit, so `worker health` sees the worker gone."""
         self.beats.stop()
@@ -529,8 +541,10 @@ class GroupConsumer:
             return None
 
     def _teardown(self, reason: str) -> None:
+        self.beats.stop()
         with contextlib.suppress(redis.RedisError):
-            self.clear_heartbeat()
+            self.beats.clear()
+            self.leave_group()
         c = self.counts
         log.info(
             "%s %s exiting (%s): %d entries, %d %s in %d flushes, "
