@@ -70,7 +70,7 @@ _tutormax_options() {
         'tiers simulate') printf '%s\n' '--window' '--limit' '--json' '--help' '-h' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
-        'worker health') printf '%s\n' '--stream' '--group' '--json' '--help' '-h' ;;
+        'worker health') printf '%s\n' '--stream' '--group' '--accept-retrying' '--json' '--help' '-h' ;;
         'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--log-level' '--help' '-h' ;;
     esac
 }

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
-from tutormax_cli.stream import entries, groups, inspect
+from tutormax_cli.stream import entries, groups, heartbeat
 from tutormax_cli.stream.board import Board
 from tutormax_cli.stream.events import envelope
 from tutormax_cli.stream.pending import pending_entries
@@ -262,7 +262,7 @@ def test_live_workers_from_heartbeats(rclient: redis.Redis) -> None:
     beat(rclient, "w2", group="other")
     rclient.set(keys.heartbeat_key(STREAM, GROUP, "w3"), "not json", ex=15)
     rclient.set("tutormax:unrelated", "x")
-    workers = {w.consumer: w for w in inspect.live_workers(rclient)}
+    workers = {w.consumer: w for w in heartbeat.live_workers(rclient)}
     assert sorted(workers) == ["w1", "w2", "w3"]
     assert workers["w1"].serves(STREAM, GROUP) and not workers["w2"].serves(STREAM, GROUP)
     assert not workers["w3"].serves(STREAM, GROUP)

@@ -100,3 +100,21 @@ def test_events_complete_validates_before_publishing(
     result = runner.invoke(app, ["events", "complete", json.dumps(good)], env=env)
     assert result.exit_code == 0, result.output
     assert rclient.xlen(keys.SESSIONS_STREAM) == 1
+
+
+def test_the_pipeline_heartbeat_reports_its_last_flush(
+    sqlite_url: str, rclient: redis.Redis
+) -> None:
+    from tutormax_cli.pipeline.stream import PipelineConfig, PipelineConsumer
+    from tutormax_cli.stream import heartbeat
+
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    rclient.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})
+    consumer = PipelineConsumer(rclient, engine, PipelineConfig(consumer="p1", block_ms=5))
+    consumer.setup()
+    consumer.run_once()
+    consumer.heartbeat(force=True)
+    (beat,) = heartbeat.live_workers(rclient, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)
+    assert beat.state == "ok" and beat.info["last_flush_at"] is not None
+    assert beat.info["dead_lettered"] == 1

@@ -258,7 +258,7 @@ def test_kill_9_loses_nothing_and_another_worker_finishes(
     time.sleep(0.3)
     done = subprocess.run(
         [sys.executable, "-m", "tutormax_cli", "worker", "run", "--burst", "--debounce", "0",
-         "--consumer", "rescuer", "--claim-idle", "0.2"],
+         "--consumer", "rescuer", "--max-wait", "0", "--claim-idle", "0.2"],
         env=_cli_env(db_url, redis_url), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -287,6 +287,7 @@ def test_sigterm_flushes_buffered_tutors_and_exits_0(
     assert "SIGTERM received" in err and "2 entries, 2 tutors recomputed in 1 flushes" in err
     assert pending_count(rclient) == 0 and count_rows(engine) == 6
     assert not rclient.keys(keys.HEARTBEAT_PREFIX + "*")
+    assert rclient.xinfo_consumers(STREAM, GROUP) == []  # a clean exit leaves the group
 
 
 def test_health_sees_a_heartbeat(sqlite_url: str, redis_url: str, rclient: redis.Redis) -> None:
@@ -373,3 +374,32 @@ def test_a_vanished_group_is_recreated(sqlite_url: str, rclient: redis.Redis) ->
     worker.run_once()
     worker.run_once()
     assert pending_count(rclient) == 0 and count_rows(engine) == 3
+
+
+def test_claim_idle_must_exceed_max_wait(sqlite_url: str, redis_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    env = _cli_env(sqlite_url, redis_url)
+    for args in (["--claim-idle", "45"], ["--debounce", "60", "--claim-idle", "50"]):
+        result = CliRunner().invoke(app, ["worker", "run", "--burst", *args], env=env)
+        assert result.exit_code == 2, result.output
+        wait = "60" if "60" in args else "45"
+        assert result.output.strip().splitlines() == [
+            f"Error: --claim-idle ({args[-1]} s) must be longer than --max-wait ({wait} s): "
+            "workers hold entries that long before acknowledging them"
+        ]
+
+
+def test_an_entry_delivered_again_is_still_one_entry() -> None:
+    from tutormax_cli.stream.debounce import DebounceBuffer
+
+    buffer = DebounceBuffer(debounce=0, max_wait=0)
+    for _ in range(5):  # recovered, claimed, ... the same two entries
+        buffer.add("T0001", b"1-0", 0.0)
+        buffer.add("T0002", b"2-0", 0.0)
+    taken = buffer.take(buffer.due(0.0))
+    buffer.put_back(taken)
+    buffer.add("T0001", b"1-0", 1.0)
+    assert buffer.entry_count == 2

@@ -114,7 +114,7 @@ def status_report(
     that cannot be read). `client` may be a function that opens the client, so that an
     unreachable Redis is a problem in the document rather than an exception."""
     from tutormax_cli.store.query import active_freshness
-    from tutormax_cli.stream import dead_letters, entries, groups, health, inspect
+    from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat
 
     where = (names or {}).get("redis", "Redis")
     problems: list[str] = []
@@ -124,10 +124,10 @@ def status_report(
         found = client() if callable(client) else client
         now_ms = entries.server_ms(found)
         reports = groups.status_groups(found)
-        workers = inspect.live_workers(found)
+        workers = heartbeat.live_workers(found)
         dead = dead_letters.dead_letter_summary(found)
         problems, warnings = health.assess(reports, workers, dead, where)
-        doc["workers"] = [{**w.as_dict(now_ms), "state": health.worker_state(w)} for w in workers]
+        doc["workers"] = [w.as_dict(now_ms) for w in workers]
         doc["streams"] = [
             {**g.as_dict(), "workers": sum(w.serves(g.stream, g.group) for w in workers)}
             for g in reports

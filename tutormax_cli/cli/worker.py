@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -29,7 +28,8 @@ def run(
         None,
         "--claim-idle",
         min=0.001,
-        help="Reclaim other consumers' entries idle this long [max-wait + 75 s].",
+        help="Reclaim other consumers' entries idle this long; must exceed --max-wait "
+        "[max-wait + 75 s].",
     ),
     max_deliveries: int = typer.Option(
         5, "--max-deliveries", min=1, help="Dead-letter an entry delivered more often."
@@ -56,18 +56,20 @@ def run(
 
     context.imports_done()
     context.setup_logging(log_level)
+    max_wait = max(max_wait, debounce)
     config = WorkerConfig(
         stream=stream,
         group=group,
         consumer=consumer or default_consumer(),
         debounce=debounce,
-        max_wait=max(max_wait, debounce),
+        max_wait=max_wait,
         claim_idle=claim_idle if claim_idle is not None else max_wait + 75.0,
         max_deliveries=max_deliveries,
         read_count=count,
         burst=burst,
         tiers=load_tiers(tiers_file),
     )
+    config.check()
     engine = context.database(ctx)
     client = context.redis(ctx)
     metrics = WorkerMetrics()
@@ -87,28 +89,46 @@ def health(
     ctx: typer.Context,
     stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="Stream of the group."),
     group: str = typer.Option(keys.METRICS_GROUP, "--group", help="Consumer group."),
+    accept_retrying: bool = typer.Option(
+        False, "--accept-retrying", help="Also exit 0 when a live worker is retrying a failure."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the live workers as JSON."),
 ) -> None:
-    """Exit 0 when a live worker's heartbeat is seen, 1 otherwise (for systemd and probes).
+    """Exit 0 when a live worker's heartbeat says `ok`, 1 otherwise (for systemd and probes).
+
+    Each live worker is printed with its state: ok, retrying (since when, and why) or draining.
+    A worker in a long flush keeps beating, so it is not reported dead.
 
     Example: tutormax worker health || systemctl restart tutormax-worker@9108
     """
+    from tutormax_cli.stream import heartbeat
 
     client = context.redis(ctx)
-    pattern = keys.heartbeat_key(stream, group, "*")
-    live = []
-    for key in client.scan_iter(match=pattern, count=500):
-        value = client.get(key)
-        if value is not None:
-            live.append(json.loads(value))
+    live = heartbeat.live_workers(client, stream, group)
+    good = {heartbeat.OK, heartbeat.RETRYING} if accept_retrying else {heartbeat.OK}
+    healthy = any(w.state in good for w in live)
     if as_json:
-        context.print_json({"stream": stream, "group": group, "live": live})
+        now_ms = int(client.time()[0]) * 1000
+        context.print_json(
+            {
+                "stream": stream,
+                "group": group,
+                "healthy": healthy,
+                "live": [w.as_dict(now_ms) for w in live],
+            }
+        )
     elif live:
         for w in live:
+            i = w.info
             render.out.print(
-                f"{w['consumer']} alive: {w['entries']} entries, {w['tutors']} tutors, "
-                f"{w['buffered']} buffered, last flush {w['last_flush_at'] or 'never'}"
+                f"{w.consumer} {w.describe()}: {i.get('entries', 0)} entries, "
+                f"{i.get('tutors', 0)} tutors, {i.get('buffered', 0)} buffered, "
+                f"last flush {i.get('last_flush_at') or 'never'}",
+                markup=False,
+                soft_wrap=True,  # one line per worker, whatever the width (journald, files)
             )
+        if not healthy:
+            render.err.print(f"No worker on {stream} (group {group}) is ok.")
     else:
         render.err.print(f"No live worker on {stream} (group {group}).")
-    raise typer.Exit(0 if live else 1)
+    raise typer.Exit(0 if healthy else 1)

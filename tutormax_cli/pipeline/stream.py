@@ -92,7 +92,7 @@ class PipelineConsumer(GroupConsumer):
                 persist(conn, "sessions", valid)
                 conn.commit()
         except Exception as exc:
-            self._failed("database" if is_connection_error(exc) else "compute", exc)
+            self._failed("database" if is_connection_error(exc) else "compute", exc, flush=True)
             return 0
         try:
             publish(self.redis, valid, stream=self.config.output_stream)
@@ -102,14 +102,18 @@ class PipelineConsumer(GroupConsumer):
             ]
             if dead:
                 self.dead_letter(dead)
+                for entry_id, _, _ in dead:  # a retry must not dead-letter them twice
+                    self.batch.pop(entry_id, None)
             ok = [e.encode() for e in valid.get_column(ENTRY).to_list()]
             if ok:
                 self.redis.xack(self.config.stream, self.config.group, *ok)
-        except Exception as exc:  # rows are committed; redelivery re-publishes: harmless
-            self._failed("redis", exc)
+                self.release(ok)
+        except Exception as exc:  # rows are committed; the retry re-publishes: harmless
+            self._failed("redis", exc, flush=True)
             return 0
         self._succeeded()
         self.batch.clear()
+        self._last_flush_at = self.clock.now()
         self.counts.flushes += 1
         self.counts.tutors += valid.height
         self.metrics.flushes.inc()

@@ -1,20 +1,24 @@
 """A Redis Streams consumer-group member with the safety rules every tutormax consumer shares.
 
-It reads its own pending entries first (recovery), then new ones; reclaims entries that dead
-consumers left idle (XAUTOCLAIM); dead-letters malformed entries and entries delivered too
-often, with the reason and the original fields, before acknowledging them; keeps a heartbeat
-key; retries Redis and database failures with backoff; and stops cleanly on a signal. What to do
-with good entries (`accept`) and when to commit and ack them (`flush`) is the subclass's.
+It reads its own pending entries first (recovery), then new ones; reclaims entries that other
+consumers left idle (never its own: a consumer that claimed what it holds would raise the
+delivery counts of healthy entries until they are dead-lettered); keeps the entries it holds
+looking fresh to the others (XCLAIM to itself with JUSTID, which does not count a delivery);
+dead-letters malformed entries and entries delivered too often, with the reason and the original
+fields, before acknowledging them; keeps a heartbeat key; retries Redis and database failures
+with backoff, reading nothing new while a flush keeps failing; and stops cleanly on a signal.
+What to do with good entries (`accept`) and when to commit and ack them (`flush`) is the
+subclass's.
 Time comes from an injectable `Clock` so tests drive debounce windows without sleeping.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
+from tutormax_cli.stream import heartbeat as hb
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.worker")
@@ -73,6 +78,7 @@ class ConsumerConfig:
     burst: bool = False
     heartbeat_ttl: int = 15
     heartbeat_every: float = 2.0
+    max_backoff: float = 30.0
     dead_letter_stream: str = keys.DEAD_LETTER_STREAM
 
 
@@ -116,13 +122,28 @@ class GroupConsumer:
         self.stopping = False
         self.recovering = True  # read own pending entries (from ID 0) before new ones
         self._recover_cursor = "0"
-        self._claim_cursor = b"0-0"
+        self._claim_cursor = "-"
         self._last_claim = float("-inf")
         self._last_heartbeat = float("-inf")
         self._backoff = 0.0
         self._retry_at = float("-inf")
         self._started_at = self.clock.now()
         self._last_flush_at: datetime | None = None
+        self._flush_failing = False
+        # entries delivered to this consumer and neither acknowledged nor dead-lettered yet
+        self._held: set[bytes] = set()
+        self._held_lock = threading.Lock()
+        self._last_refresh = float("-inf")
+        self.state = hb.OK
+        self._retrying: dict[str, str] | None = None
+        self.beats = hb.HeartbeatWriter(
+            client,
+            keys.heartbeat_key(config.stream, config.group, config.consumer),
+            ttl=config.heartbeat_ttl,
+            every=config.heartbeat_every,
+            status=self.status,
+            on_beat=self._on_beat,
+        )
 
     # -- what subclasses decide ----------------------------------------------------------------
 
@@ -153,39 +174,69 @@ class GroupConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def heartbeat(self, force: bool = False) -> None:
-        """Refresh this consumer's heartbeat key and the stream gauges, every few seconds."""
-        now = self.clock.monotonic()
-        if not force and now - self._last_heartbeat < self.config.heartbeat_every:
-            return
-        self._last_heartbeat = now
+    def status(self) -> dict[str, Any]:
+        """What the heartbeat says: who and where, the state, counters, the last flush."""
         cfg = self.config
-        status = {
+        return {
             "consumer": cfg.consumer,
             "stream": cfg.stream,
             "group": cfg.group,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "state": self.state,
+            "retrying": self._retrying,
             "started_at": self._started_at.isoformat(),
             "last_flush_at": self._last_flush_at.isoformat() if self._last_flush_at else None,
             "entries": self.counts.entries,
             "tutors": self.counts.tutors,
             "flushes": self.counts.flushes,
             "dead_lettered": self.counts.dead_lettered,
+            "errors": self.counts.errors,
             "buffered": self.buffered(),
         }
-        key = keys.heartbeat_key(cfg.stream, cfg.group, cfg.consumer)
-        self.redis.set(key, json.dumps(status), ex=cfg.heartbeat_ttl)
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Refresh this consumer's heartbeat key and the stream gauges, every few seconds (the
+        heartbeat thread beats too, while `run` runs, so a long flush does not silence it)."""
+        now = self.clock.monotonic()
+        if not force and now - self._last_heartbeat < self.config.heartbeat_every:
+            return
+        self._last_heartbeat = now
+        self.beats.beat()
+
+    def _on_beat(self) -> None:
+        """After each beat: keep held entries fresh, update the pending and lag gauges."""
+        cfg = self.config
+        self.refresh_held()
         summary = self.redis.xpending(cfg.stream, cfg.group)
         self.metrics.pending_entries.set(int(summary["pending"]))
         for group in self.redis.xinfo_groups(cfg.stream):
             if group["name"].decode() == cfg.group and group.get("lag") is not None:
                 self.metrics.lag_entries.set(int(group["lag"]))
 
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if state != hb.RETRYING:
+                self._retrying = None
+            self.beats.wake()
+
+    def leave_group(self) -> bool:
+        """At a clean exit, delete this consumer from the group when it holds nothing: a
+        consumer with pending entries stays, for its next life's recovery or another's claim
+        (deleting it would drop those entries from the group's pending list)."""
+        cfg = self.config
+        if self.buffered() or self.redis.xpending_range(
+            cfg.stream, cfg.group, "-", "+", 1, consumername=cfg.consumer
+        ):
+            return False
+        self.redis.xgroup_delconsumer(cfg.stream, cfg.group, cfg.consumer)
+        return True
+
     def clear_heartbeat(self) -> None:
         """Remove the heartbeat at a clean exit, so `worker health` sees the worker gone."""
-        cfg = self.config
-        self.redis.delete(keys.heartbeat_key(cfg.stream, cfg.group, cfg.consumer))
+        self.beats.stop()
+        self.beats.clear()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -237,28 +288,68 @@ class GroupConsumer:
         return entries
 
     def claim_orphans(self) -> list[Entry]:
-        """Entries other consumers left idle longer than `claim_idle` (XAUTOCLAIM), page by page."""
+        """Entries other consumers left idle longer than `claim_idle`, page by page.
+
+        XAUTOCLAIM cannot skip a consumer, and claiming our own buffered entries would count a
+        delivery each time until healthy entries are dead-lettered. So: XPENDING IDLE lists
+        the idle entries with their owners, and XCLAIM (which re-checks the idle time, so two
+        claimers never both win) takes the others'.
+        """
         cfg = self.config
         now = self.clock.monotonic()
         if not cfg.burst and now - self._last_claim < cfg.claim_every:
             return []
         self._last_claim = now
-        response: Any = self.redis.xautoclaim(
-            cfg.stream,
-            cfg.group,
-            cfg.consumer,
-            min_idle_time=int(cfg.claim_idle * 1000),
-            start_id=self._claim_cursor,
-            count=cfg.read_count,
+        idle_ms = max(1, int(cfg.claim_idle * 1000))
+        rows: Any = self.redis.xpending_range(
+            cfg.stream, cfg.group, min=self._claim_cursor, max="+", count=cfg.read_count,
+            idle=idle_ms,
+        )  # fmt: skip
+        if len(rows) < cfg.read_count:
+            self._claim_cursor = "-"
+        else:
+            last = rows[-1]["message_id"]
+            self._claim_cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        me = cfg.consumer.encode()
+        ids = [r["message_id"] for r in rows if _as_bytes(r["consumer"]) != me]
+        if not ids:
+            return []
+        response: Any = self.redis.xclaim(
+            cfg.stream, cfg.group, cfg.consumer, min_idle_time=idle_ms, message_ids=ids
         )
-        self._claim_cursor = response[0]
-        claimed: list[Entry] = list(response[1])
-        deleted = response[2] if len(response) > 2 else []
-        if deleted:
-            self.redis.xack(cfg.stream, cfg.group, *deleted)
+        # Redis 7 drops entries deleted from the stream from the PEL; 6.2 answers nil for them
+        claimed: list[Entry] = [e for e in response if e[0] is not None]
         if claimed:
             log.info("claimed %d orphaned entries", len(claimed))
         return claimed
+
+    def refresh_held(self, force: bool = False) -> int:
+        """Reset the idle time of every entry this consumer holds (buffered or being flushed),
+        every `claim_idle / 3` seconds, so that other consumers never see them as orphans.
+
+        XCLAIM with JUSTID to ourselves does not count a delivery. Returns the entries touched.
+        """
+        cfg = self.config
+        now = self.clock.monotonic()
+        if not force and now - self._last_refresh < cfg.claim_idle / 3:
+            return 0
+        with self._held_lock:
+            held: list[Any] = sorted(self._held)
+        if held:
+            pipe = self.redis.pipeline(transaction=False)
+            for start in range(0, len(held), 10_000):
+                pipe.xclaim(
+                    cfg.stream, cfg.group, cfg.consumer, min_idle_time=0,
+                    message_ids=held[start : start + 10_000], justid=True,
+                )  # fmt: skip
+            pipe.execute()
+        self._last_refresh = now  # only once done: after an outage, the first pass refreshes
+        return len(held)
+
+    def release(self, entry_ids: list[bytes]) -> None:
+        """These entries were acknowledged (or dead-lettered): no longer ours to keep fresh."""
+        with self._held_lock:
+            self._held.difference_update(entry_ids)
 
     def deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
         """Delivery counts of recovered or claimed entries (new ones have been delivered once)."""
@@ -294,9 +385,12 @@ class GroupConsumer:
                 dead.append((entry_id, fields, f"delivered {times} times"))
             else:
                 good.append((entry_id, fields))
+        with self._held_lock:
+            self._held.update(e[0] for e in good)
         dead.extend(self.accept(good, self.clock.monotonic()))
         if vanished:
             self.redis.xack(self.config.stream, self.config.group, *vanished)
+            self.release(vanished)
         if dead:
             self.dead_letter(dead)
         self.metrics.buffered_tutors.set(self.buffered())
@@ -319,25 +413,50 @@ class GroupConsumer:
             log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
         pipe.xack(cfg.stream, cfg.group, *[d[0] for d in dead])
         pipe.execute()
+        self.release([d[0] for d in dead])
         self.counts.dead_lettered += len(dead)
         self.metrics.dead_lettered.inc(len(dead))
         self.metrics.acked.inc(len(dead))
 
-    def _failed(self, kind: str, exc: BaseException) -> None:
+    def _failed(self, kind: str, exc: BaseException, *, flush: bool = False) -> None:
+        """Count and log a failure, back off; a failed flush also stops new reads until a
+        flush succeeds (what is held stays bounded) and refreshes the held entries."""
         from tutormax_cli.store.db import describe_error
+
+        if flush:
+            self._flush_failing = True
+            with contextlib.suppress(redis.RedisError):
+                self.refresh_held(force=True)
 
         self.counts.errors += 1
         self.metrics.errors.labels(kind).inc()
-        self._backoff = min(30.0, max(0.5, self._backoff * 2))
+        self._backoff = min(self.config.max_backoff, max(0.5, self._backoff * 2))
         self._retry_at = self.clock.monotonic() + self._backoff
+        cause = getattr(exc, "orig", None) or exc
+        self._retrying = {
+            "since": (self._retrying or {}).get("since") or self.clock.now().isoformat(),
+            "kind": kind,
+            "error": type(cause).__name__,
+            "message": hb.one_line(describe_error(exc)),
+        }
+        if self.state != hb.DRAINING:
+            self._set_state(hb.RETRYING)
+        self.beats.wake()
         log.error(
             "%s error, nothing acknowledged, retrying in %.1fs: %s",
             kind, self._backoff, describe_error(exc),
         )  # fmt: skip
 
     def _succeeded(self) -> None:
+        """A flush went through: reads resume, and the worker is `ok` again."""
+        self._flush_failing = False
+        self._recovered()
+
+    def _recovered(self) -> None:
         self._backoff = 0.0
         self._retry_at = float("-inf")
+        if self.state == hb.RETRYING:
+            self._set_state(hb.OK)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -346,14 +465,17 @@ class GroupConsumer:
         if self.recovering:
             own = self.read_own_pending()
             self.handle(own, "recovered", check_deliveries=True)
-        claimed = self.claim_orphans()
-        self.handle(claimed, "claimed", check_deliveries=True)
+        claimed: list[Entry] = []
         new: list[Entry] = []
-        if not self.stopping and not self.recovering:
-            new = self.read_new()
-            self.handle(new, "new", check_deliveries=False)
+        if not self._flush_failing:  # while flushes fail, take nothing more on
+            claimed = self.claim_orphans()
+            self.handle(claimed, "claimed", check_deliveries=True)
+            if not self.stopping and not self.recovering:
+                new = self.read_new()
+                self.handle(new, "new", check_deliveries=False)
         flushed = self.flush()
         self.heartbeat()
+        self.refresh_held()
         busy = bool(new or claimed or self.recovering or flushed or self.buffered())
         return busy
 
@@ -375,6 +497,7 @@ class GroupConsumer:
         reason = "stopped"
         try:
             self._with_retry(self.setup)
+            self.beats.start()
             while True:
                 if self.stopping or (should_stop is not None and should_stop()):
                     reason = "stop requested"
@@ -387,6 +510,7 @@ class GroupConsumer:
                 if wait > 0:  # a failed flush backs off; do not spin on reads meanwhile
                     time.sleep(min(0.5, wait))
             self.stopping = True
+            self._set_state(hb.DRAINING)
             self.drain()
         finally:
             self.metrics.up.set(0)
@@ -395,7 +519,10 @@ class GroupConsumer:
 
     def _with_retry(self, step: Callable[[], Any]) -> Any:
         try:
-            return step()
+            result = step()
+            if not self._flush_failing:  # Redis answered and no flush is failing
+                self._recovered()
+            return result
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._failed("redis", exc)
             time.sleep(min(self._backoff, 5.0))
@@ -414,8 +541,10 @@ class GroupConsumer:
             return None
 
     def _teardown(self, reason: str) -> None:
+        self.beats.stop()
         with contextlib.suppress(redis.RedisError):
-            self.clear_heartbeat()
+            self.beats.clear()
+            self.leave_group()
         c = self.counts
         log.info(
             "%s %s exiting (%s): %d entries, %d %s in %d flushes, "
@@ -423,6 +552,10 @@ class GroupConsumer:
             self.role, self.config.consumer, reason, c.entries, c.tutors, self.unit,
             c.flushes, c.dead_lettered, c.errors, self.buffered(),
         )  # fmt: skip
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def install_signal_handlers(worker: GroupConsumer) -> None:

@@ -15,7 +15,8 @@ class Pending:
 
     first_seen: float
     last_seen: float
-    entry_ids: list[bytes] = field(default_factory=list)
+    entry_ids: dict[bytes, None] = field(default_factory=dict)
+    """An ordered set: an entry delivered again (recovered, claimed) is still one entry."""
     oldest_entry_ms: int = 0
 
 
@@ -33,10 +34,10 @@ class DebounceBuffer:
         item = self.tutors.get(tutor_id)
         entry_ms = entry_time_ms(entry_id)
         if item is None:
-            self.tutors[tutor_id] = Pending(now, now, [entry_id], entry_ms)
+            self.tutors[tutor_id] = Pending(now, now, {entry_id: None}, entry_ms)
             return
         item.last_seen = now
-        item.entry_ids.append(entry_id)
+        item.entry_ids[entry_id] = None
         item.oldest_entry_ms = min(item.oldest_entry_ms, entry_ms)
 
     def due_at(self, item: Pending) -> float:
@@ -67,7 +68,7 @@ class DebounceBuffer:
                 self.tutors[tutor_id] = item
             else:
                 current.first_seen = min(current.first_seen, item.first_seen)
-                current.entry_ids = item.entry_ids + current.entry_ids
+                current.entry_ids = item.entry_ids | current.entry_ids
                 current.oldest_entry_ms = min(current.oldest_entry_ms, item.oldest_entry_ms)
 
     @property

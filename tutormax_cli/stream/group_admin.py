@@ -24,7 +24,7 @@ from tutormax_cli.stream.groups import (
     count_undelivered,
     find_group,
 )
-from tutormax_cli.stream.inspect import live_workers
+from tutormax_cli.stream.heartbeat import live_workers
 
 LIVE_IDLE_S = 60.0
 """A consumer Redis saw this recently counts as live even without a heartbeat."""

@@ -7,30 +7,15 @@ from collections.abc import Sequence
 
 from tutormax_cli.stream.dead_letters import DeadLetterSummary
 from tutormax_cli.stream.groups import GroupReport
-from tutormax_cli.stream.inspect import Worker
+from tutormax_cli.stream.heartbeat import Worker
 
 STALE_PENDING_S = 300.0
 """A pending entry older than this while workers are alive is a warning (a stuck entry)."""
 
 
-OK_STATES = (None, "ok", "draining")
-"""Worker states that are not a problem (None: a heartbeat from before states existed)."""
-
-
-def worker_state(worker: Worker) -> str | None:
-    """The state a worker's heartbeat carries (`ok`, `retrying`, `draining`), if any."""
-    state = worker.info.get("state")
-    return state if isinstance(state, str) else None
-
-
-def _retrying(worker: Worker) -> str:
-    info = worker.info
-    since = info.get("state_since") or info.get("since")
-    error = info.get("last_error") or info.get("error")
-    detail = f" since {since}" if since else ""
-    return f"worker {worker.consumer} is {worker_state(worker)}{detail}" + (
-        f": {error}" if error else ""
-    )
+def worker_state(worker: Worker) -> str:
+    """The state a worker's heartbeat carries (`ok`, `retrying`, `draining`)."""
+    return worker.state
 
 
 def assess(
@@ -64,7 +49,9 @@ def assess(
                 "(max deliveries "
                 f"{g.max_deliveries}): `tutormax pending --entries` shows it"
             )
-    problems.extend(_retrying(w) for w in workers if worker_state(w) not in OK_STATES)
+    problems.extend(
+        f"worker {w.consumer} is {w.describe()}" for w in workers if w.state == "retrying"
+    )
     if dead.last_hour:
         warnings.append(
             f"{dead.last_hour} dead letter(s) in the last hour ({dead.length} in all): "

@@ -16,6 +16,7 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
+from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.recompute import recompute_as_of
 from tutormax_cli.stream.consumer import (
@@ -43,6 +44,15 @@ class WorkerConfig(ConsumerConfig):
     max_wait: float = 45.0
     tiers: TierRules = DEFAULT_TIERS
     updated_stream: str = keys.METRICS_UPDATED_STREAM
+
+    def check(self) -> None:
+        """Refuse a `claim_idle` no longer than `max_wait`: a worker holds a tutor's entries up
+        to `max_wait` before acknowledging them, so other workers would take healthy ones."""
+        if self.claim_idle <= self.max_wait:
+            raise UsageError(
+                f"--claim-idle ({self.claim_idle:g} s) must be longer than --max-wait "
+                f"({self.max_wait:g} s): workers hold entries that long before acknowledging them"
+            )
 
 
 class MetricsWorker(GroupConsumer):
@@ -97,16 +107,19 @@ class MetricsWorker(GroupConsumer):
             )
         except Exception as exc:
             self.buffer.put_back(taken)
-            self._failed("database" if is_connection_error(exc) else "compute", exc)
+            self._failed("database" if is_connection_error(exc) else "compute", exc, flush=True)
             return 0
         committed = time.time()
         ids = [e for item in taken.values() for e in item.entry_ids]
         try:
             self._ack_and_announce(ids, metrics)
         except redis.RedisError as exc:
-            # rows are committed; the entries stay pending and will be redelivered: harmless
-            self._failed("redis", exc)
+            # rows are committed; keep the entries and flush them again (an idempotent upsert):
+            # dropped here, they would stay pending with nobody to ack them
+            self.buffer.put_back(taken)
+            self._failed("redis", exc, flush=True)
             return 0
+        self.release(ids)
         self._succeeded()
         elapsed = time.perf_counter() - started
         self._record_flush(taken, result.seconds, elapsed, committed, len(ids))
