@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -164,3 +165,58 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+# -- every source of partials, for the metric spec (tests/sources.py) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Raw rows from a migrated SQLite file of the run's own (emptied per computation)."""
+    from tests.sources import DatabaseCompute
+    from tutormax_cli.store.sources import RawRows
+
+    engine = open_engine(f"sqlite:///{tmp_path_factory.mktemp('spec') / 'spec.db'}")
+    upgrade(engine)
+    yield DatabaseCompute(engine, RawRows)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_sql_source(pg_engine: sa.Engine) -> Any:
+    """SQL partials aggregated by the run's PostgreSQL database."""
+    from tests.sources import DatabaseCompute
+    from tutormax_cli.store.sources import SqlPartials
+
+    return DatabaseCompute(pg_engine, SqlPartials)
+
+
+@pytest.fixture(scope="session")
+def pg_cumulative_source() -> Iterator[Any]:
+    """Cumulative partials, in a second PostgreSQL database of the run's own with them enabled
+    (the first keeps the raw path for the other tests)."""
+    from tests.sources import DatabaseCompute
+    from tutormax_cli.store import cumulative
+    from tutormax_cli.store.sources import CumulativePartials
+
+    admin = _pg_admin()
+    if admin is None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and unreachable at {PG_ADMIN_URL}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
+    name = f"tutormax_test_{uuid.uuid4().hex[:10]}_cum"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name, drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+    engine = open_engine(url)
+    try:
+        upgrade(engine)
+        cumulative.enable(engine)
+        yield DatabaseCompute(engine, CumulativePartials)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -26,7 +26,7 @@ from tests.helpers import T, count_rows, expected_metrics, sample, sort_metrics,
 from tutormax_cli import recompute as rc
 from tutormax_cli.errors import LockHeld, UsageError
 from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.engine import PARTIALS, compute_metrics
+from tutormax_cli.metrics.engine import compute_metrics
 from tutormax_cli.metrics.rolling import compute_daily, daily_partials
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, Threshold, TierRules
 from tutormax_cli.metrics.windows import end_of_day
@@ -34,6 +34,7 @@ from tutormax_cli.recompute import RecomputeRequest, Shard, run, shard_of
 from tutormax_cli.store import load
 from tutormax_cli.store.lock import lock_file, lock_key, run_lock
 from tutormax_cli.store.seed import save_tables
+from tutormax_cli.store.sources import SqlPartials
 from tutormax_cli.store.state import get_state
 
 US = timedelta(microseconds=1)
@@ -261,7 +262,6 @@ def test_postgres_partials_equal_polars_partials(
     _empty_tables(pg_engine)
     save_tables(pg_engine, tables)
     _edge_rows(pg_engine)
-    assert load.PARTIAL_SQL_NAMES == PARTIALS
     first, last = date(2026, 1, 1), date(2026, 3, 3)
     with pg_engine.connect() as conn:
         sql = load.load_daily_partials(conn, first, last).frame
@@ -270,7 +270,7 @@ def test_postgres_partials_equal_polars_partials(
         for at in (T, T - timedelta(days=7) + US, datetime(2026, 2, 20, 13, 1, tzinfo=UTC)):
             window = load.load_window_partials(conn, at).frame
             raw = load.load_metric_inputs(conn, at - timedelta(days=90), at)
-            ours = rc._snapshot(conn, at, None, DEFAULT_TIERS, {})[0]
+            ours = rc._snapshot(conn, SqlPartials(), at, None, DEFAULT_TIERS, {})
             engine_rows = compute_metrics(raw.sessions, raw.feedback, raw.events, at)
             assert window.height == engine_rows.height
             assert_frame_equal(ours, engine_rows)

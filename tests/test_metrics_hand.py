@@ -1,8 +1,9 @@
 """Every metric and the tier of docs/metrics.md §2–§4 against values computed by hand.
 
-Each test runs twice, through the polars engine and through the plain-Python reference
-(`tests/reference.py`), and both must give the literal numbers written here. The property test
-then only has to show that the two agree on random data.
+Each test runs through the polars engine, the plain-Python reference (`tests/reference.py`) and
+every source of partials a recompute can use (`tests/sources.py`: raw rows from SQLite, SQL
+partials in PostgreSQL, cumulative partials), and all must give the literal numbers written
+here. The property tests then only have to show that they agree on random data.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ try:
     from reference import make_rules, reference_metrics, rules_like
 except ImportError:  # tests/ imported as a package
     from tests.reference import make_rules, reference_metrics, rules_like
+from tests.sources import DATABASE_SOURCES, source_compute
 
 T = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
 """The default as-of instant: the worker computing at 14:05 on 2026-03-02."""
@@ -172,8 +174,10 @@ def run_reference(
     )
 
 
-@pytest.fixture(params=["engine", "reference"])
+@pytest.fixture(params=["engine", "reference", *DATABASE_SOURCES])
 def compute(request: pytest.FixtureRequest) -> Compute:
+    if request.param in DATABASE_SOURCES:
+        return source_compute(request, request.param)
     return run_engine if request.param == "engine" else run_reference
 
 

@@ -5,14 +5,14 @@ One code path serves `tutormax recompute --as-of`, `--since/--until` (end-of-day
 an operator sees where the seconds went.
 
 Why it is shaped this way:
-- **Partials where the rows live.** On PostgreSQL the database aggregates sessions, feedback
-  and events into the engine's additive partials (`store.load.load_window_partials`,
-  `load_daily_partials`) and polars only finalizes them; shipping every raw row to Python was
-  most of a run's time. SQLite, an embedded single-file store, loads rows and lets polars
-  aggregate. Both paths end in the engine's `finalize`, so a metric has one definition.
+- **One source of partials, chosen once per run** (`store/sources.py`): raw rows aggregated by
+  polars (SQLite), partials aggregated where the rows live (PostgreSQL), or differences of the
+  cumulative partials table when it is enabled. This module plans, chunks, asks the source,
+  finalizes and saves; it never looks at the dialect. Every source ends in the engine's
+  `finalize`, so a metric has one definition.
 - **Bounded memory.** The tutor set is chosen first (one query) and processed in chunks of
-  `chunk_size` tutors; a backfill also goes through its days in blocks. Nothing held across
-  chunks grows with history except the summary counts.
+  `chunk_size` tutors (by default the source's own); a backfill also goes through its days in
+  blocks. Nothing held across chunks grows with history except the summary counts.
 - **Idempotent, chunk by chunk.** Each chunk is upserted and committed on its own: a run that
   dies half-way is finished by simply running it again.
 - **Shards.** `Shard(K, N)` keeps the tutors whose stable hash is K mod N, so N machines split a
@@ -37,22 +37,14 @@ import sqlalchemy as sa
 
 from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.engine import compute_metrics, finalize
-from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, compute_daily, input_range, roll
+from tutormax_cli.metrics.engine import finalize_snapshot
+from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, input_range, roll
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
-from tutormax_cli.metrics.windows import LONGEST_DAYS, WINDOWS, as_utc, end_of_day, metric_date_of
-from tutormax_cli.store import cumulative
-from tutormax_cli.store.db import is_postgres
-from tutormax_cli.store.load import (
-    Partials,
-    load_changed_tutor_ids,
-    load_daily_partials,
-    load_metric_inputs,
-    load_tutor_ids,
-    load_window_partials,
-)
+from tutormax_cli.metrics.windows import as_utc, end_of_day, metric_date_of
+from tutormax_cli.store.load import load_changed_tutor_ids, load_tutor_ids
 from tutormax_cli.store.lock import run_lock
 from tutormax_cli.store.save import save_metrics
+from tutormax_cli.store.sources import PartialsSource, choose_source
 from tutormax_cli.store.state import database_now, get_instant, set_instant
 
 Progress = Callable[[str], None]
@@ -60,12 +52,6 @@ Progress = Callable[[str], None]
 
 ChunkProgress = Callable[[str, int, int], None]
 """Called as `(phase, done, total)` when a phase of a chunk has finished."""
-
-CHUNK_SIZES = {"postgresql": 5000, "sqlite": 1000}
-"""Default tutors per chunk of a snapshot. On PostgreSQL a chunk ships only partials (three
-rows per tutor) and every chunk is one more scan, so chunks are large; on SQLite a chunk holds
-its raw rows (~100 sessions and ~250 events per tutor in 90 days). Backfills size their chunks
-from `GRID_BUDGET` instead."""
 
 GRID_BUDGET = 200_000
 """Tutor-days one pass of a backfill may hold, the 89 days of inputs before its first snapshot
@@ -282,90 +268,47 @@ Finished = Callable[[str], None]
 
 def _snapshot(
     conn: sa.Connection,
+    source: PartialsSource,
     t: datetime,
     tutors: Sequence[str] | None,
     tiers: TierRules,
     seconds: dict[str, float],
     progress: Progress | None = None,
     finished: Finished | None = None,
-    prefetched: Partials | None = None,
-    raw: bool = False,
-) -> tuple[pl.DataFrame, int]:
-    """The rows as of `t` of `tutors` (None: every tutor), and the input rows they took;
-    `prefetched`: the partials the plan already read (cumulative partials, PostgreSQL)."""
-    pg = is_postgres(conn)
+) -> pl.DataFrame:
+    """The rows as of `t` of `tutors` (None: every tutor with rows)."""
     with timed(seconds, "load", progress):
-        if pg:
-            if prefetched is not None:
-                partials = _only(prefetched, tutors)
-            elif not raw and cumulative.enabled(conn):
-                partials = cumulative.window_partials(conn, t, tutors)
-            else:
-                partials = load_window_partials(conn, t, tutors)
-            read = partials.rows_read
-        else:
-            inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
-            read = inputs.rows
+        parts = source.window_partials(conn, t, tutors)
     if finished is not None:
         finished("load")
     with timed(seconds, "compute", progress):
-        if pg:
-            stamped = partials.frame.lazy().with_columns(
-                metric_date=pl.lit(metric_date_of(t), dtype=pl.Date),
-                calculation_date=pl.lit(t, dtype=frames.TS),
-            )
-            order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
-            metrics = finalize(stamped, tiers).sort(pl.col("tutor_id"), order).collect()
-        else:
-            metrics = compute_metrics(
-                inputs.sessions, inputs.feedback, inputs.events, t, tiers, tutors
-            )
+        metrics = finalize_snapshot(parts, t, tiers)
     if finished is not None:
         finished("compute")
-    return metrics, read
-
-
-def _only(partials: Partials, tutors: Sequence[str] | None) -> Partials:
-    """The prefetched partials of one chunk of tutors."""
-    if tutors is None:
-        return partials
-    frame = partials.frame.filter(pl.col("tutor_id").is_in(pl.Series(tutors).implode()))
-    share = frame.height / partials.frame.height if partials.frame.height else 0.0
-    return Partials(frame, round(partials.rows_read * share))
+    return metrics
 
 
 def _daily(
     conn: sa.Connection,
+    source: PartialsSource,
     first: date,
     last: date,
     tutors: Sequence[str] | None,
     tiers: TierRules,
     seconds: dict[str, float],
     finished: Finished | None = None,
-) -> tuple[pl.DataFrame, int]:
-    """End-of-day rows of `first` … `last` for `tutors`, and the input rows they took."""
-    pg = is_postgres(conn)
+) -> pl.DataFrame:
+    """End-of-day rows of `first` … `last` for `tutors`."""
     lo, hi = input_range(first, last)
     with timed(seconds, "load", None):
-        if pg:
-            partials = load_daily_partials(conn, lo, hi, tutors)
-            read = partials.rows_read
-        else:
-            start = end_of_day(lo) - timedelta(days=1)
-            inputs = load_metric_inputs(conn, start, end_of_day(hi), tutors)
-            read = inputs.rows
+        daily = source.daily_partials(conn, lo, hi, tutors)
     if finished is not None:
         finished("load")
     with timed(seconds, "compute", None):
-        if pg:
-            metrics = roll(partials.frame, first, last, tiers)
-        else:
-            metrics = compute_daily(
-                inputs.sessions, inputs.feedback, inputs.events, first, last, tiers
-            )
+        metrics = roll(daily, first, last, tiers)
     if finished is not None:
         finished("compute")
-    return metrics, read
+    return metrics
 
 
 def recompute_as_of(
@@ -382,7 +325,9 @@ def recompute_as_of(
     t = as_utc(as_of)
     result = RecomputeResult(as_of=t, metric_date=metric_date_of(t).isoformat(), chunks=1)
     with engine.connect() as conn:
-        metrics, result.rows_read = _snapshot(conn, t, tutors, tiers, result.seconds, progress)
+        source = choose_source(conn)
+        metrics = _snapshot(conn, source, t, tutors, tiers, result.seconds, progress)
+        result.rows_read = source.rows_read
         if write:
             with timed(result.seconds, "write", progress):
                 save_metrics(conn, metrics)
@@ -467,7 +412,6 @@ class _Plan:
     unfiltered: bool
     days: tuple[date, date] | None = None
     mark: datetime | None = None
-    prefetched: Partials | None = None
 
     def units(self, chunk_size: int | None, default_size: int) -> list[Unit]:
         """The passes of this run, chunk by chunk (and block by block for a backfill)."""
@@ -496,11 +440,12 @@ def _changed_since(conn: sa.Connection, req: RecomputeRequest) -> datetime | Non
     return None if stored is None else stored - AUTO_OVERLAP
 
 
-def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
+def _plan(
+    conn: sa.Connection, source: PartialsSource, req: RecomputeRequest, now: datetime
+) -> _Plan:
     """Resolve the request against the database: the as-of instant or days, and the tutors."""
     days: tuple[date, date] | None = None
     mark = since = None
-    prefetched: Partials | None = None
     if req.since is not None:
         last = req.until if req.until is not None else (now - timedelta(days=1)).date()
         if req.since > last:
@@ -516,11 +461,8 @@ def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
             since = _changed_since(conn, req)
         if since is not None:
             tutors = load_changed_tutor_ids(conn, since)
-        elif not req.raw and cumulative.enabled(conn):  # the tutors come with the partials
-            prefetched = cumulative.window_partials(conn, t)
-            tutors = prefetched.frame["tutor_id"].unique().sort().to_list()
         else:
-            tutors = load_tutor_ids(conn, t - timedelta(days=LONGEST_DAYS), t)
+            tutors = source.snapshot_tutors(conn, t)
     unfiltered = req.shard is None and req.tutors is None and since is None
     if req.tutors is not None:
         wanted = set(req.tutors)
@@ -537,7 +479,7 @@ def _plan(conn: sa.Connection, req: RecomputeRequest, now: datetime) -> _Plan:
         changed_since=None if since is None else since.isoformat(),
         output=None if req.output is None else str(req.output),
     )
-    return _Plan(result, tutors, unfiltered, days, mark, prefetched)
+    return _Plan(result, tutors, unfiltered, days, mark)
 
 
 def run(
@@ -562,11 +504,12 @@ def _run_locked(
     try:
         with engine.connect() as conn:
             started = time.perf_counter()
-            plan = _plan(conn, req, now)
+            source = choose_source(conn, raw=req.raw)
+            plan = _plan(conn, source, req, now)
             conn.commit()
             result = plan.result
             result.seconds["plan"] = time.perf_counter() - started
-            units = plan.units(req.chunk_size, CHUNK_SIZES.get(engine.dialect.name, 1000))
+            units = plan.units(req.chunk_size, source.chunk_size)
             result.chunks = len({id(chunk) for chunk, _ in units})  # blocks share their chunk
             done: dict[str, int] = {}
 
@@ -578,13 +521,13 @@ def _run_locked(
             tutors: set[str] = set()
             for chunk, block in units:
                 if block is None:
-                    metrics, read = _snapshot(
-                        conn, result.as_of, chunk, req.tiers, result.seconds,
-                        finished=finished, prefetched=plan.prefetched, raw=req.raw,
+                    metrics = _snapshot(
+                        conn, source, result.as_of, chunk, req.tiers, result.seconds,
+                        finished=finished,
                     )  # fmt: skip
                 else:
-                    metrics, read = _daily(
-                        conn, *block, chunk, req.tiers, result.seconds, finished=finished
+                    metrics = _daily(
+                        conn, source, *block, chunk, req.tiers, result.seconds, finished=finished
                     )
                 with timed(result.seconds, "write", None):
                     if req.write:
@@ -594,10 +537,10 @@ def _run_locked(
                         export.add(metrics)
                 finished("write")
                 result.rows += metrics.height
-                result.rows_read += read
                 tutors.update(metrics["tutor_id"].unique().to_list())
                 _add_counts(result.tiers, tier_counts(metrics))
             result.tutors = len(tutors)
+            result.rows_read = source.rows_read
             if export is not None:
                 with timed(result.seconds, "write", None):
                     export.finish()

@@ -30,6 +30,13 @@ import polars as pl
 
 from tutormax_cli.contract import input_schemas
 from tutormax_cli.metrics.frames import TS
+from tutormax_cli.metrics.partials import (
+    LOGIN,
+    MESSAGE_RESPONSE,
+    first_session,
+    on_time,
+    successful,
+)
 
 __all__ = ["ARCHETYPES", "TABLE_SCHEMAS", "Archetype", "SampleSpec", "batches", "generate"]
 
@@ -882,7 +889,7 @@ class _Generator:
         recommend = _u(_S.REC) < o.replace_strict(_RECOMMEND, return_dtype=_FLOAT)
         return df.with_columns(
             **subs,
-            is_first_session=pl.col("session_number") == 1,
+            is_first_session=first_session(),
             would_recommend=pl.when(_u(_S.REC_NULL) >= 0.1).then(recommend),
             improvement_areas=_improvement_areas(),
             free_text_feedback=_free_text(),
@@ -938,7 +945,7 @@ class _Generator:
         ).join(sessions.select("_s", "scheduled_start"), on="_s", how="left", maintain_order="left")
         before = pl.col("scheduled_start") - 5 * _MIN - _index(_u(_S.LOGIN_BEFORE), 85 * _MIN)
         ts = pl.when(before >= pl.col("ev_from")).then(before).otherwise(self._at(_u(_S.LOGIN_AT)))
-        return _event_rows(df, "login", ts, pl.lit(None, dtype=_STR))
+        return _event_rows(df, LOGIN, ts, pl.lit(None, dtype=_STR))
 
     def _messages(self, per: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         streams = [_S.MSG_AT, _S.MSG_META, _S.MSG_MINUTES]
@@ -971,7 +978,7 @@ class _Generator:
             .then(pl.lit('{"response_time_minutes": null}'))
             .otherwise(pl.concat_str([pl.lit('{"response_time_minutes": '), minutes, pl.lit("}")]))
         )
-        return _event_rows(df, "message_response", pl.col("ts"), meta)
+        return _event_rows(df, MESSAGE_RESPONSE, pl.col("ts"), meta)
 
     def _others(self, per: pl.DataFrame, at: _Offsets) -> pl.DataFrame:
         df = _rows(per, "n_other", at.others)
@@ -1074,7 +1081,7 @@ def _rating_shift() -> pl.Expr:
     return (
         1.5 * (eng - pl.col("eng_mean")).fill_null(0.0)
         + pl.when(obj).then(0.2).when(~obj).then(-0.35).otherwise(0.0)
-        - pl.when(pl.col("late_start_minutes") > 10).then(0.5).otherwise(0.0)
+        - pl.when(~on_time()).then(0.5).otherwise(0.0)
         - pl.when("technical_issues").then(0.4).otherwise(0.0)
     )
 
@@ -1098,7 +1105,7 @@ def _improvement_areas() -> pl.Expr:
 
     Items are distinct by construction and joined then split: far faster than list kernels.
     """
-    late = pl.col("late_start_minutes") > 10
+    late = ~on_time()
     tech = pl.col("technical_issues")
     dull = (pl.col("engagement_score") < 0.5).fill_null(False)
     a1 = _pick(_u(_S.AREA_1), _AREAS)
@@ -1127,7 +1134,7 @@ def _improvement_areas() -> pl.Expr:
         .then(pl.lit([], dtype=_STRS))
         .otherwise(a1.str.split(_SEP))
     )
-    return pl.when(pl.col("overall_rating") >= 4).then(good).otherwise(poor)
+    return pl.when(successful(pl.col("overall_rating"))).then(good).otherwise(poor)
 
 
 def _free_text() -> pl.Expr:

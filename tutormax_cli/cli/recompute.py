@@ -110,7 +110,7 @@ def summary_line(r: RecomputeResult) -> str:
     chunks = f"{r.chunks} chunk" + ("" if r.chunks == 1 else "s")
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in r.seconds.items())
     return (
-        f"{verb} {what}, {when}{shard}; {chunks}, {r.rows_read:,} input rows; {phases}."
+        f"{verb} {what}, {when}{shard}; {chunks}, {r.rows_read:,} rows read; {phases}."
         + _tier_summary(r)
     )
 

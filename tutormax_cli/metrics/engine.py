@@ -3,9 +3,9 @@ docs/metrics.md §3 with its tier out, for all windows, in one polars pass.
 
 Pure by design: no clock, no database, no Redis. `as_of` is an argument, so the worker, the
 backfill and the tests call the same code. Every metric is first reduced to sums and counts
-(`partials`) that add up across days and tutors; `finalize` turns them into the stored values.
-The daily backfill (`rolling.py`) builds the same partials per day and rolls them, so both paths
-share one definition of each metric.
+(`metrics/partials.py`) that add up across days and tutors; `finalize` turns them into the
+stored values. The daily backfill (`rolling.py`) and the SQL paths build the same partials, so
+every path shares one definition of each metric.
 """
 
 from __future__ import annotations
@@ -15,67 +15,9 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from tutormax_cli.metrics import frames
+from tutormax_cli.metrics import frames, partials
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules, tier_expr
 from tutormax_cli.metrics.windows import WINDOWS, as_utc, metric_date_of
-
-SESSION_PARTIALS = (
-    "n_sessions",
-    "n_completed",
-    "n_first",
-    "n_reschedule",
-    "n_no_show",
-    "fb_n",
-    "fb_sum",
-    "first_fb_n",
-    "first_fb_ok",
-    "eng_n",
-    "eng_sum",
-    "n_on_time",
-    "lo_n",
-    "lo_true",
-)
-EVENT_PARTIALS = ("n_logins", "resp_n", "resp_sum")
-PARTIALS = SESSION_PARTIALS + EVENT_PARTIALS
-FLOAT_PARTIALS = ("eng_sum", "resp_sum")
-
-
-def _count(cond: pl.Expr) -> pl.Expr:
-    return cond.fill_null(False).cast(pl.Int64).sum()
-
-
-def session_partial_exprs() -> list[pl.Expr]:
-    """Aggregations of session rows (with `overall_rating` joined) into additive partials."""
-    rating = pl.col("overall_rating")
-    first = pl.col("session_number") == 1
-    return [
-        pl.len().cast(pl.Int64).alias("n_sessions"),
-        _count(~pl.col("no_show").fill_null(False) & pl.col("actual_start").is_not_null()).alias(
-            "n_completed"
-        ),
-        _count(first).alias("n_first"),
-        _count(pl.col("tutor_initiated_reschedule")).alias("n_reschedule"),
-        _count(pl.col("no_show")).alias("n_no_show"),
-        rating.count().cast(pl.Int64).alias("fb_n"),
-        rating.sum().cast(pl.Int64).alias("fb_sum"),
-        _count(first & rating.is_not_null()).alias("first_fb_n"),
-        _count(first & (rating >= 4)).alias("first_fb_ok"),
-        pl.col("engagement_score").count().cast(pl.Int64).alias("eng_n"),
-        pl.col("engagement_score").sum().cast(pl.Float64).alias("eng_sum"),
-        _count(pl.col("late_start_minutes") <= 10).alias("n_on_time"),
-        pl.col("learning_objectives_met").count().cast(pl.Int64).alias("lo_n"),
-        _count(pl.col("learning_objectives_met")).alias("lo_true"),
-    ]
-
-
-def event_partial_exprs() -> list[pl.Expr]:
-    """Aggregations of event rows into additive partials."""
-    response = pl.col("response_time_minutes").filter(pl.col("event_type") == "message_response")
-    return [
-        _count(pl.col("event_type") == "login").alias("n_logins"),
-        response.count().cast(pl.Int64).alias("resp_n"),
-        response.sum().cast(pl.Float64).alias("resp_sum"),
-    ]
 
 
 def with_ratings(sessions: pl.LazyFrame, feedback: pl.LazyFrame) -> pl.LazyFrame:
@@ -102,7 +44,7 @@ def _ratio(num: str, den: str, scale: float = 100.0) -> pl.Expr:
 def finalize(partials: pl.LazyFrame, tiers: TierRules = DEFAULT_TIERS) -> pl.LazyFrame:
     """Partials (one row per tutor, window, as-of) -> the stored metric row, rounded and tiered.
 
-    Expects the columns of `PARTIALS` plus `tutor_id`, `window`, `metric_date`,
+    Expects the columns of `partials.NAMES` plus `tutor_id`, `window`, `metric_date`,
     `calculation_date`; missing counts must already be zero.
     """
     n = pl.col("n_sessions")
@@ -135,20 +77,16 @@ def finalize(partials: pl.LazyFrame, tiers: TierRules = DEFAULT_TIERS) -> pl.Laz
     )
 
 
-def compute_metrics(
+def window_partials(
     sessions: pl.DataFrame | pl.LazyFrame,
     feedback: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
     as_of: datetime,
-    tiers: TierRules = DEFAULT_TIERS,
     tutors: Iterable[str] | None = None,
-) -> pl.DataFrame:
-    """Every tutor's metric rows for all windows as of `as_of` (docs/metrics.md §2–§4).
-
-    A tutor gets three rows when it has a session in the longest window; `tutors`, when given,
-    restricts the result to those ids. Inputs may hold rows outside the windows: they are
-    filtered here, so callers may pass whatever superset they loaded.
-    """
+) -> pl.LazyFrame:
+    """Per (tutor, window) partials as of `as_of` (columns `tutor_id`, `window`, then
+    `partials.NAMES`), for every tutor with a session in the longest window (or only those of
+    `tutors`). Inputs may hold rows outside the windows: they are filtered here."""
     t = as_utc(as_of)
     longest = max(WINDOWS.values())
     start = t - timedelta(days=longest)
@@ -171,16 +109,46 @@ def compute_metrics(
 
     keys = ["tutor_id", "window"]
     grid = s.select("tutor_id").unique().join(pl.LazyFrame({"window": list(WINDOWS)}), how="cross")
-    session_parts = per_window(s, "scheduled_start").group_by(keys).agg(session_partial_exprs())
-    event_parts = per_window(e, "event_timestamp").group_by(keys).agg(event_partial_exprs())
-    partials = (
+    session_parts = (
+        per_window(s, "scheduled_start").group_by(keys).agg(partials.polars_aggs("sessions"))
+    )
+    event_parts = (
+        per_window(e, "event_timestamp").group_by(keys).agg(partials.polars_aggs("events"))
+    )
+    return (
         grid.join(session_parts, on=keys, how="left")
         .join(event_parts, on=keys, how="left")
-        .with_columns(
-            [pl.col(c).fill_null(0.0 if c in FLOAT_PARTIALS else 0) for c in PARTIALS],
-            metric_date=pl.lit(metric_date_of(t), dtype=pl.Date),
-            calculation_date=pl.lit(t, dtype=frames.TS),
-        )
+        .select("tutor_id", "window", *partials.zero_filled())
+    )
+
+
+def finalize_snapshot(
+    window_parts: pl.DataFrame | pl.LazyFrame, as_of: datetime, tiers: TierRules = DEFAULT_TIERS
+) -> pl.DataFrame:
+    """Per (tutor, window) partials as of `as_of`, from any source -> the stored rows, sorted
+    by tutor then window (7, 30, 90 days)."""
+    t = as_utc(as_of)
+    stamped = window_parts.lazy().with_columns(
+        metric_date=pl.lit(metric_date_of(t), dtype=pl.Date),
+        calculation_date=pl.lit(t, dtype=frames.TS),
     )
     order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
-    return finalize(partials, tiers).sort(pl.col("tutor_id"), order).collect()
+    return finalize(stamped, tiers).sort(pl.col("tutor_id"), order).collect()
+
+
+def compute_metrics(
+    sessions: pl.DataFrame | pl.LazyFrame,
+    feedback: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    as_of: datetime,
+    tiers: TierRules = DEFAULT_TIERS,
+    tutors: Iterable[str] | None = None,
+) -> pl.DataFrame:
+    """Every tutor's metric rows for all windows as of `as_of` (docs/metrics.md §2–§4).
+
+    A tutor gets three rows when it has a session in the longest window; `tutors`, when given,
+    restricts the result to those ids. Inputs may hold rows outside the windows: they are
+    filtered here, so callers may pass whatever superset they loaded.
+    """
+    parts = window_partials(sessions, feedback, events, as_of, tutors)
+    return finalize_snapshot(parts, as_of, tiers)

@@ -37,10 +37,8 @@ EVENTS = pl.Schema(
         "response_time_minutes": pl.Float64(),
     }
 )
-"""Only `login` and `message_response` events matter. `response_time_minutes` is
+"""Only `partials.RELEVANT_EVENT_TYPES` matter. `response_time_minutes` is
 `metadata.response_time_minutes` when it is a JSON number, else null."""
-
-RELEVANT_EVENT_TYPES = ("login", "message_response")
 
 METRICS = pl.Schema(
     {

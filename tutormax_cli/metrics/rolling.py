@@ -2,7 +2,7 @@
 
 An end-of-day snapshot of day D is computed as of the next midnight UTC, so its N-day window is
 exactly the UTC days D−N+1 … D: bucketing inputs by UTC day loses nothing. Every metric is a
-function of additive partials (`engine.PARTIALS`), so the snapshot of every day is a trailing
+function of additive partials (`metrics/partials.py`), so the snapshot of every day is a trailing
 sum of per-(tutor, day) partials followed by the engine's own `finalize()`. A 14-day backfill is
 one group-by, one rolling sum per partial and window, and one finalize — not 14 as-of runs —
 and it shares the engine's definition of every metric and tier.
@@ -18,15 +18,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.engine import (
-    FLOAT_PARTIALS,
-    PARTIALS,
-    event_partial_exprs,
-    finalize,
-    session_partial_exprs,
-    with_ratings,
-)
+from tutormax_cli.metrics import frames, partials
+from tutormax_cli.metrics.engine import finalize, with_ratings
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.metrics.windows import LONGEST_DAYS, WINDOWS
 
@@ -34,7 +27,7 @@ DAILY = pl.Schema(
     {
         "tutor_id": pl.String(),
         "day": pl.Date(),
-        **{p: (pl.Float64() if p in FLOAT_PARTIALS else pl.Int64()) for p in PARTIALS},
+        **partials.DTYPES,
     }
 )
 """One row per (tutor, UTC day) with at least one session or relevant event that day."""
@@ -46,12 +39,6 @@ LOOKBACK_DAYS = LONGEST_DAYS - 1
 def input_range(first: date, last: date) -> tuple[date, date]:
     """The UTC days (inclusive) whose inputs the snapshots of `first` … `last` read."""
     return first - timedelta(days=LOOKBACK_DAYS), last
-
-
-def _zero_filled(frame: pl.LazyFrame) -> pl.LazyFrame:
-    return frame.with_columns(
-        [pl.col(p).fill_null(0.0 if p in FLOAT_PARTIALS else 0) for p in PARTIALS]
-    )
 
 
 def daily_partials(
@@ -69,10 +56,10 @@ def daily_partials(
         day=pl.col("scheduled_start").dt.date()
     )
     e = events.lazy().with_columns(day=pl.col("event_timestamp").dt.date())
-    session_parts = s.group_by(keys).agg(session_partial_exprs())
-    event_parts = e.group_by(keys).agg(event_partial_exprs())
+    session_parts = s.group_by(keys).agg(partials.polars_aggs("sessions"))
+    event_parts = e.group_by(keys).agg(partials.polars_aggs("events"))
     joined = session_parts.join(event_parts, on=keys, how="full", coalesce=True)
-    return _zero_filled(joined).select([pl.col(n).cast(t) for n, t in DAILY.items()]).collect()
+    return joined.select(*keys, *partials.zero_filled()).collect()
 
 
 def roll(
@@ -103,7 +90,10 @@ def roll(
     at = d.select(tutor_no * n_days + (pl.col("day") - start).dt.total_days()).to_series()
     size = tutors.len() * n_days
     grid = pl.DataFrame(
-        [pl.zeros(size, dtype=DAILY[p], eager=True).alias(p).scatter(at, d[p]) for p in PARTIALS]
+        [
+            pl.zeros(size, dtype=DAILY[p], eager=True).alias(p).scatter(at, d[p])
+            for p in partials.NAMES
+        ]
     ).with_columns(slot=pl.int_range(size, dtype=pl.Int64))
     del d, at
     grid = grid.with_columns(tutor=pl.col("slot") // n_days, offset=pl.col("slot") % n_days)
@@ -113,7 +103,7 @@ def roll(
         # Counts are exact whatever the window crosses. Float sums are compensated
         # (unlike a difference of cumulative sums) but would carry the previous tutor's
         # rounding residue, so they are rolled within each tutor.
-        return total.over("tutor") if p in FLOAT_PARTIALS else total
+        return total.over("tutor") if p in partials.FLOAT_NAMES else total
 
     # A (tutor, day) has rows when the tutor has a session in that day's longest window.
     keep = (pl.col("offset") >= LOOKBACK_DAYS) & (window_sum("n_sessions", LONGEST_DAYS) > 0)
@@ -122,7 +112,7 @@ def roll(
     for name, n in WINDOWS.items():
         # one window at a time: peak memory is the grid plus one window's sums
         sums = grid.select(
-            "tutor", "offset", "keep", *[window_sum(p, n).alias(p) for p in PARTIALS]
+            "tutor", "offset", "keep", *[window_sum(p, n).alias(p) for p in partials.NAMES]
         ).filter("keep")
         sums = sums.with_columns(tutor_id=tutors.gather(sums["tutor"]))
         day = pl.lit(start) + pl.duration(days=pl.col("offset"))
@@ -132,7 +122,7 @@ def roll(
                 pl.lit(name).alias("window"),
                 day.alias("metric_date"),
                 (day.cast(frames.TS) + pl.duration(days=1)).alias("calculation_date"),
-                *PARTIALS,
+                *partials.NAMES,
             )
         )
     order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))

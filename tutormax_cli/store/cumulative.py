@@ -1,7 +1,7 @@
 """Cumulative daily partials: a snapshot from four index probes per tutor instead of a scan.
 
 For each tutor and each UTC day with activity, `tutormax_cumulative_partials` holds the sums of
-the engine's additive partials (`engine.PARTIALS`) over every day up to and including that one.
+the engine's additive partials (`metrics/partials.py`) over every day up to and including that one.
 A window's partials are then the difference of two rows — the last day inside it minus the day
 before it starts — plus the raw rows of the at most two partial days at its edges when the
 snapshot is not at midnight. A 5,000-tutor snapshot reads 20,000 small rows by primary key
@@ -28,22 +28,11 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.metrics.engine import FLOAT_PARTIALS
-from tutormax_cli.metrics.windows import as_utc
+from tutormax_cli.metrics import partials
+from tutormax_cli.metrics.partials import NAMES, RELEVANT_EVENTS_SQL, event_rows_sql
+from tutormax_cli.metrics.windows import WINDOWS, as_utc
 from tutormax_cli.store.db import is_postgres
-from tutormax_cli.store.load import (
-    _EVENT_PARTIAL_SQL,
-    _RESPONSE_TIME,
-    _SESSION_PARTIAL_SQL,
-    _WINDOW_STARTS,
-    PARTIAL_SQL_NAMES,
-    Partials,
-    _aggregate,
-    _any_tutor,
-    _copy_frame,
-    _partial_dtype,
-    long_partials,
-)
+from tutormax_cli.store.load import Partials, _any_tutor, _copy_frame, long_partials
 
 TABLE = "tutormax_cumulative_partials"
 DIRTY = "tutormax_partials_dirty"
@@ -55,7 +44,6 @@ PARALLEL_FROM = 1_000
 """Fewer tutors than this are looked up on the caller's connection alone."""
 LOCK = "tutormax:cumulative-partials"
 _DAY = "(({ts} AT TIME ZONE 'UTC')::date)"
-_RELEVANT_EVENTS = "('login', 'message_response')"
 _FUNCTIONS = (
     "tutormax_mark_sessions",
     "tutormax_mark_feedback",
@@ -90,7 +78,7 @@ _PAIRS = {
     ),
     "events": (
         "SELECT tutor_id, " + _DAY.format(ts="event_timestamp") + " AS day FROM {rows} "
-        f"WHERE event_type IN {_RELEVANT_EVENTS}"
+        f"WHERE event_type IN {RELEVANT_EVENTS_SQL}"
     ),
 }
 """The (tutor, day) pairs a changed row of each table moves: feedback counts on its session's
@@ -108,7 +96,7 @@ _QUEUE_EVERYONE = (
     f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, min(day) FROM ("
     f"SELECT tutor_id, {_DAY.format(ts='scheduled_start')} AS day FROM sessions "
     f"UNION ALL SELECT tutor_id, {_DAY.format(ts='event_timestamp')} FROM tutor_events "
-    f"WHERE event_type IN {_RELEVANT_EVENTS}) AS history GROUP BY tutor_id "
+    f"WHERE event_type IN {RELEVANT_EVENTS_SQL}) AS history GROUP BY tutor_id "
     "ON CONFLICT DO NOTHING"
 )
 """Queue every tutor from its first day: a full rebuild, when enabling and after a TRUNCATE."""
@@ -120,8 +108,7 @@ def _ddl(schema: str) -> list[str]:
     on tutormax's tables and cannot redirect their names with its own search_path."""
     definer = f"SECURITY DEFINER SET search_path = {_q(schema)}, pg_temp"
     columns = ", ".join(
-        f"{_q(p)} {'numeric' if p in FLOAT_PARTIALS else 'bigint'} NOT NULL"
-        for p in PARTIAL_SQL_NAMES
+        f"{_q(p.name)} {'numeric' if p.is_float else 'bigint'} NOT NULL" for p in partials.PARTIALS
     )
     out = [
         f"CREATE TABLE {TABLE} (tutor_id varchar(50) NOT NULL, day date NOT NULL, {columns}, "
@@ -260,45 +247,35 @@ def _refresh(conn: sa.Connection) -> int:
     return int(taken)
 
 
-def _exact(name: str, aggregate: str) -> str:
-    """The float partials summed as `numeric`: running totals over years of history must not
-    lose a window's worth of precision to one large value (a window is a difference of two)."""
-    if name not in FLOAT_PARTIALS:
-        return aggregate
-    assert aggregate.startswith("sum(") and aggregate.endswith(")"), aggregate
-    return f"sum(({aggregate[4:-1]})::numeric)"
-
-
 def _rebuild_sql() -> str:
     """The refreshed tutors' cumulative rows from their `from_day` on: daily partials from the
     raw rows, running sums over them, plus the last row before `from_day` as the base."""
     since = "(r.from_day::timestamp AT TIME ZONE 'UTC')"
+    # float partials are summed as `numeric`: running totals over years of history must not
+    # lose a window's worth of precision to one large value (a window is a difference of two)
     session_aggs, event_aggs = (
-        ", ".join(f"{_aggregate(n, _exact(n, a), c)} AS {_q(n)}" for n, a, c in specs)
-        for specs in (_SESSION_PARTIAL_SQL, _EVENT_PARTIAL_SQL)
+        ", ".join(f"{partials.sql_aggregate(p, exact=True)} AS {_q(p.name)}" for p in specs)
+        for specs in (partials.SESSION_PARTIALS, partials.EVENT_PARTIALS)
     )
-    session_names = [n for n, _, _ in _SESSION_PARTIAL_SQL]
     daily_columns = ", ".join(
-        f"coalesce({'sp' if p in session_names else 'ep'}.{_q(p)}, 0) AS {_q(p)}"
-        for p in PARTIAL_SQL_NAMES
+        f"coalesce({'sp' if p.source == 'sessions' else 'ep'}.{_q(p.name)}, 0) AS {_q(p.name)}"
+        for p in partials.PARTIALS
     )
     running = ", ".join(
-        f"(coalesce(b.{_q(p)}, 0) + sum(d.{_q(p)}) OVER w)"
-        + ("::numeric" if p in FLOAT_PARTIALS else "::bigint")
-        for p in PARTIAL_SQL_NAMES
+        f"(coalesce(b.{_q(p.name)}, 0) + sum(d.{_q(p.name)}) OVER w)"
+        + ("::numeric" if p.is_float else "::bigint")
+        for p in partials.PARTIALS
     )
-    names = ", ".join(_q(p) for p in PARTIAL_SQL_NAMES)
+    names = ", ".join(_q(p) for p in NAMES)
     return (
         f"INSERT INTO {TABLE} (tutor_id, day, {names}) "
         f"WITH sp AS (SELECT s.tutor_id, {_DAY.format(ts='s.scheduled_start')} AS day, "
         f"{session_aggs} FROM tm_refresh r JOIN sessions s ON s.tutor_id = r.tutor_id "
         f"AND s.scheduled_start >= {since} "
         "LEFT JOIN student_feedback f ON f.session_id = s.session_id GROUP BY 1, 2), "
-        f"ep AS (SELECT e.tutor_id, e.day, {event_aggs} FROM (SELECT e.tutor_id, e.event_type, "
-        f"{_DAY.format(ts='e.event_timestamp')} AS day, {_RESPONSE_TIME[True]} AS rt "
-        "FROM tm_refresh r JOIN tutor_events e ON e.tutor_id = r.tutor_id "
-        f"AND e.event_timestamp >= {since} WHERE e.event_type IN {_RELEVANT_EVENTS}) e "
-        "GROUP BY 1, 2), "
+        f"ep AS (SELECT e.tutor_id, {_DAY.format(ts='e.event_timestamp')} AS day, "
+        f"{event_aggs} FROM tm_refresh r JOIN {event_rows_sql()} ON e.tutor_id = r.tutor_id "
+        f"AND e.event_timestamp >= {since} GROUP BY 1, 2), "
         "daily AS (SELECT coalesce(sp.tutor_id, ep.tutor_id) AS tutor_id, "
         f"coalesce(sp.day, ep.day) AS day, {daily_columns} FROM sp FULL JOIN ep "
         "ON sp.tutor_id = ep.tutor_id AND sp.day = ep.day), "
@@ -327,7 +304,7 @@ def _plan(t: datetime) -> tuple[dict[str, date], dict[str, tuple[datetime, datet
     slices: dict[str, tuple[datetime, datetime]] = {}
     if t > today:
         slices["tail"] = (today, t)
-    for window, days in _WINDOW_STARTS.items():
+    for window, days in WINDOWS.items():
         start = t - timedelta(days=days)
         first_whole = start if start == _midnight(start) else _midnight(start) + timedelta(days=1)
         lookups[window] = first_whole.date() - timedelta(days=1)
@@ -337,7 +314,7 @@ def _plan(t: datetime) -> tuple[dict[str, date], dict[str, tuple[datetime, datet
 
 
 def _schema(extra: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
-    return {"tutor_id": pl.String(), **extra, **{p: _partial_dtype(p) for p in PARTIAL_SQL_NAMES}}
+    return {"tutor_id": pl.String(), **extra, **partials.DTYPES}
 
 
 def _tutors(conn: sa.Connection, lookups: dict[str, date]) -> list[str]:
@@ -356,13 +333,13 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
     first whole day (zeros before a tutor's first day), subtracted in SQL where the float
     totals are exact `numeric`. One index probe each, split over `PROBE_THREADS` connections."""
     params: dict[str, Any] = {f"d_{k}": d for k, d in lookups.items()}
-    windows = ", ".join(f"('{w}', CAST(:d_{w} AS date))" for w in _WINDOW_STARTS)
-    names = ", ".join(f"c.{_q(p)}" for p in PARTIAL_SQL_NAMES)
+    windows = ", ".join(f"('{w}', CAST(:d_{w} AS date))" for w in WINDOWS)
+    names = ", ".join(f"c.{_q(p)}" for p in NAMES)
     differences = ", ".join(
-        f"(coalesce(e.{_q(p)}, 0) - coalesce(b.{_q(p)}, 0))"
-        + ("::float8" if p in FLOAT_PARTIALS else "")
-        + f" AS {_q(p)}"
-        for p in PARTIAL_SQL_NAMES
+        f"(coalesce(e.{_q(p.name)}, 0) - coalesce(b.{_q(p.name)}, 0))"
+        + ("::float8" if p.is_float else "")
+        + f" AS {_q(p.name)}"
+        for p in partials.PARTIALS
     )
 
     def latest(alias: str, on_or_before: str) -> str:
@@ -413,21 +390,17 @@ def _slices(
     frames = []
     for specs, alias, ts, source in (
         (
-            _SESSION_PARTIAL_SQL, "s", "scheduled_start",
+            partials.SESSION_PARTIALS, "s", "scheduled_start",
             "sessions s LEFT JOIN student_feedback f ON f.session_id = s.session_id",
         ),
-        (
-            _EVENT_PARTIAL_SQL, "e", "event_timestamp",
-            f"(SELECT e.tutor_id, e.event_type, e.event_timestamp, {_RESPONSE_TIME[True]} AS rt "
-            f"FROM tutor_events e WHERE e.event_type IN {_RELEVANT_EVENTS}) e",
-        ),
+        (partials.EVENT_PARTIALS, "e", "event_timestamp", event_rows_sql()),
     ):  # fmt: skip
         column = f"{alias}.{ts}"
         inside = {k: f"{column} >= :a_{k} AND {column} < :b_{k}" for k in slices}
         aggs = ", ".join(
-            f"{_aggregate(n, a, c, inside[k])} AS {_q(f'{n}@{k}')}"
+            f"{partials.sql_aggregate(p, inside[k])} AS {_q(f'{p.name}@{k}')}"
             for k in slices
-            for n, a, c in specs
+            for p in specs
         )
         where = " OR ".join(f"({cond})" for cond in inside.values())
         tutor_filter = _any_tutor(f"{alias}.tutor_id") if tutors is not None else ""
@@ -436,14 +409,14 @@ def _slices(
             f"GROUP BY {alias}.tutor_id"
         )
         schema = {"tutor_id": pl.String()} | {
-            f"{n}@{k}": _partial_dtype(n) for k in slices for n, _, _ in specs
+            f"{p.name}@{k}": p.dtype for k in slices for p in specs
         }
         wide = _copy_frame(conn, sql, params, schema)
-        frames.append(long_partials(wide, "key", list(slices), [n for n, _, _ in specs]))
+        frames.append(long_partials(wide, "key", list(slices), [p.name for p in specs]))
     sessions, events = frames
     return (
         sessions.join(events, on=["tutor_id", "key"], how="full", coalesce=True)
-        .select("tutor_id", "key", *PARTIAL_SQL_NAMES)
+        .select("tutor_id", "key", *NAMES)
         .fill_null(0)
     )
 
@@ -460,23 +433,23 @@ def window_partials(
     probed = _probe(conn, lookups, _tutors(conn, lookups) if tutors is None else tutors)
     edges = _slices(conn, slices, tutors)
     parts = []
-    for window in _WINDOW_STARTS:
+    for window in WINDOWS:
         whole_days = probed.filter(pl.col("window") == window)
         added = edges.filter(pl.col("key").is_in([window, "tail"])).drop("key")
-        added = added.group_by("tutor_id").agg(pl.col(p).sum() for p in PARTIAL_SQL_NAMES)
+        added = added.group_by("tutor_id").agg(pl.col(p).sum() for p in NAMES)
         joined = whole_days.join(added, on="tutor_id", how="left", suffix="@edge")
         parts.append(
             joined.select(
                 "tutor_id",
                 "window",
                 *[
-                    (pl.col(p) + pl.col(f"{p}@edge").fill_null(0)).cast(_partial_dtype(p)).alias(p)
-                    for p in PARTIAL_SQL_NAMES
+                    (pl.col(p) + pl.col(f"{p}@edge").fill_null(0)).cast(partials.DTYPES[p]).alias(p)
+                    for p in NAMES
                 ],
             )
         )
-    partials = pl.concat(parts)
-    longest = max(_WINDOW_STARTS, key=_WINDOW_STARTS.__getitem__)
-    active = partials.filter((pl.col("window") == longest) & (pl.col("n_sessions") > 0))
-    partials = partials.filter(pl.col("tutor_id").is_in(active["tutor_id"].implode()))
-    return Partials(partials.sort("tutor_id"), probed.height + edges.height)
+    snapshot = pl.concat(parts)
+    longest = max(WINDOWS, key=WINDOWS.__getitem__)
+    active = snapshot.filter((pl.col("window") == longest) & (pl.col("n_sessions") > 0))
+    snapshot = snapshot.filter(pl.col("tutor_id").is_in(active["tutor_id"].implode()))
+    return Partials(snapshot.sort("tutor_id"), probed.height + edges.height)

@@ -18,9 +18,9 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.engine import FLOAT_PARTIALS, PARTIALS
-from tutormax_cli.metrics.windows import as_utc
+from tutormax_cli.metrics import frames, partials
+from tutormax_cli.metrics.partials import RELEVANT_EVENTS_SQL, event_rows_sql, response_time_sql
+from tutormax_cli.metrics.windows import WINDOWS, as_utc
 from tutormax_cli.store.db import is_postgres
 
 
@@ -95,22 +95,6 @@ def _any_tutor(column: str, pg: bool = True) -> str:
     return f" AND {column} IN (SELECT value FROM json_each(:tutors))"
 
 
-_RESPONSE_TIME = {
-    True: (
-        "CASE WHEN e.event_type = 'message_response' AND "
-        "jsonb_typeof(e.metadata::jsonb -> 'response_time_minutes') = 'number' "
-        "THEN (e.metadata::jsonb ->> 'response_time_minutes')::float8 END"
-    ),
-    False: (
-        "CASE WHEN e.event_type = 'message_response' AND json_valid(e.metadata) AND "
-        "json_type(e.metadata, '$.response_time_minutes') IN ('integer', 'real') "
-        "THEN json_extract(e.metadata, '$.response_time_minutes') END"
-    ),
-}
-"""`metadata.response_time_minutes` of message_response events when it is a JSON number, by
-dialect (keyed by `is_postgres`)."""
-
-
 def _queries(pg: bool, has_tutors: bool) -> dict[str, str]:
     where = "s.scheduled_start >= :start AND s.scheduled_start < :end"
     if has_tutors:
@@ -122,13 +106,13 @@ def _queries(pg: bool, has_tutors: bool) -> dict[str, str]:
     )
     ev_where = (
         "e.event_timestamp >= :start AND e.event_timestamp < :end "
-        "AND e.event_type IN ('login', 'message_response')"
+        f"AND e.event_type IN {RELEVANT_EVENTS_SQL}"
     )
     if has_tutors:
         ev_where += _any_tutor("e.tutor_id", pg)
     events = (
         f"SELECT e.tutor_id, e.event_type, {{ts:e.event_timestamp}} AS event_timestamp, "
-        f"{_RESPONSE_TIME[pg]} AS response_time_minutes FROM tutor_events e WHERE {ev_where}"
+        f"{response_time_sql(pg)} AS response_time_minutes FROM tutor_events e WHERE {ev_where}"
     )
     return {
         "sessions": _render(sessions, pg),
@@ -263,67 +247,31 @@ def load_changed_tutor_ids(conn: sa.Connection, since: datetime) -> list[str]:
 
 # -- partials aggregated in PostgreSQL ------------------------------------------------------------
 #
-# The engine reduces every metric to additive partials (`engine.PARTIALS`). On PostgreSQL the
+# The engine reduces every metric to additive partials (`metrics/partials.py`). On PostgreSQL the
 # database computes them where the rows live and ships one row per tutor (as-of) or per tutor and
 # day (backfill) instead of every session and event: the transfer and parsing of ~1.5M raw rows
-# was most of a recompute's time (README, Performance). Each aggregate below is the SQL
-# twin of the polars expression of the same name; tests/test_backfill.py holds them equal.
-
-_SESSION_PARTIAL_SQL: tuple[tuple[str, str, str | None], ...] = (
-    ("n_sessions", "count(*)", None),
-    ("n_completed", "count(*)", "NOT coalesce(s.no_show, false) AND s.actual_start IS NOT NULL"),
-    ("n_first", "count(*)", "s.session_number = 1"),
-    ("n_reschedule", "count(*)", "s.tutor_initiated_reschedule"),
-    ("n_no_show", "count(*)", "s.no_show"),
-    ("fb_n", "count(f.overall_rating)", None),
-    ("fb_sum", "sum(f.overall_rating)", None),
-    ("first_fb_n", "count(*)", "s.session_number = 1 AND f.overall_rating IS NOT NULL"),
-    ("first_fb_ok", "count(*)", "s.session_number = 1 AND f.overall_rating >= 4"),
-    ("eng_n", "count(s.engagement_score)", None),
-    ("eng_sum", "sum(s.engagement_score)", None),
-    ("n_on_time", "count(*)", "s.late_start_minutes <= 10"),
-    ("lo_n", "count(s.learning_objectives_met)", None),
-    ("lo_true", "count(*)", "s.learning_objectives_met"),
-)
-_EVENT_PARTIAL_SQL: tuple[tuple[str, str, str | None], ...] = (
-    ("n_logins", "count(*)", "e.event_type = 'login'"),
-    ("resp_n", "count(e.rt)", None),
-    ("resp_sum", "sum(e.rt)", None),
-)
-PARTIAL_SQL_NAMES = tuple(name for name, _, _ in _SESSION_PARTIAL_SQL + _EVENT_PARTIAL_SQL)
-"""The partials the SQL below computes, in `engine.PARTIALS` order (a test keeps them equal)."""
-
-_WINDOW_STARTS = {"7day": 7, "30day": 30, "90day": 90}
+# was most of a recompute's time. Every aggregate below is generated from the declaration of its
+# partial (`partials.sql_aggregate`), next to its polars twin; the spec tests run over both.
 
 
 @dataclass(frozen=True)
 class Partials:
-    """Partials aggregated by the database, and how many input rows went into them."""
+    """Partials aggregated by the database, and how many rows were fetched to get them."""
 
     frame: pl.DataFrame
     rows_read: int
 
 
-def _aggregate(name: str, agg: str, cond: str | None, extra: str | None = None) -> str:
-    where = " AND ".join(c for c in (extra, cond) if c)
-    filtered = f"{agg} FILTER (WHERE {where})" if where else agg
-    return f"coalesce({filtered}, 0)" if agg.startswith("sum(") else filtered
-
-
-def _partial_sources(has_tutors: bool) -> tuple[str, str]:
+def partial_sources(has_tutors: bool) -> tuple[str, str]:
     """FROM … WHERE clauses of the session (+ rating) and event aggregates over [start, end)."""
     tutors_s = _any_tutor("s.tutor_id") if has_tutors else ""
     tutors_e = _any_tutor("e.tutor_id") if has_tutors else ""
-    rt = _RESPONSE_TIME[True]
     sessions = (
         "FROM sessions s LEFT JOIN student_feedback f ON f.session_id = s.session_id "
         f"WHERE s.scheduled_start >= :start AND s.scheduled_start < :end{tutors_s}"
     )
-    events = (
-        f"FROM (SELECT e.tutor_id, e.event_type, e.event_timestamp, {rt} AS rt "
-        "FROM tutor_events e WHERE e.event_timestamp >= :start AND e.event_timestamp < :end "
-        f"AND e.event_type IN ('login', 'message_response'){tutors_e}) e"
-    )
+    window = " AND e.event_timestamp >= :start AND e.event_timestamp < :end"
+    events = f"FROM {event_rows_sql(window + tutors_e)}"
     return sessions, events
 
 
@@ -371,16 +319,6 @@ def long_partials(
     )
 
 
-def _partial_dtype(name: str) -> pl.DataType:
-    return pl.Float64() if name in FLOAT_PARTIALS else pl.Int64()
-
-
-def _input_rows(frame: pl.DataFrame, sessions: str) -> int:
-    """Sessions, feedback rows and events that went into the partials."""
-    total = frame.select(pl.sum(sessions) + pl.sum("rows_f") + pl.sum("rows_e")).item()
-    return int(total or 0)
-
-
 def load_window_partials(
     conn: sa.Connection, as_of: datetime, tutors: Sequence[str] | None = None
 ) -> Partials:
@@ -388,35 +326,40 @@ def load_window_partials(
     session in the longest window (optionally only `tutors`): one statement, one scan per
     table, the windows as FILTER clauses."""
     t = as_utc(as_of)
-    sessions, events = _partial_sources(tutors is not None)
+    sessions, events = partial_sources(tutors is not None)
     session_aggs, event_aggs = [], []
     schema: dict[str, pl.DataType] = {"tutor_id": pl.String()}
     event_schema: dict[str, pl.DataType] = {}
-    params: dict[str, Any] = {"start": t - timedelta(days=max(_WINDOW_STARTS.values())), "end": t}
-    for window, days in _WINDOW_STARTS.items():
+    params: dict[str, Any] = {"start": t - timedelta(days=max(WINDOWS.values())), "end": t}
+    for window, days in WINDOWS.items():
         params[f"w{days}"] = t - timedelta(days=days)
-        for name, agg, cond in _SESSION_PARTIAL_SQL:
-            expr = _aggregate(name, agg, cond, f"s.scheduled_start >= :w{days}")
-            session_aggs.append(f'{expr} AS "{name}@{window}"')
-            schema[f"{name}@{window}"] = _partial_dtype(name)
-        for name, agg, cond in _EVENT_PARTIAL_SQL:
-            expr = _aggregate(name, agg, cond, f"e.event_timestamp >= :w{days}")
-            event_aggs.append(f'{expr} AS "{name}@{window}"')
-            event_schema[f"{name}@{window}"] = _partial_dtype(name)
+        for p in partials.SESSION_PARTIALS:
+            expr = partials.sql_aggregate(p, f"s.scheduled_start >= :w{days}")
+            session_aggs.append(f'{expr} AS "{p.name}@{window}"')
+            schema[f"{p.name}@{window}"] = p.dtype
+        for p in partials.EVENT_PARTIALS:
+            expr = partials.sql_aggregate(p, f"e.event_timestamp >= :w{days}")
+            event_aggs.append(f'{expr} AS "{p.name}@{window}"')
+            event_schema[f"{p.name}@{window}"] = p.dtype
     if tutors is not None:
         params["tutors"] = list(tutors)
     sql = (
-        f"WITH sp AS (SELECT s.tutor_id, {', '.join(session_aggs)}, "
-        f"count(f.overall_rating) AS rows_f {sessions} GROUP BY s.tutor_id), "
-        f"ep AS (SELECT e.tutor_id, {', '.join(event_aggs)}, count(*) AS rows_e "
-        f"{events} GROUP BY e.tutor_id) "
+        f"WITH sp AS (SELECT s.tutor_id, {', '.join(session_aggs)} {sessions} "
+        "GROUP BY s.tutor_id), "
+        f"ep AS (SELECT e.tutor_id, {', '.join(event_aggs)} {events} GROUP BY e.tutor_id) "
         "SELECT * FROM sp LEFT JOIN ep USING (tutor_id)"
     )
-    schema = {**schema, "rows_f": pl.Int64(), **event_schema, "rows_e": pl.Int64()}
-    wide = _copy_frame(conn, sql, params, schema).fill_null(0)  # no events: zero
-    partials = long_partials(wide, "window", list(_WINDOW_STARTS), PARTIAL_SQL_NAMES)
-    longest = max(_WINDOW_STARTS, key=_WINDOW_STARTS.__getitem__)
-    return Partials(partials, _input_rows(wide, f"n_sessions@{longest}"))
+    wide = _copy_frame(conn, sql, params, {**schema, **event_schema}).fill_null(0)  # no events
+    return Partials(long_partials(wide, "window", list(WINDOWS), partials.NAMES), wide.height)
+
+
+def utc_midnight(day: date) -> datetime:
+    """The first instant of a UTC day."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+DAY_NUMBER_SQL = "(({ts} AT TIME ZONE 'UTC')::date - DATE '1970-01-01')"
+"""A timestamp's UTC day as days since 1970-01-01 (immune to DateStyle; polars casts it)."""
 
 
 def load_daily_partials(
@@ -431,41 +374,30 @@ def load_daily_partials(
     Sessions and events are two statements joined in polars: a FULL JOIN of ~400k groups each
     costs PostgreSQL a second on one core, polars a few milliseconds.
     """
-    start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
-    end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + timedelta(days=1)
-    sessions, events = _partial_sources(tutors is not None)
-    params: dict[str, Any] = {"start": start, "end": end}
+    sessions, events = partial_sources(tutors is not None)
+    params: dict[str, Any] = {
+        "start": utc_midnight(first_day),
+        "end": utc_midnight(last_day) + timedelta(days=1),
+    }
     if tutors is not None:
         params["tutors"] = list(tutors)
-    day = "(({ts} AT TIME ZONE 'UTC')::date - DATE '1970-01-01')"  # immune to DateStyle
     parts = []
-    for specs, alias, ts, source, rows in (
-        (_SESSION_PARTIAL_SQL, "s", "scheduled_start", sessions, "count(f.overall_rating)"),
-        (_EVENT_PARTIAL_SQL, "e", "event_timestamp", events, "count(*)"),
+    for specs, alias, ts, source in (
+        (partials.SESSION_PARTIALS, "s", "scheduled_start", sessions),
+        (partials.EVENT_PARTIALS, "e", "event_timestamp", events),
     ):
-        aggs = ", ".join(f'{_aggregate(n, a, c)} AS "{n}"' for n, a, c in specs)
-        sql = (
-            f"SELECT {alias}.tutor_id, {day.format(ts=f'{alias}.{ts}')} AS day, {aggs}, "
-            f"{rows} AS rows_read {source} GROUP BY 1, 2"
-        )
+        aggs = ", ".join(f'{partials.sql_aggregate(p)} AS "{p.name}"' for p in specs)
+        day = DAY_NUMBER_SQL.format(ts=f"{alias}.{ts}")
+        sql = f"SELECT {alias}.tutor_id, {day} AS day, {aggs} {source} GROUP BY 1, 2"
         schema: dict[str, pl.DataType] = {
             "tutor_id": pl.String(),
             "day": pl.Int32(),
-            **{name: _partial_dtype(name) for name, _, _ in specs},
-            "rows_read": pl.Int64(),
+            **{p.name: p.dtype for p in specs},
         }
         # PostgreSQL cannot estimate the number of (tutor, day) groups and, overestimating
         # it, sorts ~1M rows where a hash aggregate is a third faster: steer it to hashing.
         parts.append(_copy_frame(conn, sql, params, schema, "SET LOCAL enable_sort = off"))
     session_days, event_days = parts
-    rows_read = int(session_days.select(pl.sum("n_sessions") + pl.sum("rows_read")).item() or 0)
-    rows_read += int(event_days["rows_read"].sum() or 0)
-    daily = session_days.drop("rows_read").join(
-        event_days.drop("rows_read"), on=["tutor_id", "day"], how="full", coalesce=True
-    )
-    daily = daily.select(
-        "tutor_id",
-        pl.col("day").cast(pl.Date),
-        *[pl.col(p).fill_null(0) for p in PARTIALS],
-    )
-    return Partials(daily, rows_read)
+    daily = session_days.join(event_days, on=["tutor_id", "day"], how="full", coalesce=True)
+    daily = daily.select("tutor_id", pl.col("day").cast(pl.Date), *partials.zero_filled())
+    return Partials(daily, session_days.height + event_days.height)

@@ -1,0 +1,158 @@
+"""Where a run's partials come from: one interface, three sources, chosen once per run.
+
+A recomputation needs, for a set of tutors, either per (tutor, window) partials as of an instant
+(a snapshot) or per (tutor, UTC day) partials over a range of days (a backfill, rolled by
+`metrics.rolling.roll`). Three sources deliver the same frames:
+
+- `RawRows`: sessions, feedback and events loaded as rows and aggregated by polars with the
+  engine's expressions (SQLite; on any database, the reference path);
+- `SqlPartials`: PostgreSQL aggregates the same partials where the rows live (`store/load.py`);
+- `CumulativePartials`: differences of the running totals `db partials enable` keeps
+  (`store/cumulative.py`), plus the raw rows of partial days at the windows' edges.
+
+`recompute` only plans, chunks, asks its source and finalizes; whatever the source, the partials
+feed the same `finalize`, so a metric has one definition. Each source counts the rows it
+fetched from the database (`rows_read`): raw rows, partial rows or cumulative rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+import polars as pl
+import sqlalchemy as sa
+
+from tutormax_cli.metrics.engine import window_partials
+from tutormax_cli.metrics.rolling import daily_partials
+from tutormax_cli.metrics.windows import LONGEST_DAYS, as_utc
+from tutormax_cli.store import cumulative
+from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.load import (
+    Partials,
+    load_daily_partials,
+    load_metric_inputs,
+    load_tutor_ids,
+    load_window_partials,
+    utc_midnight,
+)
+
+
+class PartialsSource(Protocol):
+    """What a recomputation asks of the database, whatever computes the partials."""
+
+    name: str
+    chunk_size: int
+    """Default tutors per chunk of a snapshot (backfills size theirs from a memory budget)."""
+    rows_read: int
+    """Rows fetched from the database so far by this source."""
+
+    def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
+        """The tutors a snapshot as of `t` has rows for (a session in the longest window)."""
+        ...
+
+    def window_partials(
+        self, conn: sa.Connection, t: datetime, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        """`tutor_id`, `window`, the partials as of `t` (None: every tutor with rows)."""
+        ...
+
+    def daily_partials(
+        self, conn: sa.Connection, first: date, last: date, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        """`tutor_id`, `day`, the partials of each UTC day `first` … `last` (schema
+        `rolling.DAILY`; days without activity may be absent)."""
+        ...
+
+
+class _Counted:
+    name = "?"
+    chunk_size = 1000
+
+    def __init__(self) -> None:
+        self.rows_read = 0
+
+    def _take(self, partials: Partials) -> pl.DataFrame:
+        self.rows_read += partials.rows_read
+        return partials.frame
+
+    def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
+        return load_tutor_ids(conn, t - timedelta(days=LONGEST_DAYS), t)
+
+
+class RawRows(_Counted):
+    """Raw rows aggregated in polars: SQLite's path, and a reference on PostgreSQL."""
+
+    name = "raw rows"
+    chunk_size = 1000
+    """A chunk holds its raw rows (~100 sessions and ~250 events per tutor in 90 days)."""
+
+    def window_partials(
+        self, conn: sa.Connection, t: datetime, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
+        self.rows_read += inputs.rows
+        return window_partials(inputs.sessions, inputs.feedback, inputs.events, t, tutors).collect()
+
+    def daily_partials(
+        self, conn: sa.Connection, first: date, last: date, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        start, end = utc_midnight(first), utc_midnight(last) + timedelta(days=1)
+        inputs = load_metric_inputs(conn, start, end, tutors)
+        self.rows_read += inputs.rows
+        return daily_partials(inputs.sessions, inputs.feedback, inputs.events)
+
+
+class SqlPartials(_Counted):
+    """PostgreSQL aggregates the partials from the raw rows, one statement per table."""
+
+    name = "SQL partials"
+    chunk_size = 5000
+    """A chunk ships three rows per tutor, and every chunk is one more scan: large chunks."""
+
+    def window_partials(
+        self, conn: sa.Connection, t: datetime, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        return self._take(load_window_partials(conn, t, tutors))
+
+    def daily_partials(
+        self, conn: sa.Connection, first: date, last: date, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        return self._take(load_daily_partials(conn, first, last, tutors))
+
+
+class CumulativePartials(SqlPartials):
+    """Differences of cumulative rows. The snapshot's tutor list comes with everyone's
+    partials (one refresh and one round of lookups), which the chunks then share."""
+
+    name = "cumulative partials"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._everyone: tuple[datetime, pl.DataFrame] | None = None
+
+    def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
+        frame = self._take(cumulative.window_partials(conn, t))
+        self._everyone = (as_utc(t), frame)
+        return frame["tutor_id"].unique().sort().to_list()
+
+    def window_partials(
+        self, conn: sa.Connection, t: datetime, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        if self._everyone is not None and self._everyone[0] == as_utc(t):
+            frame = self._everyone[1]
+            if tutors is None:
+                return frame
+            return frame.filter(pl.col("tutor_id").is_in(pl.Series(list(tutors)).implode()))
+        return self._take(cumulative.window_partials(conn, t, tutors))
+
+
+def choose_source(conn: sa.Connection, *, raw: bool = False) -> PartialsSource:
+    """The fastest source this database offers: cumulative partials when they are enabled
+    (PostgreSQL, unless `raw`), else SQL partials on PostgreSQL, else raw rows."""
+    if not is_postgres(conn):
+        return RawRows()
+    if not raw and cumulative.enabled(conn):
+        return CumulativePartials()
+    return SqlPartials()
