@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -17,11 +18,13 @@ from polars.testing import assert_frame_equal
 from tests.helpers import sample, stored_metrics
 from tutormax_cli.recompute import RecomputeRequest, Shard, recompute_as_of, run
 from tutormax_cli.store import cumulative
-from tutormax_cli.store.load import load_window_partials
+from tutormax_cli.store.load import load_daily_partials, load_window_partials
 from tutormax_cli.store.seed import save_tables
 
 END = datetime(2026, 3, 3, tzinfo=UTC)
 BASE = sample(tutors=12, days=60, seed=11, end=END)
+BASE_FIRST = (END - timedelta(days=61)).date()
+"""A day before the sample's history starts."""
 
 
 def _truncate(engine: sa.Engine) -> None:
@@ -267,6 +270,41 @@ def test_recompute_and_the_worker_path_store_the_same_rows_either_way(pg: sa.Eng
     assert with_table.height == 3 * with_table["tutor_id"].n_unique() > 0
     assert set(with_table["window"]) == {"7day", "30day", "90day"}
     assert with_table.filter(pl.col("sessions_scheduled") > 0).height > 0
+
+
+def assert_same_days(
+    engine: sa.Engine, first: date, last: date, tutors: list[str] | None = None
+) -> int:
+    key = ["tutor_id", "day"]
+    with engine.connect() as conn:
+        raw = load_daily_partials(conn, first, last, tutors).frame.sort(key)
+        cum = cumulative.daily_partials(conn, first, last, tutors).frame.sort(key)
+    assert_frame_equal(raw, cum, check_exact=False, rel_tol=1e-12, abs_tol=1e-9)
+    return raw.height
+
+
+def test_daily_partials_are_differences_of_cumulative_rows(pg: sa.Engine) -> None:
+    last = END.date() - timedelta(days=1)
+    for first in (last - timedelta(days=95), last - timedelta(days=6), last, BASE_FIRST):
+        assert assert_same_days(pg, first, last) > 0
+        assert assert_same_days(pg, first, last, ["T0002", "T0007", "NOBODY"]) > 0
+    assert assert_same_days(pg, last + timedelta(days=3), last + timedelta(days=40)) == 0
+    with pg.begin() as conn:  # a write the triggers queue: the backfill refreshes first
+        conn.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=3)))
+    assert_same_days(pg, last - timedelta(days=30), last)
+
+
+def test_a_backfill_from_cumulative_rows_stores_the_raw_backfills_rows(pg: sa.Engine) -> None:
+    last = END.date() - timedelta(days=1)
+    request = RecomputeRequest(since=last - timedelta(days=6), until=last)
+    run(pg, request)  # cumulative partials
+    from_cumulative = stored_metrics(pg)
+    with pg.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tutor_performance_metrics"))
+    run(pg, replace(request, raw=True))  # the backfill on raw rows
+    assert stored_metrics(pg).equals(from_cumulative)
+    assert from_cumulative["metric_date"].n_unique() == 7
+    assert from_cumulative.height % 3 == 0 and from_cumulative.height > 0
 
 
 def test_disabling_removes_every_trigger(pg: sa.Engine) -> None:

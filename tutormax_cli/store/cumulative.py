@@ -453,3 +453,43 @@ def window_partials(
     active = snapshot.filter((pl.col("window") == longest) & (pl.col("n_sessions") > 0))
     snapshot = snapshot.filter(pl.col("tutor_id").is_in(active["tutor_id"].implode()))
     return Partials(snapshot.sort("tutor_id"), probed.height + edges.height)
+
+
+def daily_partials(
+    conn: sa.Connection, first_day: date, last_day: date, tutors: Sequence[str] | None = None
+) -> Partials:
+    """`store.load.load_daily_partials` from the cumulative table: per (tutor, UTC day)
+    partials of `first_day` … `last_day` as differences of consecutive cumulative rows (the row
+    before `first_day` is each tutor's base), so a backfill reads O(tutors × days) small rows
+    by primary key instead of aggregating the raw history. Subtracted in SQL, where the float
+    totals are exact `numeric`. Refreshes the table first, in its own transaction."""
+    refresh(conn.engine)
+    params: dict[str, Any] = {"first": first_day, "last": last_day}
+    chosen = ""
+    if tutors is not None:
+        params["tutors"] = list(tutors)
+        chosen = _any_tutor("tutor_id")
+    names = ", ".join(_q(p) for p in NAMES)
+    based = ", ".join(f"b.{_q(p)}" for p in NAMES)
+    differences = ", ".join(
+        f"({_q(p.name)} - coalesce(lag({_q(p.name)}) OVER w, 0))"
+        + ("::float8" if p.is_float else "")
+        + f" AS {_q(p.name)}"
+        for p in partials.PARTIALS
+    )
+    sql = (
+        f"WITH t AS (SELECT tutor_id FROM {SPANS} WHERE first_day <= :last "
+        f"AND last_day >= :first{chosen}), "
+        f"r AS (SELECT c.tutor_id, c.day, {names} FROM {TABLE} c JOIN t USING (tutor_id) "
+        "WHERE c.day BETWEEN :first AND :last "
+        f"UNION ALL SELECT t.tutor_id, b.day, {based} "
+        f"FROM t CROSS JOIN LATERAL (SELECT * FROM {TABLE} c WHERE c.tutor_id = t.tutor_id "
+        "AND c.day < :first ORDER BY c.day DESC LIMIT 1) b), "
+        f"d AS (SELECT tutor_id, day, {differences} FROM r "
+        "WINDOW w AS (PARTITION BY tutor_id ORDER BY day)) "
+        "SELECT tutor_id, day - DATE '1970-01-01' AS day, "
+        f"{names} FROM d WHERE day >= :first"
+    )
+    schema = _schema({"day": pl.Int32()})
+    daily = _copy_frame(conn, sql, params, schema)
+    return Partials(daily.with_columns(pl.col("day").cast(pl.Date)), daily.height)

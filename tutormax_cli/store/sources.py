@@ -8,7 +8,8 @@ A recomputation needs, for a set of tutors, either per (tutor, window) partials 
   engine's expressions (SQLite; on any database, the reference path);
 - `SqlPartials`: PostgreSQL aggregates the same partials where the rows live (`store/load.py`);
 - `CumulativePartials`: differences of the running totals `db partials enable` keeps
-  (`store/cumulative.py`), plus the raw rows of partial days at the windows' edges.
+  (`store/cumulative.py`), plus the raw rows of partial days at the windows' edges; a
+  backfill's daily partials are differences of consecutive cumulative rows.
 
 `recompute` only plans, chunks, asks its source and finalizes; whatever the source, the partials
 feed the same `finalize`, so a metric has one definition. Each source counts the rows it
@@ -146,6 +147,11 @@ class CumulativePartials(SqlPartials):
                 return frame
             return frame.filter(pl.col("tutor_id").is_in(pl.Series(list(tutors)).implode()))
         return self._take(cumulative.window_partials(conn, t, tutors))
+
+    def daily_partials(
+        self, conn: sa.Connection, first: date, last: date, tutors: Sequence[str] | None
+    ) -> pl.DataFrame:
+        return self._take(cumulative.daily_partials(conn, first, last, tutors))
 
 
 def choose_source(conn: sa.Connection, *, raw: bool = False) -> PartialsSource:
