@@ -14,6 +14,14 @@ on an emptied `tutor_performance_metrics` (a nightly run inserts a new metric_da
 It checks every contestant wrote the same rows. `design` runs the design document's per-tutor
 algorithm (bench/design_algorithm.py) over a sample of tutors and extrapolates to all of them.
 Peak RSS is the child's `ru_maxrss` from `wait4`.
+
+`--before DIR` (asof, backfill) also runs every tutormax contestant from another checkout of
+the code (e.g. `git worktree add --detach ../before <commit>`), by `PYTHONPATH`, in the same
+rounds: before/after figures under the same load, and their rows compared by MD5.
+
+Scenarios: 5,000 tutors (`tutormax sample generate --tutors 5000 --days 120 --seed 5 --end
+2026-09-01T00:00:00Z`) and 50,000 tutors (`--tutors 50000`, same other options), each followed
+by `VACUUM ANALYZE`, then `--as-of 2026-09-01T00:00:00Z`.
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ sys.path.insert(0, ROOT)
 
 from bench.sql_single import render  # noqa: E402
 from tutormax_cli.store.db import open_engine  # noqa: E402
+
+
+def before_env(tree: str | None) -> dict[str, str] | None:
+    """The environment that runs `python -m tutormax_cli` from another checkout."""
+    if not tree:
+        return None
+    return {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
 
 
 def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -140,6 +155,11 @@ def bench_asof(args: argparse.Namespace) -> None:
                 sys.executable, os.path.abspath(__file__), "_raw", "--db-url", url,
                 "--as-of", t, "--loader", loader,
             ]  # fmt: skip
+    envs: dict[str, dict[str, str] | None] = {name: None for name in contestants}
+    if args.before:
+        for name in [n for n in contestants if n.startswith("tutormax")]:
+            contestants[f"{name} (before)"] = contestants[name]
+            envs[f"{name} (before)"] = before_env(args.before)
     times: dict[str, list[float]] = {name: [] for name in contestants}
     peaks: dict[str, list[int]] = {name: [] for name in contestants}
     prints: dict[str, tuple[int, str]] = {}
@@ -147,7 +167,7 @@ def bench_asof(args: argparse.Namespace) -> None:
     for round_ in range(args.repeat):
         for name, cmd in contestants.items():
             clear(url)
-            seconds, peak, _ = run_process(cmd)
+            seconds, peak, _ = run_process(cmd, envs[name])
             times[name].append(seconds)
             peaks[name].append(peak)
             if round_ == 0:
@@ -221,30 +241,43 @@ def bench_backfill(args: argparse.Namespace) -> None:
     first = last - timedelta(days=args.days - 1)
     asof = tutormax(url, "recompute", "--as-of", t, "--quiet")
     backfill = tutormax(url, "recompute", "--since", str(first), "--until", str(last), "--json")
-    times: dict[str, list[float]] = {"as-of": [], "backfill": [], "backfill rerun": []}
+    if args.raw:  # the raw-row paths, even when cumulative partials are enabled
+        asof, backfill = [*asof, "--raw"], [*backfill, "--raw"]
+    trees: dict[str, dict[str, str] | None] = {"": None}
+    if args.before:
+        trees[" (before)"] = before_env(args.before)
+    times: dict[str, list[float]] = {}
     peaks: dict[str, int] = {}
-    counts = []
+    counts: dict[str, set[tuple[int, str]]] = {}
+
+    def timed_run(name: str, cmd: list[str], env: dict[str, str] | None) -> None:
+        s, p, _ = run_process(cmd, env)
+        times.setdefault(name, []).append(s)
+        peaks[name] = max(p, peaks.get(name, 0))
+
     for _ in range(args.repeat):
-        clear(url)
-        s, p, _ = run_process(asof)
-        times["as-of"].append(s)
-        peaks["as-of"] = max(p, peaks.get("as-of", 0))
-        clear(url)
-        s, p, _ = run_process(backfill)
-        times["backfill"].append(s)
-        peaks["backfill"] = max(p, peaks.get("backfill", 0))
-        counts.append(fingerprint(url)[0])
-        s, p, _ = run_process(backfill)  # rows exist: an upsert of identical rows
-        times["backfill rerun"].append(s)
-        counts.append(fingerprint(url)[0])
+        for suffix, env in trees.items():
+            clear(url)
+            timed_run(f"as-of{suffix}", asof, env)
+            counts.setdefault(f"as-of{suffix}", set()).add(fingerprint(url))
+            clear(url)
+            timed_run(f"backfill{suffix}", backfill, env)
+            counts.setdefault(f"backfill{suffix}", set()).add(fingerprint(url))
+            timed_run(f"backfill rerun{suffix}", backfill, env)  # rows exist: an upsert
+            counts.setdefault(f"backfill rerun{suffix}", set()).add(fingerprint(url))
         print(", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
     print(
         f"\n| {args.days}-day backfill {first} … {last} | median s | peak RSS MB |\n|---|---|---|"
     )
     for name, v in times.items():
         print(f"| {name} | {_median(v)} | {peaks.get(name, '')} |")
-    ratio = statistics.median(times["backfill"]) / statistics.median(times["as-of"])
-    print(f"\nbackfill / as-of = {ratio:.2f}×; row counts after each run: {sorted(set(counts))}")
+    for suffix in trees:
+        ratio = statistics.median(times[f"backfill{suffix}"]) / statistics.median(
+            times[f"as-of{suffix}"]
+        )
+        print(f"backfill{suffix} / as-of{suffix} = {ratio:.2f}×")
+    for name, prints in counts.items():
+        print(f"  {name}: " + "; ".join(f"{n} rows, md5 {d}" for n, d in sorted(prints)))
 
 
 def bench_memory(args: argparse.Namespace) -> None:
@@ -297,7 +330,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--history-days", type=int, default=100_000)
     parser.add_argument("--loader", default="copy")
-    parser.add_argument("--raw", action="store_true", help="asof: also the raw-row paths")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="asof: also the raw-row paths; backfill: run tutormax with --raw",
+    )
+    parser.add_argument(
+        "--before", default="", help="asof, backfill: also run tutormax from this checkout"
+    )
     parser.add_argument("--jit", action="store_true", help="asof: also the SQL with JIT on")
     parser.add_argument(
         "--cumulative",

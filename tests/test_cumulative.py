@@ -307,6 +307,31 @@ def test_a_backfill_from_cumulative_rows_stores_the_raw_backfills_rows(pg: sa.En
     assert from_cumulative.height % 3 == 0 and from_cumulative.height > 0
 
 
+def test_an_interrupted_fill_is_finished_by_enabling_again(pg: sa.Engine) -> None:
+    cumulative.disable(pg)
+    seen: list[tuple[int, int]] = []
+
+    def interrupt(done: int, total: int) -> None:
+        seen.append((done, total))
+        raise KeyboardInterrupt  # the operator's Ctrl-C after the first chunk committed
+
+    with pytest.raises(KeyboardInterrupt):
+        cumulative.enable(pg, interrupt, chunk_tutors=5)
+    assert seen == [(5, 12)]
+    with pg.connect() as conn:
+        half = cumulative.state(conn)
+        spans = conn.execute(sa.text(f"SELECT count(*) FROM {cumulative.SPANS}")).scalar_one()
+    assert half["enabled"] and half["dirty_pairs"] > 0 and spans == 5
+    seen.clear()
+    assert cumulative.enable(pg, lambda d, t: seen.append((d, t)), 5) > 0
+    assert seen == [(5, 7), (7, 7)]
+    with pg.connect() as conn:
+        assert cumulative.state(conn)["dirty_pairs"] == 0
+    for t in INSTANTS:
+        assert_same_snapshot(pg, t)
+    assert cumulative.enable(pg) == 0
+
+
 def test_disabling_removes_every_trigger(pg: sa.Engine) -> None:
     assert cumulative.disable(pg) is True
     with pg.connect() as conn:

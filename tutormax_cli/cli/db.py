@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import typer
 
 from tutormax_cli.cli import context, render
@@ -90,12 +93,34 @@ partials = typer.Typer(
 app.add_typer(partials, name="partials")
 
 
+@contextmanager
+def _fill_bar() -> Iterator[Callable[[int, int], None] | None]:
+    """A bar of tutors filled on stderr, only when a person is watching."""
+    if not render.err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "tutors", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=render.err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("fill", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
 @partials.command("enable")
 def partials_enable(ctx: typer.Context) -> None:
     """Create the cumulative partials table and the triggers that keep it exact, and fill it.
 
     The triggers go on sessions, student_feedback and tutor_events: every statement that
-    writes them also records which (tutor, day) pairs it touched. Safe to rerun.
+    writes them also records which (tutor, day) pairs it touched. The table is filled chunk
+    by chunk of tutors (a progress bar on a terminal); an interrupted fill is finished by
+    running the command again. Safe to rerun.
 
     Example: tutormax db partials enable
     """
@@ -105,7 +130,8 @@ def partials_enable(ctx: typer.Context) -> None:
 
     engine = context.database(ctx)
     started = time.perf_counter()
-    rows = cumulative.enable(engine)
+    with _fill_bar() as progress:
+        rows = cumulative.enable(engine, progress)
     label = context.settings(ctx).database_label
     if rows == 0:
         render.err.print(f"Cumulative partials of {label} are already enabled.")

@@ -21,7 +21,7 @@ computes from the raw rows as before.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -156,23 +156,52 @@ def enabled(conn: sa.Connection) -> bool:
     return bool(conn.execute(sa.text(f"SELECT to_regclass('{TABLE}') IS NOT NULL")).scalar())
 
 
-def enable(engine: sa.Engine) -> int:
-    """Create the tables and triggers and fill the table from the whole history, in one
-    transaction (writers wait for its lock on the three tables, so nothing is missed).
-    Returns the rows written; 0 when it was already enabled."""
+ENABLE_CHUNK = 5_000
+"""Tutors rebuilt per transaction while `enable` fills the table: each chunk commits, so an
+interrupted fill loses at most one chunk and a rerun of `enable` carries on from the queue."""
+
+EnableProgress = Callable[[int, int], None]
+"""Called as `(tutors done, tutors in all)` after each committed chunk of the fill."""
+
+
+def enable(
+    engine: sa.Engine,
+    progress: EnableProgress | None = None,
+    chunk_tutors: int = ENABLE_CHUNK,
+) -> int:
+    """Create the tables and triggers and queue every tutor from its first day, in one
+    transaction (writers wait for its lock on the three tables, so nothing is missed); then
+    fill the table chunk by chunk of tutors, one set-based rebuild and one commit each. A fill
+    cut short is finished by running `enable` again (or by any reader's refresh). Returns the
+    rows in the table; 0 when it was already enabled and nothing was waiting."""
     from tutormax_cli.errors import UsageError
 
     if not is_postgres(engine):
         raise UsageError("cumulative partials need PostgreSQL; SQLite computes from raw rows")
     with engine.begin() as conn:
-        if enabled(conn):
-            return 0
-        conn.execute(sa.text("LOCK TABLE sessions, student_feedback, tutor_events IN SHARE MODE"))
-        schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
-        for statement in _ddl(schema):
-            conn.execute(sa.text(statement))
-        conn.execute(sa.text(_QUEUE_EVERYONE))
-        _refresh(conn)
+        if not enabled(conn):
+            conn.execute(
+                sa.text("LOCK TABLE sessions, student_feedback, tutor_events IN SHARE MODE")
+            )
+            schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
+            for statement in _ddl(schema):
+                conn.execute(sa.text(statement))
+            conn.execute(sa.text(_QUEUE_EVERYONE))
+        waiting = int(
+            conn.execute(sa.text(f"SELECT count(DISTINCT tutor_id) FROM {DIRTY}")).scalar_one()
+        )
+    if waiting == 0:
+        return 0
+    done = 0
+    while True:
+        with engine.begin() as conn:
+            taken = _refresh(conn, limit=chunk_tutors)
+        if not taken:
+            break
+        done += taken
+        if progress is not None:
+            progress(min(done, waiting), waiting)
+    with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
 
 
@@ -208,7 +237,8 @@ def refresh(engine: sa.Engine) -> int:
         return _refresh(conn)
 
 
-def _refresh(conn: sa.Connection) -> int:
+def _refresh(conn: sa.Connection, limit: int | None = None) -> int:
+    """Rebuild the queued tutors (only the first `limit` of them, by id, when given)."""
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})
     conn.execute(
         sa.text(
@@ -216,9 +246,14 @@ def _refresh(conn: sa.Connection) -> int:
             "from_day date NOT NULL) ON COMMIT DELETE ROWS"
         )
     )
+    some = (
+        ""
+        if limit is None
+        else f" WHERE tutor_id IN (SELECT DISTINCT tutor_id FROM {DIRTY} ORDER BY 1 LIMIT {limit})"
+    )
     taken = conn.execute(
         sa.text(
-            f"WITH d AS (DELETE FROM {DIRTY} RETURNING tutor_id, day) "
+            f"WITH d AS (DELETE FROM {DIRTY}{some} RETURNING tutor_id, day) "
             "INSERT INTO tm_refresh SELECT tutor_id, min(day) FROM d GROUP BY tutor_id"
         )
     ).rowcount
