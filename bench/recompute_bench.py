@@ -54,8 +54,10 @@ def before_env(tree: str | None) -> dict[str, str] | None:
 def run_process(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Wall seconds and peak RSS (MB) of a whole process; fails loudly if it fails."""
     started = time.perf_counter()
+    # `python -m` puts the working directory first on sys.path: run from the tree being timed
+    cwd = env["PYTHONPATH"] if env and "PYTHONPATH" in env else ROOT
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=ROOT
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, cwd=cwd
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started

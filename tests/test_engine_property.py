@@ -319,7 +319,7 @@ def test_every_source_equals_reference(request: pytest.FixtureRequest, source: s
             rules=None if tiers is None else rules_like(tiers),
             tutors=data["tutors"],
         )
-        assert list(got) == [(r["tutor_id"], r["window"]) for r in expected]
+        assert list(got) == [(r["tutor_id"], r["window"]) for r in expected], data
         for want in expected:
             row = got[(want["tutor_id"], want["window"])]
             assert row == want, {k: (row[k], want[k]) for k in row if row[k] != want[k]}

@@ -285,6 +285,19 @@ def test_as_of_in_another_utc_offset_gives_the_same_rows(compute: Compute) -> No
         assert row["metric_date"] == date(2026, 3, 2)
 
 
+def test_inputs_written_in_an_offset_whose_local_date_is_a_day_later_count(
+    compute: Compute,
+) -> None:
+    # 18:00Z written in +14:00 is 08:00 the next local day (hypothesis found SQLite's loose
+    # text bound one day too tight for it)
+    t = datetime(2024, 1, 1, 19, 0, tzinfo=UTC)
+    plus14 = timezone(timedelta(hours=14))
+    at = datetime(2024, 1, 1, 18, 0, tzinfo=UTC).astimezone(plus14)
+    rows = compute([session("late-local", at)], [rating("late-local", 5)], [], t)
+    assert windows(rows, "T1", "sessions_scheduled") == (1, 1, 1)
+    assert windows(rows, "T1", "avg_rating") == (5.0, 5.0, 5.0)
+
+
 @pytest.mark.parametrize(
     ("as_of", "expected"),
     [

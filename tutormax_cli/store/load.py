@@ -155,8 +155,11 @@ def _sqlite_query(conn: sa.Connection, sql: str, params: dict[str, Any], name: s
 
 
 def _sqlite_bound(moment: datetime, days: int) -> str:
-    """A loose text bound, a day beyond `moment`: SQLite holds ISO-8601 text in any offset and
-    with `T` or a space, so SQL narrows by day and polars applies the exact bound after parsing.
+    """A loose text bound, the date `days` from `moment`: SQLite holds ISO-8601 text in any
+    offset and with `T` or a space, so SQL narrows by day and polars applies the exact bound
+    after parsing. Text in an offset sorts up to 14 hours away from its UTC instant and the date
+    drops up to a day, so an upper bound needs 2 days (+14:00 text of 18:00Z is the next day's
+    08:00, past a bound of 1 day) and a lower one 1.
     """
     return (as_utc(moment) + timedelta(days=days)).strftime("%Y-%m-%d")
 
@@ -177,7 +180,7 @@ def load_metric_inputs(
             params["tutors"] = list(tutors)
         read = _pg_copy
     else:
-        params = {"start": _sqlite_bound(start, -1), "end": _sqlite_bound(end, 1)}
+        params = {"start": _sqlite_bound(start, -1), "end": _sqlite_bound(end, 2)}
         if tutors is not None:
             params["tutors"] = json.dumps(list(tutors))
         read = _sqlite_query
@@ -208,7 +211,7 @@ def load_tutor_ids(conn: sa.Connection, start: datetime, end: datetime) -> list[
     if pg:
         params: dict[str, Any] = {"start": as_utc(start), "end": as_utc(end)}
     else:
-        params = {"start": _sqlite_bound(start, -1), "end": _sqlite_bound(end, 1)}
+        params = {"start": _sqlite_bound(start, -1), "end": _sqlite_bound(end, 2)}
     return sorted(str(row[0]) for row in conn.execute(sa.text(sql), params))
 
 
