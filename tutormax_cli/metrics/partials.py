@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 import polars as pl
 
-# -- the rules of docs/metrics.md §3, named --------------------------------------------------------
+# -- the rules of docs/metrics.md §3, named ----------------------------------------------------
 
 ON_TIME_LIMIT_MINUTES = 10
 """A session that started at most this many minutes late is on time (engagement's 20 %)."""
