@@ -79,20 +79,20 @@ def tier_report(conn: sa.Connection, window: str) -> dict[str, Any]:
     """The `show tiers --json` document: tutors per tier of each tutor's latest row, against
     the latest rows as they stood on the newest metric date minus 7 days (`compared_with`
     None when the history does not reach that far)."""
-    from tutormax_cli.store.query import latest_in_window, newest_metric_date
+    from tutormax_cli.store.query import newest_metric_date, tier_counts
 
     newest = newest_metric_date(conn, window)
-    current = latest_in_window(conn, window)
+    current = tier_counts(conn, window)  # counted in the database: five numbers come back
     week = newest - timedelta(days=COMPARE_DAYS) if newest else None
-    earlier = latest_in_window(conn, window, week) if week else None
-    if earlier is not None and earlier.is_empty():
+    earlier = tier_counts(conn, window, week) if week else None
+    if not earlier:
         earlier = None
     dist = views.tier_distribution(current, earlier)
     return {
         "window": window,
         "metric_date": newest,
         "compared_with": week if earlier is not None else None,
-        "tutors": current.height,
+        "tutors": sum(current.values()),
         "tiers": dist.to_dicts(),
     }
 

@@ -8,6 +8,7 @@ no rendering. The CLI draws them; the tests compare them with the rows they came
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -100,19 +101,28 @@ def leaderboard_records(board: pl.DataFrame) -> list[dict[str, Any]]:
 # -- tier distribution ------------------------------------------------------------------------
 
 
-def tier_distribution(current: pl.DataFrame, earlier: pl.DataFrame | None) -> pl.DataFrame:
+TierCounts = Mapping[str, int]
+"""Tutors per tier name, as `store.query.tier_counts` reads them."""
+
+
+def tier_counts(latest: pl.DataFrame) -> dict[str, int]:
+    """Tutors per tier among latest rows held in a frame."""
+    now = latest.group_by("performance_tier").len()
+    return {str(t): int(n) for t, n in zip(now["performance_tier"], now["len"], strict=True)}
+
+
+def tier_distribution(
+    current: TierCounts | pl.DataFrame, earlier: TierCounts | pl.DataFrame | None
+) -> pl.DataFrame:
     """Tutors per tier (best first) with their share, and the change against `earlier` (the
-    latest rows as they stood a week before; None when there is no history that old)."""
-    names = list(TIER_NAMES) + sorted(
-        set(current["performance_tier"].drop_nulls()) - set(TIER_NAMES)
-    )
-    now = current.group_by("performance_tier").len()
-    counts = dict(zip(now["performance_tier"], now["len"], strict=True))
-    before: dict[str | None, int] | None = None
+    latest rows as they stood a week before; None when there is no history that old). Either
+    is counts per tier (`store.query.tier_counts`) or the latest rows themselves."""
+    counts = tier_counts(current) if isinstance(current, pl.DataFrame) else dict(current)
+    before: dict[str, int] | None = None
     if earlier is not None:
-        then = earlier.group_by("performance_tier").len()
-        before = dict(zip(then["performance_tier"], then["len"], strict=True))
-    total = max(current.height, 1)
+        before = tier_counts(earlier) if isinstance(earlier, pl.DataFrame) else dict(earlier)
+    names = list(TIER_NAMES) + sorted(set(counts) - set(TIER_NAMES))
+    total = max(sum(counts.values()), 1)
     rows = []
     for name in names:
         n = int(counts.get(name, 0))
@@ -135,15 +145,23 @@ def tier_distribution(current: pl.DataFrame, earlier: pl.DataFrame | None) -> pl
 
 
 def freshness(latest: pl.DataFrame, now: datetime) -> dict[str, dict[str, Any]]:
-    """Per window, from the active tutors' newest rows (`store.query.active_freshness`): how
-    many, and the age of the newest and the oldest `calculation_date` among them."""
+    """Per window, over the active tutors' newest rows: how many, and the age of the newest and
+    the oldest `calculation_date` among them. `latest` is `store.query.active_freshness`'s
+    summary (`window`, `tutors`, `newest`, `oldest`) or the rows (`window`,
+    `calculation_date`), which are summarized the same way here."""
+    if "tutors" not in latest.columns:
+        calc = pl.col("calculation_date").drop_nulls()
+        latest = latest.group_by("window").agg(
+            tutors=calc.len(), newest=calc.max(), oldest=calc.min()
+        )
+    by_window = {r["window"]: r for r in latest.to_dicts()}
     out: dict[str, dict[str, Any]] = {}
     for window in WINDOWS:
-        dates = latest.filter(pl.col("window") == window)["calculation_date"].drop_nulls()
-        newest: datetime | None = dates.max() if len(dates) else None  # type: ignore[assignment]
-        oldest: datetime | None = dates.min() if len(dates) else None  # type: ignore[assignment]
+        row = by_window.get(window) or {}
+        newest: datetime | None = row.get("newest")
+        oldest: datetime | None = row.get("oldest")
         out[window] = {
-            "tutors": len(dates),
+            "tutors": int(row.get("tutors") or 0),
             "newest": newest,
             "oldest": oldest,
             "newest_age_s": None if newest is None else round((now - newest).total_seconds(), 1),

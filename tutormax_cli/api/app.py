@@ -366,8 +366,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         name = _window(window) or "30day"
         tiers = views.tier_names(tier)
         with services.engine.connect() as conn:
-            latest = query.latest_in_window(conn, name)
-        board = views.leaderboard(latest, tiers=tiers, limit=limit)
+            latest = query.leaderboard(conn, name, tiers=tiers, limit=limit)
+        board = views.leaderboard(latest, limit=limit)
         rows = board.to_dicts()
         return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
 

@@ -151,9 +151,8 @@ class TableStats(Collector):
         )
         with self.engine.connect() as conn:
             for window in WINDOWS:
-                latest = query.latest_in_window(conn, window)
-                counts = dict(latest.group_by("performance_tier").len().iter_rows())
-                for tier in (*TIER_NAMES, *sorted(set(counts) - set(TIER_NAMES) - {None})):
+                counts = query.tier_counts(conn, window)
+                for tier in (*TIER_NAMES, *sorted(set(counts) - set(TIER_NAMES))):
                     tutors.add_metric([window, str(tier)], counts.get(tier, 0))
             ages = views.freshness(query.active_freshness(conn), datetime.now(UTC))
         for window, info in ages.items():

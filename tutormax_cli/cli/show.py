@@ -115,14 +115,14 @@ def tutors(
     Example: tutormax show tutors --tier "At Risk" --window 30day --sort no_show_count --desc
     """
     from tutormax_cli import views
-    from tutormax_cli.store.query import latest_in_window
+    from tutormax_cli.store import query
 
     if show_all and limit is not None:
         raise UsageError("--all and --limit cannot be combined")
     chosen = views.tier_names(tier)
     views.check_sort(sort)
     with context.database(ctx).connect() as conn:
-        latest = latest_in_window(conn, window)
+        latest = query.latest_in_window(conn, window)
     shown = None if show_all else limit if limit is not None or as_json else BOARD_LIMIT
     board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc, limit=None)
     more = 0 if shown is None else max(board.height - shown, 0)

@@ -65,6 +65,7 @@ _AT = "__at"  # where a row is, for reasons that point at another row: `line 7` 
 _SHOW_CHARS = 40
 ERRORS = "_errors"
 """The rejects' per-field failures, with `validate(..., detail=True)`."""
+_ERRORS_DTYPE = pl.List(pl.Struct({"field": pl.String, "message": pl.String}))
 
 
 def table_name(name: str) -> str:
@@ -208,16 +209,27 @@ _AWARE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z")
 _NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
-def parse_timestamps(raw: pl.Series) -> pl.Series:
-    """ISO-8601 text to UTC: `T` or space, seconds and fraction optional, `Z` or an offset
-    optional (no offset means UTC), or a bare date (midnight UTC); null where it does not parse.
-    Each further format is tried only on the rows still unparsed."""
-    text = (
+def _timestamp_text(raw: pl.Expr) -> pl.Expr:
+    """ISO-8601 text in the one spelling the formats below read: a space, `+00:00` for `Z`."""
+    return (
         raw.str.strip_chars()
         .str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ")
         .str.replace(r"[zZ]$", "+00:00")
     )
-    out = text.str.strptime(TS, _AWARE_FORMATS[0], strict=False)
+
+
+def _first_timestamp(raw: pl.Expr) -> pl.Expr:
+    """The first (and by far the most common) format: what a whole frame is parsed with in one
+    pass; `parse_timestamps` runs only on a column where some rows need another format."""
+    return _timestamp_text(raw).str.strptime(TS, _AWARE_FORMATS[0], strict=False)
+
+
+def parse_timestamps(raw: pl.Series) -> pl.Series:
+    """ISO-8601 text to UTC: `T` or space, seconds and fraction optional, `Z` or an offset
+    optional (no offset means UTC), or a bare date (midnight UTC); null where it does not parse.
+    Each further format is tried only on the rows still unparsed."""
+    text = pl.select(_timestamp_text(pl.lit(raw))).to_series()
+    out = pl.select(_first_timestamp(pl.lit(raw))).to_series()
     for fmt in (*_AWARE_FORMATS[1:], *_NAIVE_FORMATS):
         todo = (out.is_null() & text.is_not_null()).arg_true()
         if todo.is_empty():
@@ -249,7 +261,7 @@ def _parse_int(raw: pl.Series) -> pl.Series:
     return out
 
 
-def _parse_bool(raw: pl.Series) -> pl.Series:
+def _parse_bool(raw: pl.Expr) -> pl.Expr:
     return (
         raw.str.strip_chars()
         .str.to_lowercase()
@@ -262,33 +274,63 @@ def _parse_bool(raw: pl.Series) -> pl.Series:
     )
 
 
-def _typed(spec: ColumnSpec, raw: pl.Series) -> list[pl.Series]:
-    """`__t_<name>` (the typed value, null where blank or unparsable), and for list and JSON
-    columns `__pe_<name>`, the parse error."""
-    name = f"__t_{spec.name}"
-    blank = raw.is_null() | (raw.str.strip_chars() == "")
-    kind = spec.kind
-    if kind in ("list", "json"):
-        parse = _parse_list if kind == "list" else _json_text
-        value, error = _python_column(raw.to_list(), parse, spec.dtype)
-        return [value.alias(name), error.alias(f"__pe_{spec.name}")]
-    if kind == "int":
-        value = _parse_int(raw)
-    elif kind == "float":
-        number = raw.str.strip_chars().cast(pl.Float64, strict=False)
-        infinite = (number.is_not_null() & ~number.is_finite()).alias(f"__nf_{spec.name}")
-        value = number.zip_with(
-            ~infinite, pl.repeat(None, len(number), dtype=pl.Float64, eager=True)
-        )
-        return [value.alias(name), infinite]
-    elif kind == "bool":
-        value = _parse_bool(raw)
-    elif kind == "ts":
-        value = parse_timestamps(raw)
-    else:
-        value = raw
-    value = value.cast(spec.dtype)
-    return [pl.select(pl.when(~blank).then(value)).to_series().alias(name)]
+def _typed(text: pl.DataFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
+    """`text` with `__t_<name>` for every column (the typed value, null where blank or
+    unparsable), `__nf_<name>` for floats (not finite) and `__pe_<name>` for list and JSON
+    columns (the parse error).
+
+    One pass of expressions types the whole frame (a small frame costs one query, not one per
+    column); only integer and timestamp columns where some present value did not parse that
+    way are parsed again with the fallbacks (`60.0`, other ISO-8601 spellings), and only list
+    and JSON cells go through Python."""
+    exprs: list[pl.Expr] = []
+    retry: dict[str, ColumnSpec] = {}
+    python: list[ColumnSpec] = []
+    for spec in columns:
+        name, raw = f"__t_{spec.name}", pl.col(spec.name)
+        blank = raw.is_null() | (raw.str.strip_chars() == "")
+        kind = spec.kind
+        if kind in ("list", "json"):
+            python.append(spec)
+            continue
+        if kind == "float":
+            number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+            infinite = number.is_not_null() & ~number.is_finite()
+            exprs += [pl.when(~infinite).then(number).alias(name),
+                      infinite.alias(f"__nf_{spec.name}")]  # fmt: skip
+            continue
+        if kind == "int":
+            value = raw.str.strip_chars().cast(pl.Int64, strict=False)
+            retry[name] = spec
+        elif kind == "bool":
+            value = _parse_bool(raw)
+        elif kind == "ts":
+            value = _first_timestamp(raw)
+            retry[name] = spec
+        else:
+            value = raw
+        exprs.append(pl.when(~blank).then(value.cast(spec.dtype)).alias(name))
+    out = text.with_columns(exprs)
+    if retry:
+        missed = out.select(
+            (pl.col(name).is_null() & pl.col(spec.name).str.strip_chars().ne("")).any().alias(name)
+            for name, spec in retry.items()
+        ).row(0, named=True)
+        redo = []
+        for name, spec in retry.items():
+            if missed[name]:
+                cells = out.get_column(spec.name)
+                empty = cells.is_null() | (cells.str.strip_chars() == "")
+                again = _parse_int if spec.kind == "int" else parse_timestamps
+                typed = again(cells).cast(spec.dtype)
+                redo.append(pl.select(pl.when(~empty).then(typed)).to_series().alias(name))
+        if redo:
+            out = out.with_columns(redo)
+    for spec in python:
+        cell = _parse_list if spec.kind == "list" else _json_text
+        parsed, error = _python_column(out.get_column(spec.name).to_list(), cell, spec.dtype)
+        out = out.with_columns(parsed.alias(f"__t_{spec.name}"), error.alias(f"__pe_{spec.name}"))
+    return out
 
 
 def _parse_list(text: str) -> list[str]:
@@ -600,10 +642,9 @@ def validate(
     text = text.with_columns(
         pl.lit(None, dtype=pl.String).alias(s.name) for s in columns if s.name not in present
     )
-    typed = [series for spec in columns for series in _typed(spec, text.get_column(spec.name))]
-    work = _Work(text.with_columns(typed))
-    work.apply([check for spec in columns for check in _column_checks(spec)])
-    work.apply(_domain_checks(table, now))
+    work = _Work(_typed(text, columns))
+    work.apply([check for spec in columns for check in _column_checks(spec)]
+               + _domain_checks(table, now))  # fmt: skip
     _check_references(work, table, refs)
     _check_duplicates(work, table, keep)
     for column in _UNIQUE.get(table, ()):
@@ -611,9 +652,20 @@ def validate(
     bookkeeping = [
         c for c in text.columns if is_bookkeeping(c) and not c.startswith("__") and c != ERROR
     ]
-    valid = work.frame.filter(work.ok()).select(*[_t(c).alias(c) for c in keep], *bookkeeping)
-    reasons = work.reasons(detail=detail)
     originals = [c for c in df.columns if not is_bookkeeping(c)]
+    columns_out = [*[_t(c).alias(c) for c in keep], *bookkeeping]
+    if work.frame.select(work.ok().all()).item():  # a clean frame: no reason to build
+        rejects = (
+            text.select(*bookkeeping, *originals)
+            .clear()
+            .with_columns(
+                pl.lit(None, dtype=pl.String).alias(REASON),
+                *([pl.lit(None, dtype=_ERRORS_DTYPE).alias(ERRORS)] if detail else []),
+            )
+        )
+        return work.frame.select(columns_out), rejects
+    valid = work.frame.filter(work.ok()).select(columns_out)
+    reasons = work.reasons(detail=detail)
     rejects = text.join(reasons, on=_ROW, how="inner", maintain_order="left").select(
         *bookkeeping, *originals, REASON, *([ERRORS] if detail else [])
     )

@@ -1,7 +1,13 @@
 """Reads of computed metrics for the views: latest rows, leaderboards, daily history.
 
-These are small, indexed reads; they go through SQLAlchemy and come back as polars frames
-with UTC timestamps whatever the backend stored.
+They go through SQLAlchemy and come back as polars frames with UTC timestamps whatever the
+backend stored. Each is served by an index (migration 0003) so that its cost follows the rows
+it returns, not the table: a tutor's rows by the unique key; the leaderboard by walking
+`ix_tutor_performance_metrics_leaderboard` in ranking order and keeping a row only when no newer
+one of its tutor exists (an index probe), so 50 tutors cost about 50 rows whatever the number
+of tutors; every tutor's latest row (tier counts, freshness) by one ordered pass over
+`ix_tutor_performance_metrics_latest`, which holds the tier and calculation date, without
+touching the table.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.tiers import TIER_NAMES
 from tutormax_cli.store.load import parse_utc
 
 _SCHEMA = pl.Schema({**frames.METRICS, "updated_at": frames.TS})
@@ -44,6 +51,29 @@ def _columns(conn: sa.Connection) -> str:
         else:
             out.append(f'"{name}"')
     return ", ".join(out)
+
+
+METRICS_TABLE = "tutor_performance_metrics"
+
+
+def tier_rank_sql(column: str = "performance_tier") -> str:
+    """`views.tier_rank` in SQL: 0 for Exemplary … 4 for At Risk, 5 for an unknown name. The
+    leaderboard index is built on this very expression, so the planner can walk it."""
+    whens = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(TIER_NAMES))
+    return f"(CASE {column} {whens} ELSE {len(TIER_NAMES)} END)"
+
+
+LEADERBOARD_ORDER = (tier_rank_sql(), "avg_rating DESC NULLS LAST", "sessions_completed DESC",
+                     "tutor_id")  # fmt: skip
+"""`views.leaderboard`'s default order (best tier, higher rating, more sessions, id), in SQL."""
+
+
+def _newest(alias: str, day: str = "") -> str:
+    """`alias`'s row is its tutor's newest of its window (up to a day filter `day` on `n`)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {METRICS_TABLE} n WHERE n.tutor_id = {alias}.tutor_id "
+        f'AND n."window" = {alias}."window" AND n.metric_date > {alias}.metric_date{day})'
+    )
 
 
 def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
@@ -85,23 +115,72 @@ def _day_filter(conn: sa.Connection) -> str:
     return "substr(metric_date, 1, 10) <= :day"
 
 
+def _latest_sql(
+    conn: sa.Connection, select: str, on_or_before: date | None
+) -> tuple[str, dict[str, Any]]:
+    """The FROM part of "each tutor's newest row of window :w" (alias `m`), and its params:
+    PostgreSQL's `DISTINCT ON` over `ix_tutor_performance_metrics_latest` in one ordered pass,
+    SQLite's anti-join on the unique key."""
+    params: dict[str, Any] = {}
+    day = ""
+    if on_or_before is not None:
+        day = " AND " + _day_filter(conn)
+        params["day"] = on_or_before.isoformat()
+    if conn.dialect.name == "postgresql":
+        inner = (
+            f'SELECT DISTINCT ON (tutor_id) {select} FROM {METRICS_TABLE} m WHERE "window" = :w'
+            f"{day.replace('metric_date', 'm.metric_date')} ORDER BY tutor_id, metric_date DESC"
+        )
+    else:
+        inner = (
+            f'SELECT {select} FROM {METRICS_TABLE} m WHERE m."window" = :w'
+            f"{day.replace('metric_date', 'm.metric_date')} AND "
+            f"{_newest('m', day.replace('metric_date', 'n.metric_date'))}"
+        )
+    return inner, params
+
+
 def latest_in_window(
     conn: sa.Connection, window: str, on_or_before: date | None = None
 ) -> pl.DataFrame:
     """Each tutor's newest row of one window, or the newest with `metric_date ≤ on_or_before`:
     the leaderboard today, and the tier distribution as it stood on a past day."""
-    params: dict[str, Any] = {"w": window}
-    day = ""
-    if on_or_before is not None:
-        day = " AND " + _day_filter(conn)
-        params["day"] = on_or_before.isoformat()
-    sql = (
-        f"SELECT {_columns(conn)} FROM tutor_performance_metrics m JOIN ("
-        "SELECT tutor_id AS lt, max(metric_date) AS ld FROM tutor_performance_metrics "
-        f'WHERE "window" = :w{day} GROUP BY tutor_id) l '
-        'ON m.tutor_id = l.lt AND m.metric_date = l.ld WHERE m."window" = :w'
+    sql, params = _latest_sql(conn, _columns(conn), on_or_before)
+    return _frame(conn.execute(sa.text(sql), {"w": window, **params}).fetchall())
+
+
+def leaderboard(
+    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
+) -> pl.DataFrame:
+    """The first `limit` tutors of `views.leaderboard`'s default order among the newest rows of
+    one window (only `tiers`, when given), in that order.
+
+    The rows are read in ranking order from the leaderboard index and each is kept if its tutor
+    has no newer row (an index probe), until `limit` are kept: the cost follows `limit` (and
+    how many older rows rank above the newest ones), not the number of tutors."""
+    params: dict[str, Any] = {"w": window, "n": limit}
+    where = ""
+    if tiers:
+        where = " AND m.performance_tier IN :tiers"
+        params["tiers"] = list(tiers)
+    sql = sa.text(
+        f'SELECT {_columns(conn)} FROM {METRICS_TABLE} m WHERE m."window" = :w{where} AND '
+        f"{_newest('m')} ORDER BY {', '.join(LEADERBOARD_ORDER)} LIMIT :n"
     )
-    return _frame(conn.execute(sa.text(sql), params).fetchall())
+    if tiers:
+        sql = sql.bindparams(sa.bindparam("tiers", expanding=True))
+    return _frame(conn.execute(sql, params).fetchall())
+
+
+def tier_counts(
+    conn: sa.Connection, window: str, on_or_before: date | None = None
+) -> dict[str, int]:
+    """Tutors per tier among the newest rows of one window (as of `on_or_before`), counted in
+    the database: nothing but five numbers comes back."""
+    inner, params = _latest_sql(conn, "m.performance_tier", on_or_before)
+    sql = f"SELECT performance_tier, count(*) FROM ({inner}) l GROUP BY performance_tier"
+    rows = conn.execute(sa.text(sql), {"w": window, **params}).fetchall()
+    return {str(tier): int(n) for tier, n in rows}
 
 
 def newest_metric_date(conn: sa.Connection, window: str) -> date | None:
@@ -114,27 +193,36 @@ def newest_metric_date(conn: sa.Connection, window: str) -> date | None:
 
 
 def active_freshness(conn: sa.Connection) -> pl.DataFrame:
-    """`tutor_id`, `window`, `calculation_date` of each active tutor's newest row per window."""
+    """Per window, over each active tutor's newest row: `tutors` (how many), and the `newest`
+    and `oldest` `calculation_date` among them; aggregated in the database (one row a window,
+    whatever the number of tutors)."""
     pg = conn.dialect.name == "postgresql"
-    calc = (
-        "to_char(m.calculation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-        if pg
-        else "m.calculation_date"
-    )
+    if pg:
+        latest = (
+            'SELECT DISTINCT ON ("window", tutor_id) "window", tutor_id, calculation_date '
+            f'FROM {METRICS_TABLE} m ORDER BY "window", tutor_id, metric_date DESC'
+        )
+    else:
+        latest = (
+            f'SELECT "window", tutor_id, calculation_date FROM {METRICS_TABLE} m '
+            f"WHERE {_newest('m')}"
+        )
+
+    def utc(expr: str) -> str:
+        return f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')" if pg else expr
+
     sql = (
-        f'SELECT m.tutor_id, m."window", {calc} FROM tutor_performance_metrics m JOIN ('
-        'SELECT tutor_id AS lt, "window" AS lw, max(metric_date) AS ld '
-        'FROM tutor_performance_metrics GROUP BY tutor_id, "window") l '
-        'ON m.tutor_id = l.lt AND m."window" = l.lw AND m.metric_date = l.ld '
-        "JOIN tutors t ON t.tutor_id = m.tutor_id WHERE t.status = 'active'"
+        f'SELECT l."window", count(*), {utc("max(l.calculation_date)")}, '
+        f"{utc('min(l.calculation_date)')} FROM ({latest}) l JOIN tutors t ON "
+        "t.tutor_id = l.tutor_id WHERE t.status = 'active' GROUP BY l.\"window\""
     )
     rows = conn.execute(sa.text(sql)).fetchall()
     raw = pl.DataFrame(
         [tuple(r) for r in rows],
-        schema={"tutor_id": pl.String, "window": pl.String, "calculation_date": pl.String},
+        schema={"window": pl.String, "tutors": pl.Int64, "newest": pl.String, "oldest": pl.String},
         orient="row",
     )
-    return raw.with_columns(parse_utc(pl.col("calculation_date")).alias("calculation_date"))
+    return raw.with_columns(parse_utc(pl.col("newest")), parse_utc(pl.col("oldest")))
 
 
 SESSION_DETAIL = pl.Schema(
