@@ -92,23 +92,3 @@ def test_indexed_reads_equal_the_naive_definition(
         assert fresh[window]["tutors"] == latest.height
         assert fresh[window]["newest"] == latest["calculation_date"].max()
         assert fresh[window]["oldest"] == latest["calculation_date"].min()
-
-
-def test_the_leaderboard_walks_the_index(
-    loaded: tuple[sa.Engine, pl.DataFrame, list[str]],
-) -> None:
-    """PostgreSQL's plan for the top 5: the ranking index in order, an anti-join probe on the
-    unique key per row, stopped by the limit (no sort, no scan of every latest row)."""
-    engine = loaded[0]
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the plan is PostgreSQL's")
-    with engine.connect() as conn:
-        conn.execute(sa.text("ANALYZE tutor_performance_metrics"))
-        conn.execute(sa.text("SET enable_seqscan = off"))  # 720 rows: make the plan the 1M one
-        sql = (
-            f"EXPLAIN SELECT tutor_id FROM {query.METRICS_TABLE} m WHERE m.\"window\" = '30day' "
-            f"AND {query._newest('m')} ORDER BY {', '.join(query.LEADERBOARD_ORDER)} LIMIT 5"
-        )
-        plan = "\n".join(r[0] for r in conn.execute(sa.text(sql)))
-    assert "ix_tutor_performance_metrics_leaderboard" in plan, plan
-    assert "Sort" not in plan, plan

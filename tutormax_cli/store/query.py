@@ -1,13 +1,11 @@
 """Reads of computed metrics for the views: latest rows, leaderboards, daily history.
 
 They go through SQLAlchemy and come back as polars frames with UTC timestamps whatever the
-backend stored. Each is served by an index (migration 0003) so that its cost follows the rows
-it returns, not the table: a tutor's rows by the unique key; the leaderboard by walking
-`ix_tutor_performance_metrics_leaderboard` in ranking order and keeping a row only when no newer
-one of its tutor exists (an index probe), so 50 tutors cost about 50 rows whatever the number
-of tutors; every tutor's latest row (tier counts, freshness) by one ordered pass over
-`ix_tutor_performance_metrics_latest`, which holds the tier and calculation date, without
-touching the table.
+backend stored. A tutor's rows are read by the unique key; the leaderboard keeps a row only
+when no newer one of its tutor exists (a probe of the unique key) and stops at `limit`, which
+a ranking index on `tier_rank_sql()`, avg_rating, sessions_completed lets PostgreSQL walk in
+order (measured, not yet a migration); tier counts and freshness are aggregated in the
+database, so only a few numbers come back.
 """
 
 from __future__ import annotations
@@ -119,7 +117,7 @@ def _latest_sql(
     conn: sa.Connection, select: str, on_or_before: date | None
 ) -> tuple[str, dict[str, Any]]:
     """The FROM part of "each tutor's newest row of window :w" (alias `m`), and its params:
-    PostgreSQL's `DISTINCT ON` over `ix_tutor_performance_metrics_latest` in one ordered pass,
+    PostgreSQL's `DISTINCT ON` (one ordered pass over an index on window, tutor, date),
     SQLite's anti-join on the unique key."""
     params: dict[str, Any] = {}
     day = ""
