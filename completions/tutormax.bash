@@ -14,7 +14,7 @@ _tutormax_commands() {
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
         'sample') printf '%s\n' 'generate' ;;
-        'show') printf '%s\n' 'tiers' 'tutor' 'tutors' ;;
+        'show') printf '%s\n' 'changes' 'tiers' 'tutor' 'tutors' ;;
         'tiers') printf '%s\n' 'show' 'simulate' ;;
         'worker') printf '%s\n' 'health' 'run' ;;
     esac
@@ -61,6 +61,7 @@ _tutormax_options() {
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
         'show') printf '%s\n' '--help' '-h' ;;
+        'show changes') printf '%s\n' '--since' '--to' '--window' '--limit' '--json' '--help' '-h' ;;
         'show tiers') printf '%s\n' '--window' '--json' '--help' '-h' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' '--explain' '--json' '--help' '-h' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--desc' '--limit' '--all' '--json' '--help' '-h' ;;
@@ -68,7 +69,7 @@ _tutormax_options() {
         'tiers') printf '%s\n' '--help' '-h' ;;
         'tiers show') printf '%s\n' '--json' '--toml' '--help' '-h' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' '--json' '--help' '-h' ;;
-        'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--help' '-h' ;;
+        'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--changes' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
         'worker health') printf '%s\n' '--stream' '--group' '--accept-retrying' '--json' '--help' '-h' ;;
         'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--log-level' '--help' '-h' ;;
@@ -100,6 +101,7 @@ _tutormax_valued() {
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
+        'show changes') printf '%s\n' '--since' '--to' '--window' '--limit' ;;
         'show tiers') printf '%s\n' '--window' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--limit' ;;
@@ -127,6 +129,8 @@ _tutormax_values() {
         'recompute --tiers') printf '%s\n' '@file' ;;
         'recompute --output') printf '%s\n' '@file' ;;
         'sample generate --out') printf '%s\n' '@file' ;;
+        'show changes --to') printf '%s\n' 'Exemplary' 'Strong' 'Developing' 'Needs Attention' 'At Risk' ;;
+        'show changes --window') printf '%s\n' '7day' '30day' '90day' ;;
         'show tiers --window') printf '%s\n' '7day' '30day' '90day' ;;
         'show tutor --tiers') printf '%s\n' '@file' ;;
         'show tutor --window') printf '%s\n' '7day' '30day' '90day' ;;

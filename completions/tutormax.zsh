@@ -15,7 +15,7 @@ _tutormax_commands() {
         'ingest') printf '%s\n' 'events' 'feedback' 'sessions' 'students' 'tutors' ;;
         'pipeline') printf '%s\n' 'run' ;;
         'sample') printf '%s\n' 'generate' ;;
-        'show') printf '%s\n' 'tiers' 'tutor' 'tutors' ;;
+        'show') printf '%s\n' 'changes' 'tiers' 'tutor' 'tutors' ;;
         'tiers') printf '%s\n' 'show' 'simulate' ;;
         'worker') printf '%s\n' 'health' 'run' ;;
     esac
@@ -34,7 +34,7 @@ _tutormax_described() {
         'ingest') printf '%s\n' 'events:Validate FILE' 'feedback:Validate FILE' 'sessions:Validate FILE' 'students:Validate FILE' 'tutors:Validate FILE' ;;
         'pipeline') printf '%s\n' 'run:Validate, persist and publish raw session completions; ack after commit' ;;
         'sample') printf '%s\n' 'generate:Insert (upsert) synthetic tutors, students, sessions, feedback and events' ;;
-        'show') printf '%s\n' 'tiers:The tier distribution of every tutor'\''s latest row, against 7 days earlier (the latest rows as they stood on the newest metric date minus 7, from the daily history)' 'tutor:The latest 7/30/90-day metrics of one tutor, each flag with the threshold behind it, and a trend per metric over the last 30 daily snapshots' 'tutors:A leaderboard of every tutor'\''s latest row in one window (the table shows the first 50 and says how many more there are; --json lists all unless --limit)' ;;
+        'show') printf '%s\n' 'changes:Tutors whose tier changed, newest first: from the tier-change feed (worker, sweep, rollover, recompute), and from the daily rows for what the feed no longer keeps' 'tiers:The tier distribution of every tutor'\''s latest row, against 7 days earlier (the latest rows as they stood on the newest metric date minus 7, from the daily history)' 'tutor:The latest 7/30/90-day metrics of one tutor, each flag with the threshold behind it, and a trend per metric over the last 30 daily snapshots' 'tutors:A leaderboard of every tutor'\''s latest row in one window (the table shows the first 50 and says how many more there are; --json lists all unless --limit)' ;;
         'tiers') printf '%s\n' 'show:The thresholds and rules tiers are decided by' 'simulate:What the tier distribution would be under other thresholds, and which tutors would move' ;;
         'worker') printf '%s\n' 'health:Exit 0 when a live worker'\''s heartbeat says `ok`, 1 otherwise (for systemd and probes)' 'run:Consume session events, recompute the tutors they name, ack after commit' ;;
     esac
@@ -81,6 +81,7 @@ _tutormax_options() {
         'sample') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'sample generate') printf '%s\n' '--tutors:Number of tutors' '--days:Days of history before --end' '--seed:Same seed, same rows, on any database' '--end:End of the history (ISO-8601, default: today'\''s midnight UTC)' '--out:Write CSV files into this directory instead of the database' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'show changes') printf '%s\n' '--since:From this ISO-8601 time, or this long ago (30m, 6h, 7d)' '--to:Only changes into this tier (repeatable)' '--window:Only this window' '--limit:At most this many changes' '--json:Print a JSON list' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show tiers') printf '%s\n' '--window:The window (7day, 30day or 90day)' '--json:Print JSON instead of the chart' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show tutor') printf '%s\n' '--tiers:TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)' '--window:The window of the trend and of --explain' '--explain:Say which flags decided the tier, and the sessions behind it' '--json:Print one JSON document' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'show tutors') printf '%s\n' '--window:The window (7day, 30day or 90day)' '--tier:Only this tier (repeatable)' '--sort:Order by this metric (default: tier, then rating)' '--desc:Reverse the order (highest first)' '--limit:At most this many [table: 50; --json: all]' '--all:Every tutor, however many' '--json:Print a JSON list' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -88,7 +89,7 @@ _tutormax_options() {
         'tiers') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'tiers show') printf '%s\n' '--json:Print one JSON document' '--toml:Print the built-in file, to copy and edit' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'tiers simulate') printf '%s\n' '--window:The window' '--limit:List at most this many moves' '--json:Print one JSON document (every move)' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'watch') printf '%s\n' '--tier:Only tutors entering or leaving this tier (repeatable)' '--window:The window --tier uses' '--count:Stop after N updates' '--timeout:Stop after S seconds' '--from:Start after this entry ID (0: replay the kept history); $: new only' '--json:One JSON object per update (a line)' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'watch') printf '%s\n' '--tier:Only tutors entering or leaving this tier (repeatable)' '--window:The window --tier uses' '--count:Stop after N updates' '--timeout:Stop after S seconds' '--from:Start after this entry ID (0: replay the kept history); $: new only' '--json:One JSON object per update (a line)' '--changes:Follow the tier-change feed (tutormax:tiers:changed) instead: one line per change; --window then filters only when given' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'worker') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'worker health') printf '%s\n' '--stream:Stream of the group' '--group:Consumer group' '--accept-retrying:Also exit 0 when a live worker is retrying a failure' '--json:Print the live workers as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'worker run') printf '%s\n' '--consumer:Consumer name [hostname-pid]' '--stream:Stream to consume' '--group:Consumer group' '--debounce:Seconds after a tutor'\''s last entry (0: next flush)' '--max-wait:Longest a tutor waits after its first entry' '--claim-idle:Reclaim other consumers'\'' entries idle this long; must exceed --max-wait [max-wait + 75 s]' '--max-deliveries:Dead-letter an entry delivered more often' '--count:Entries per XREADGROUP' '--burst:Exit once nothing is new, pending, claimable or buffered' '--metrics-port:Serve Prometheus metrics on this port' '--metrics-host:Address the metrics server binds (0.0.0.0 for every interface)' '--tiers:TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -120,6 +121,7 @@ _tutormax_valued() {
         'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
+        'show changes') printf '%s\n' '--since' '--to' '--window' '--limit' ;;
         'show tiers') printf '%s\n' '--window' ;;
         'show tutor') printf '%s\n' '--tiers' '--window' ;;
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--limit' ;;
@@ -147,6 +149,8 @@ _tutormax_values() {
         'recompute --tiers') printf '%s\n' '@file' ;;
         'recompute --output') printf '%s\n' '@file' ;;
         'sample generate --out') printf '%s\n' '@file' ;;
+        'show changes --to') printf '%s\n' 'Exemplary' 'Strong' 'Developing' 'Needs Attention' 'At Risk' ;;
+        'show changes --window') printf '%s\n' '7day' '30day' '90day' ;;
         'show tiers --window') printf '%s\n' '7day' '30day' '90day' ;;
         'show tutor --tiers') printf '%s\n' '@file' ;;
         'show tutor --window') printf '%s\n' '7day' '30day' '90day' ;;

@@ -99,7 +99,8 @@ def test_as_of_one_line_summary_and_silent_stderr(seeded: str, engine: sa.Engine
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(
-        "Wrote 36 rows for 12 tutors, as of 2026-03-03T00:00:00Z (metric_date 2026-03-02); "
+        "Wrote 36 rows for 12 tutors (36 new or changed, 0 tier changes), "
+        "as of 2026-03-03T00:00:00Z (metric_date 2026-03-02); "
         "1 chunk, "
     )
     assert count_rows(engine) == 36

@@ -20,6 +20,23 @@ METRICS_UPDATED_STREAM = "tutormax:metrics:updated"
 
 METRICS_UPDATED_MAXLEN = 10_000
 
+TIER_CHANGES_STREAM = "tutormax:tiers:changed"
+"""One entry per (tutor, window) whose current tier a write changed (`stream.tier_changes`)."""
+
+TIER_CHANGES_MAXLEN = 100_000
+"""Tier changes are rarer than updates (a few per tutor a month): 100k keeps weeks of them at
+50,000 tutors; older history is read back from the daily rows."""
+
+SWEEP_LEASE_PREFIX = "tutormax:sweep:lease:"
+"""`SWEEP_LEASE_PREFIX + job + ":" + group`: which worker of a group holds the window sweep (or
+the day rollover) now; SET NX PX, so a crashed holder's lease runs out."""
+
+
+def sweep_lease_key(job: str, group: str) -> str:
+    """The lease key of one periodic job (`sweep`, `rollover`, `verify`) of one group."""
+    return f"{SWEEP_LEASE_PREFIX}{job}:{group}"
+
+
 HEARTBEAT_PREFIX = "tutormax:worker:heartbeat:"
 """`HEARTBEAT_PREFIX + consumer` holds a live worker's status JSON, with a TTL."""
 

@@ -46,12 +46,17 @@ from tutormax_cli.store.lock import run_lock
 from tutormax_cli.store.save import save_metrics
 from tutormax_cli.store.sources import PartialsSource, choose_source
 from tutormax_cli.store.state import database_now, get_instant, set_instant
+from tutormax_cli.stream import tier_changes
+from tutormax_cli.stream.tier_changes import TierChange
 
 Progress = Callable[[str], None]
 """Called with a phase name (`load`, `compute`, `write`) as each phase starts."""
 
 ChunkProgress = Callable[[str, int, int], None]
 """Called as `(phase, done, total)` when a phase of a chunk has finished."""
+
+OnChanges = Callable[[list[TierChange]], None]
+"""Called with the tier changes of each chunk once it is committed (to publish them)."""
 
 GRID_BUDGET = 200_000
 """Tutor-days one pass of a backfill may hold, the 89 days of inputs before its first snapshot
@@ -209,6 +214,12 @@ class RecomputeResult:
     changed_since: str | None = None
     mark: str | None = None
     output: str | None = None
+    rows_changed: int = 0
+    """Rows the database inserted or changed (a rerun over unchanged data: 0)."""
+    changes: list[TierChange] = field(default_factory=list)
+    """Tier changes of the written rows (`stream.tier_changes`); kept only by `recompute_as_of`
+    (a batch run hands them chunk by chunk to its `on_changes`)."""
+    tier_changes: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready view."""
@@ -221,6 +232,8 @@ class RecomputeResult:
             "tutors": self.tutors,
             "rows": self.rows,
             "rows_read": self.rows_read,
+            "rows_changed": self.rows_changed,
+            "tier_changes": self.tier_changes,
             "written": self.written,
             "output": self.output,
             "chunks": self.chunks,
@@ -311,6 +324,21 @@ def _daily(
     return metrics
 
 
+def save_detecting(
+    conn: sa.Connection,
+    metrics: pl.DataFrame,
+    tutors: Sequence[str] | None,
+    source: str,
+    result: RecomputeResult,
+) -> list[TierChange]:
+    """Upsert `metrics` and return the tier changes the upsert makes, read in the same
+    transaction just before it (the caller commits, then publishes)."""
+    changes = tier_changes.detect(conn, metrics, source, tutors)
+    result.rows_changed += save_metrics(conn, metrics)
+    result.tier_changes += len(changes)
+    return changes
+
+
 def recompute_as_of(
     engine: sa.Engine,
     as_of: datetime,
@@ -319,18 +347,24 @@ def recompute_as_of(
     tiers: TierRules = DEFAULT_TIERS,
     write: bool = True,
     progress: Progress | None = None,
+    source: str = "worker",
+    before_commit: Callable[[sa.Connection], None] | None = None,
 ) -> tuple[RecomputeResult, pl.DataFrame]:
     """Compute (and unless `write` is false, upsert) the snapshot at `as_of` in one pass: the
-    worker's flush, for a handful of tutors. Batch runs go through `run`, which chunks."""
+    worker's flush, for a handful of tutors. Batch runs go through `run`, which chunks.
+    `result.changes` holds the tier changes written (`source` names the writer);
+    `before_commit` adds the caller's own bookkeeping to the same transaction."""
     t = as_utc(as_of)
     result = RecomputeResult(as_of=t, metric_date=metric_date_of(t).isoformat(), chunks=1)
     with engine.connect() as conn:
-        source = choose_source(conn)
-        metrics = _snapshot(conn, source, t, tutors, tiers, result.seconds, progress)
-        result.rows_read = source.rows_read
+        partials = choose_source(conn)
+        metrics = _snapshot(conn, partials, t, tutors, tiers, result.seconds, progress)
+        result.rows_read = partials.rows_read
         if write:
             with timed(result.seconds, "write", progress):
-                save_metrics(conn, metrics)
+                result.changes = save_detecting(conn, metrics, tutors, source, result)
+                if before_commit is not None:
+                    before_commit(conn)
                 conn.commit()
             result.written = True
     result.rows = metrics.height
@@ -489,16 +523,23 @@ def run(
     progress: ChunkProgress | None = None,
     on_wait: Callable[[], None] | None = None,
     now: datetime | None = None,
+    on_changes: OnChanges | None = None,
 ) -> RecomputeResult:
     """A batch recomputation under the run lock: plan, then per chunk load, compute, write
-    (commit) and/or export. Raises `LockHeld` when another run of the same scope is going."""
+    (commit) and/or export; each chunk's tier changes go to `on_changes` after its commit.
+    Raises `LockHeld` when another run of the same scope is going."""
     req.validate()
     with run_lock(engine, req.lock_name, wait=req.wait, on_wait=on_wait):
-        return _run_locked(engine, req, as_utc(now) if now else datetime.now(UTC), progress)
+        now = as_utc(now) if now else datetime.now(UTC)
+        return _run_locked(engine, req, now, progress, on_changes)
 
 
 def _run_locked(
-    engine: sa.Engine, req: RecomputeRequest, now: datetime, progress: ChunkProgress | None
+    engine: sa.Engine,
+    req: RecomputeRequest,
+    now: datetime,
+    progress: ChunkProgress | None,
+    on_changes: OnChanges | None = None,
 ) -> RecomputeResult:
     export = _Export(req.output) if req.output is not None else None
     try:
@@ -531,8 +572,10 @@ def _run_locked(
                     )
                 with timed(result.seconds, "write", None):
                     if req.write:
-                        save_metrics(conn, metrics)
+                        changes = save_detecting(conn, metrics, chunk, "recompute", result)
                         conn.commit()
+                        if on_changes is not None and changes:
+                            on_changes(changes)
                     if export is not None:
                         export.add(metrics)
                 finished("write")

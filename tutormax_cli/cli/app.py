@@ -6,6 +6,7 @@ import typer
 
 from tutormax_cli.cli import (
     api,
+    changes,
     consumers,
     context,
     db,
@@ -99,6 +100,7 @@ app.add_typer(sample.app, name="sample")
 app.add_typer(worker.app, name="worker")
 app.add_typer(events.app, name="events")
 app.add_typer(show.app, name="show")
+changes.register(show.app)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(groups.app, name="groups")
 app.add_typer(consumers.app, name="consumers")

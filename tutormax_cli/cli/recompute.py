@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from tutormax_cli.recompute import ChunkProgress, RecomputeRequest, RecomputeResult
+    from tutormax_cli.stream.tier_changes import TierChange
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +61,12 @@ def _bars(enabled: bool) -> Iterator[ChunkProgress | None]:
 
 
 def _run(
-    engine: sa.Engine, request: RecomputeRequest, *, quiet: bool, on_wait: Callable[[], None]
+    engine: sa.Engine,
+    request: RecomputeRequest,
+    *,
+    quiet: bool,
+    on_wait: Callable[[], None],
+    on_changes: Callable[[list[TierChange]], None] | None = None,
 ) -> RecomputeResult:
     """Run with progress bars; on Ctrl-C say what is committed and how to finish (exit 130)."""
     from tutormax_cli.recompute import run
@@ -78,7 +84,9 @@ def _run(
 
     try:
         with _bars(not quiet) as bars:
-            return run(engine, request, progress=track(bars), on_wait=on_wait)
+            return run(
+                engine, request, progress=track(bars), on_wait=on_wait, on_changes=on_changes
+            )
     except KeyboardInterrupt:
         done, total = written
         what = "written and committed" if request.write else "computed (nothing written)"
@@ -99,6 +107,8 @@ def summary_line(r: RecomputeResult) -> str:
     else:
         verb = "Wrote" if r.written else "Computed (dry run, nothing written)"
     what = f"{r.rows:,} rows for {r.tutors:,} tutors"
+    if r.written:
+        what += f" ({r.rows_changed:,} new or changed, {r.tier_changes:,} tier changes)"
     if r.mode == "daily":
         when = f"end-of-day snapshots of {r.days} days, {r.first_day} … {r.metric_date}"
     else:
@@ -218,8 +228,9 @@ def recompute(
         if not quiet:
             render.err.print("Another recompute holds the lock: waiting for it…")
 
+    feed = _Feed(ctx, quiet)
     try:
-        result = _run(engine, request, quiet=quiet, on_wait=waiting)
+        result = _run(engine, request, quiet=quiet, on_wait=waiting, on_changes=feed.publish)
     except LockHeld:
         if quiet:
             raise typer.Exit(0) from None
@@ -228,3 +239,37 @@ def recompute(
         context.print_json(result.as_dict())
     elif not quiet:
         render.out.print(summary_line(result), markup=False, highlight=False, soft_wrap=True)
+
+
+class _Feed:
+    """Publishes each chunk's tier changes on `tutormax:tiers:changed`, connecting to Redis only
+    when there is a change to publish. The rows are committed already: an unreachable Redis
+    costs the feed its entries (said once on stderr), never the run."""
+
+    def __init__(self, ctx: typer.Context, quiet: bool) -> None:
+        self.ctx = ctx
+        self.quiet = quiet
+        self.client: object | None = None
+        self.failed = False
+
+    def publish(self, changes: list[TierChange]) -> None:
+        import redis
+
+        from tutormax_cli.errors import RedisUnavailable
+        from tutormax_cli.stream import tier_changes
+        from tutormax_cli.stream.connection import connect
+
+        if self.failed:
+            return
+        try:
+            if self.client is None:
+                self.client = connect(context.settings(self.ctx).redis_url)
+            assert isinstance(self.client, redis.Redis)
+            tier_changes.publish(self.client, changes)
+        except (RedisUnavailable, redis.RedisError) as exc:
+            self.failed = True
+            if not self.quiet:
+                render.err.print(
+                    f"Tier changes not published on the feed ({exc}); the rows are written.",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip

@@ -41,6 +41,12 @@ def watch(
         "$", "--from", help="Start after this entry ID (0: replay the kept history); $: new only."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per update (a line)."),
+    changes: bool = typer.Option(
+        False,
+        "--changes",
+        help="Follow the tier-change feed (tutormax:tiers:changed) instead: one line per change; "
+        "--window then filters only when given.",
+    ),
 ) -> None:
     """Follow tutors' tiers as the worker updates them (tutormax:metrics:updated), tier
     changes highlighted. A table that redraws on a terminal, one line per update otherwise.
@@ -56,6 +62,11 @@ def watch(
 
     chosen = set(views.tier_names(tier) or [])
     client = context.redis(ctx)
+    if changes:
+        source = ctx.get_parameter_source("window")
+        given = source is not None and not source.name.startswith("DEFAULT")
+        _follow_changes(client, chosen, window if given else None, count, timeout, start, as_json)
+        return
     board = Board()
     history, last = updates.recent_updates(client)
     if start != "$":
@@ -91,6 +102,47 @@ def watch(
     except KeyboardInterrupt:
         pass
     render.err.print(f"Stopped after {shown} update(s) of {len(tutors)} tutor(s).")
+
+
+def _follow_changes(
+    client: Any,
+    chosen: set[str],
+    window: str | None,
+    count: int | None,
+    timeout: float | None,
+    start: str,
+    as_json: bool,
+) -> None:
+    """`watch --changes`: print tier changes as they are published, one line each."""
+    from tutormax_cli.cli.changes import line
+    from tutormax_cli.stream import entries, tier_changes
+
+    last = start if start == "$" else entries.check_id(start)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = 0
+    try:
+        while count is None or shown < count:
+            wait = 1000
+            if deadline is not None:
+                wait = int(min(wait, (deadline - time.monotonic()) * 1000))
+                if wait <= 0:
+                    break
+            found, last = tier_changes.follow(client, last, block_ms=max(wait, 1))
+            for change in found:
+                if window is not None and change.window != window:
+                    continue
+                if chosen and not {change.from_tier, change.to_tier} & chosen:
+                    continue
+                shown += 1
+                if as_json:
+                    _json_line(change.as_dict())
+                else:
+                    render.out.print(line(change), soft_wrap=True)
+                if count is not None and shown >= count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    render.err.print(f"Stopped after {shown} tier change(s).")
 
 
 def _matches(row: BoardRow, chosen: set[str], window: str) -> bool:

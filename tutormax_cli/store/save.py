@@ -84,14 +84,33 @@ def upsert_frame(
     only_insert: bool = False,
     immutable: Sequence[str] = (),
 ) -> int:
-    """Insert or update every row of `df` into `table_name` in one statement; returns rows sent.
+    """Insert or update every row of `df` into `table_name` in one statement; returns rows sent
+    (`upsert_changed` says how many of them the database inserted or changed)."""
+    return upsert_changed(
+        conn, table_name, df, key,
+        touch_updated_at=touch_updated_at, only_insert=only_insert, immutable=immutable,
+    )[0]  # fmt: skip
+
+
+def upsert_changed(
+    conn: sa.Connection,
+    table_name: str,
+    df: pl.DataFrame,
+    key: Sequence[str],
+    *,
+    touch_updated_at: bool = True,
+    only_insert: bool = False,
+    immutable: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Insert or update every row of `df` into `table_name` in one statement; returns (rows
+    sent, rows inserted or changed: those whose values equal the stored ones are not counted).
 
     `df`'s columns must be columns of the table. `only_insert` keeps existing rows untouched;
     `immutable` columns are set on insert only (e.g. a primary key other programs chose).
     Runs inside the caller's transaction: the caller commits, then acknowledges.
     """
     if df.is_empty():
-        return 0
+        return 0, 0
     if not conn.in_transaction():
         conn.begin()  # the DBAPI cursor below bypasses SQLAlchemy's autobegin
     table = metadata.tables[table_name]
@@ -131,6 +150,7 @@ def upsert_frame(
                 f"INSERT INTO {target} ({col_sql}) SELECT {col_sql} "
                 f"FROM tmx_stage_{table_name} {conflict}"
             )
+            changed = cursor.rowcount
     else:
         placeholders = ", ".join("?" for _ in cols)
         raw = conn.connection.dbapi_connection
@@ -141,9 +161,10 @@ def upsert_frame(
                 f"INSERT INTO {target} ({col_sql}) VALUES ({placeholders}) {conflict}",
                 prepared.rows(),
             )
+            changed = cursor.rowcount  # summed over the rows by sqlite3's executemany
         finally:
             cursor.close()
-    return df.height
+    return df.height, max(0, changed)
 
 
 def metric_ids(df: pl.DataFrame) -> pl.Series:
@@ -166,7 +187,10 @@ METRIC_KEY = ("tutor_id", "window", "metric_date")
 
 
 def save_metrics(conn: sa.Connection, metrics: pl.DataFrame) -> int:
-    """Upsert engine output (schema `frames.METRICS`) into `tutor_performance_metrics`."""
+    """Upsert engine output (schema `frames.METRICS`) into `tutor_performance_metrics`; returns
+    the rows inserted or changed (0 when a rerun finds every row as it was)."""
     df = frames.conform(metrics, frames.METRICS)
     df = df.with_columns(metric_ids(df)).select("metric_id", *frames.METRICS.names())
-    return upsert_frame(conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",))
+    return upsert_changed(
+        conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",)
+    )[1]

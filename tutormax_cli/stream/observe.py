@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tutormax_cli.metrics.tiers import TIER_NAMES
+from tutormax_cli.metrics.windows import WINDOWS
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 45, 60, 120, 300)
 ENTRY_SOURCES = ("new", "recovered", "claimed")
 ERROR_KINDS = ("database", "redis", "compute")
@@ -63,9 +66,18 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.up = Gauge(f"{p}_up", "1 while the worker loop runs", registry=r)
+        self.tier_changes = Counter(
+            f"{p}_tier_changes", "Tier changes written (worker, sweep, rollover), by window",
+            ["window", "from_tier", "to_tier"], registry=r,
+        )  # fmt: skip
         # every label value exists from the first scrape, so rate() and sums over them are
         # defined before the first error (an absent series makes an alert expression empty)
         for source in ENTRY_SOURCES:
             self.entries_read.labels(source)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
+        for window in WINDOWS:
+            for old in TIER_NAMES:
+                for new in TIER_NAMES:
+                    if old != new:
+                        self.tier_changes.labels(window, old, new)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from tutormax_cli import keys
 from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.recompute import recompute_as_of
+from tutormax_cli.stream import tier_changes
 from tutormax_cli.stream.consumer import (
     Clock,
     ConsumerConfig,
@@ -30,6 +32,7 @@ from tutormax_cli.stream.consumer import (
 from tutormax_cli.stream.debounce import DebounceBuffer, Pending, entry_time_ms
 from tutormax_cli.stream.events import Malformed, decode
 from tutormax_cli.stream.observe import WorkerMetrics
+from tutormax_cli.stream.tier_changes import TierChange
 
 log = logging.getLogger("tutormax.worker")
 
@@ -112,7 +115,7 @@ class MetricsWorker(GroupConsumer):
         committed = time.time()
         ids = [e for item in taken.values() for e in item.entry_ids]
         try:
-            self._ack_and_announce(ids, metrics)
+            self._ack_and_announce(ids, metrics, result.changes)
         except redis.RedisError as exc:
             # rows are committed; keep the entries and flush them again (an idempotent upsert):
             # dropped here, they would stay pending with nobody to ack them
@@ -125,9 +128,14 @@ class MetricsWorker(GroupConsumer):
         self._record_flush(taken, result.seconds, elapsed, committed, len(ids))
         return len(due)
 
-    def _ack_and_announce(self, ids: list[bytes], metrics: Any) -> None:
+    def _ack_and_announce(
+        self, ids: list[bytes], metrics: Any, changes: Sequence[TierChange] = ()
+    ) -> None:
+        """Ack the entries, announce each tutor's update and publish the tier changes, in one
+        round trip after the commit."""
         cfg = self.config
         pipe = self.redis.pipeline(transaction=False)
+        tier_changes.add_to(pipe, changes)
         for start in range(0, len(ids), 10_000):
             pipe.xack(cfg.stream, cfg.group, *ids[start : start + 10_000])
         tiers: dict[str, dict[str, str]] = {}
@@ -150,6 +158,8 @@ class MetricsWorker(GroupConsumer):
                 approximate=True,
             )
         pipe.execute()
+        for change in changes:
+            self.metrics.tier_changes.labels(change.window, change.from_tier, change.to_tier).inc()
 
     def _record_flush(
         self,
