@@ -29,12 +29,12 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
+from tutormax_cli.stream import dead_letters
 from tutormax_cli.stream import heartbeat as hb
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.worker")
 
-DLQ_FIELDS = ("reason", "source_stream", "source_id", "group")
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 Dead = tuple[bytes, dict[bytes, bytes], str]
 
@@ -400,15 +400,10 @@ class GroupConsumer:
         cfg = self.config
         pipe = self.redis.pipeline(transaction=True)
         for entry_id, fields, reason in dead:
-            record: dict[bytes | str, bytes | str] = {
-                "reason": reason,
-                "source_stream": cfg.stream,
-                "source_id": entry_id,
-                "group": cfg.group,
-            }
-            for name, value in fields.items():
-                key = name.decode("utf-8", "replace")
-                record[f"orig:{key}" if key in DLQ_FIELDS else name] = value
+            record = dead_letters.record(
+                fields, reason=reason, source_stream=cfg.stream, source_id=entry_id,
+                group=cfg.group,
+            )  # fmt: skip
             pipe.xadd(cfg.dead_letter_stream, record)  # type: ignore[arg-type]
             log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
         pipe.xack(cfg.stream, cfg.group, *[d[0] for d in dead])
