@@ -17,6 +17,7 @@ import polars as pl
 
 from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER, SUCCESS_RATING
 from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TIER_NAMES, TierRules, tier_expr
 from tutormax_cli.metrics.windows import WINDOWS
 
@@ -268,8 +269,6 @@ def _rule_text(tier: str, greens: int, reds: int, rules: TierRules) -> str:
 WEIGHTY_RATING = 3
 """Ratings at or below this are listed among the sessions that weighed on a tier."""
 
-FIRST_SESSION_OK = 4
-"""A first session rated at least this is a success (docs/metrics.md §3)."""
 
 
 def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.DataFrame]:
@@ -285,7 +284,8 @@ def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.Dat
             newest, descending=True
         ),
         "failed_first_sessions": sessions.filter(
-            (pl.col("session_number") == 1) & (pl.col("overall_rating") < FIRST_SESSION_OK)
+            (pl.col("session_number") == FIRST_SESSION_NUMBER)
+            & (pl.col("overall_rating") < SUCCESS_RATING)
         ).sort(newest, descending=True),
     }
 

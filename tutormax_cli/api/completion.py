@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from tutormax_cli.api.models import SessionCompletion
 from tutormax_cli.errors import TutormaxError
+from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER
 
 FEEDBACK_NAMESPACE = uuid.UUID("6f1d3c2a-8b0e-4c55-9d7a-2b51f0e9c4a1")
 """uuid5 namespace of the feedback ids the API derives from a session id."""
@@ -187,7 +188,7 @@ def _feedback_records(conn: sa.Connection, items: Sequence[_Item], now: datetime
                 uuid.uuid5(FEEDBACK_NAMESPACE, item.session_id)
             )
         if record["is_first_session"] is None:
-            record["is_first_session"] = body.session_number == 1
+            record["is_first_session"] = body.session_number == FIRST_SESSION_NUMBER
         if record["submitted_at"] is None:
             record["submitted_at"] = now
         record.update(

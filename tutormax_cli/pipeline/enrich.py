@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import polars as pl
 
+from tutormax_cli.metrics.partials import ON_TIME_LIMIT_MINUTES, SUCCESS_RATING
 from tutormax_cli.pipeline.validate import table_name
 
-LATE_START_MINUTES = 10
+LATE_START_MINUTES = ON_TIME_LIMIT_MINUTES
 """A start later than this is late: the same line as the on-time share of the engagement
-metric (docs/metrics.md §3, `late_start_minutes ≤ 10` is on time)."""
+metric (docs/metrics.md §3), so it is that rule, imported."""
 
-POSITIVE_RATING = 4
+POSITIVE_RATING = SUCCESS_RATING
+"""A rating at least this is positive: the first-session success line, imported."""
 POOR_RATING = 3
 
 TIME_OF_DAY = ((6, "night"), (12, "morning"), (17, "afternoon"), (22, "evening"), (24, "night"))
