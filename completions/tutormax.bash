@@ -72,7 +72,7 @@ _tutormax_options() {
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--changes' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
         'worker health') printf '%s\n' '--stream' '--group' '--accept-retrying' '--json' '--help' '-h' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--log-level' '--help' '-h' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--no-rollover' '--rollover' '--log-level' '--help' '-h' ;;
     esac
 }
 
@@ -109,7 +109,7 @@ _tutormax_valued() {
         'tiers simulate') printf '%s\n' '--window' '--limit' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--log-level' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--log-level' ;;
     esac
 }
 

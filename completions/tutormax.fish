@@ -99,7 +99,7 @@ function __tutormax_valued
         case 'worker health'
             printf '%s\n' '--stream' '--group'
         case 'worker run'
-            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--log-level'
+            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--log-level'
     end
 end
 
@@ -411,5 +411,7 @@ complete -c tutormax -n '__tutormax_at \'worker run\'' -l burst -d 'Exit once no
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l metrics-port -x -d 'Serve Prometheus metrics on this port'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l metrics-host -x -d 'Address the metrics server binds (0.0.0.0 for every interface)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l tiers -r -F -d 'TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l sweep -x -d 'Every this many seconds, recompute the tutors whose window edge the clock crossed (0: off)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l no-rollover -l rollover -d 'After each UTC midnight, write the end-of-day snapshot of the day that ended'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l log-level -x -d 'DEBUG, INFO, WARNING or ERROR'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l help -s h -d 'Show this message and exit'

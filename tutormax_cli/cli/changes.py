@@ -92,12 +92,12 @@ def changes(
         if oldest is not None:
             covered_from = datetime.fromtimestamp(oldest / 1000, UTC)
     if covered_from is None or covered_from > start:
+        seen = {_day_key(c) for c in found}  # a change the feed has is not repeated
         with context.database(ctx).connect() as conn:
-            found.extend(
-                tier_changes.from_daily_rows(
-                    conn, start, covered_from, window=window, to_tier=chosen or None
-                )
+            history = tier_changes.from_daily_rows(
+                conn, start, covered_from, window=window, to_tier=chosen or None
             )
+        found.extend(c for c in history if _day_key(c) not in seen)
     found.sort(key=lambda c: c.as_of, reverse=True)
     found = found[:limit]
     if as_json:
@@ -106,6 +106,10 @@ def changes(
     for change in found:
         render.out.print(line(change), soft_wrap=True)
     render.err.print(f"{len(found)} tier change(s) since {start:%Y-%m-%dT%H:%M:%S}Z.")
+
+
+def _day_key(change: TierChange) -> tuple[str, str, str, str, object]:
+    return (change.tutor_id, change.window, change.from_tier, change.to_tier, change.as_of.date())
 
 
 def line(change: TierChange) -> str:

@@ -41,6 +41,18 @@ def run(
     metrics_port: int | None = metrics_server.port_option(),
     metrics_host: str = metrics_server.host_option(),
     tiers_file: Path | None = typer.Option(None, "--tiers", help=context.TIERS_HELP),
+    sweep: float = typer.Option(
+        60.0,
+        "--sweep",
+        min=0,
+        help="Every this many seconds, recompute the tutors whose window edge the clock "
+        "crossed (0: off).",
+    ),
+    rollover: bool = typer.Option(
+        True,
+        "--rollover/--no-rollover",
+        help="After each UTC midnight, write the end-of-day snapshot of the day that ended.",
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Consume session events, recompute the tutors they name, ack after commit.
@@ -68,6 +80,8 @@ def run(
         read_count=count,
         burst=burst,
         tiers=load_tiers(tiers_file),
+        sweep=sweep,
+        rollover=rollover,
     )
     config.check()
     engine = context.database(ctx)
@@ -77,9 +91,11 @@ def run(
     worker = MetricsWorker(client, engine, config, metrics=metrics)
     install_signal_handlers(worker)
     logging.getLogger("tutormax.worker").info(
-        "worker %s on %s (group %s), database %s, debounce %.3gs, max-wait %.3gs",
+        "worker %s on %s (group %s), database %s, debounce %.3gs, max-wait %.3gs, "
+        "sweep %s, rollover %s",
         config.consumer, stream, group, context.settings(ctx).database_label,
-        config.debounce, config.max_wait,
+        config.debounce, config.max_wait, f"{sweep:g}s" if sweep else "off",
+        "on" if rollover else "off",
     )  # fmt: skip
     worker.run()
 

@@ -66,6 +66,14 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.up = Gauge(f"{p}_up", "1 while the worker loop runs", registry=r)
+        self.swept_tutors = Counter(
+            f"{p}_swept_tutors", "Tutors recomputed because the clock crossed a window edge",
+            registry=r,
+        )  # fmt: skip
+        self.rolled_tutors = Counter(
+            f"{p}_rolled_over_tutors", "Tutors given their end-of-day snapshot by the rollover",
+            registry=r,
+        )  # fmt: skip
         self.tier_changes = Counter(
             f"{p}_tier_changes", "Tier changes written (worker, sweep, rollover), by window",
             ["window", "from_tier", "to_tier"], registry=r,

@@ -3,14 +3,20 @@
 Each pass (see `GroupConsumer.run_once`) buffers the tutors that entries name; due tutors are
 flushed together — one bulk read, one engine call, one upsert transaction — and only then are
 the entries that asked for them acknowledged and an update announced per tutor.
+
+Time changes metrics too (`stream.sweep`): the tutors whose window edge the clock crossed join
+the same flush (the window sweep, its mark committed with their rows), and after each UTC
+midnight the worker writes the end-of-day snapshot of the day that ended (the day rollover), in
+chunks between passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -32,6 +38,7 @@ from tutormax_cli.stream.consumer import (
 from tutormax_cli.stream.debounce import DebounceBuffer, Pending, entry_time_ms
 from tutormax_cli.stream.events import Malformed, decode
 from tutormax_cli.stream.observe import WorkerMetrics
+from tutormax_cli.stream.sweep import Batch, DayRollover, Job, WindowSweep
 from tutormax_cli.stream.tier_changes import TierChange
 
 log = logging.getLogger("tutormax.worker")
@@ -47,6 +54,14 @@ class WorkerConfig(ConsumerConfig):
     max_wait: float = 45.0
     tiers: TierRules = DEFAULT_TIERS
     updated_stream: str = keys.METRICS_UPDATED_STREAM
+    sweep: float = 0.0
+    """Seconds between window sweeps (0: off; `worker run` defaults to 60)."""
+    sweep_batch: int = 5000
+    """At most this many swept (or rolled-over) tutors per flush."""
+    lease_ttl: float = 30.0
+    """How long a crashed worker's sweep or rollover lease outlives it."""
+    rollover: bool = False
+    """Write the end-of-day snapshot after each UTC midnight (`worker run` turns it on)."""
 
     def check(self) -> None:
         """Refuse a `claim_idle` no longer than `max_wait`: a worker holds a tutor's entries up
@@ -77,6 +92,17 @@ class MetricsWorker(GroupConsumer):
         super().__init__(client, config, clock=clock, metrics=metrics)
         self.engine = engine
         self.buffer = DebounceBuffer(config.debounce, config.max_wait)
+        jobs = {
+            "client": client, "engine": engine, "clock": self.clock, "group": config.group,
+            "owner": config.consumer, "every": config.sweep, "batch_size": config.sweep_batch,
+            "lease_ttl": config.lease_ttl,
+        }  # fmt: skip
+        self.sweep = WindowSweep(**jobs) if config.sweep > 0 else None  # type: ignore[arg-type]
+        self.rollover = (
+            DayRollover(**{**jobs, "every": max(config.sweep, 10.0)})  # type: ignore[arg-type]
+            if config.rollover
+            else None
+        )
 
     def accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]], now: float) -> list[Dead]:
         dead: list[Dead] = []
@@ -92,30 +118,53 @@ class MetricsWorker(GroupConsumer):
         return len(self.buffer.tutors)
 
     def next_due(self) -> float | None:
-        return self.buffer.next_due()
+        due = self.buffer.next_due()
+        for job in (self.sweep, self.rollover):
+            if job is not None and not self.stopping:
+                at = self.clock.monotonic() if job.running else job.next_at
+                due = at if due is None else min(due, at)
+        return due
 
     def flush(self, *, everything: bool = False) -> int:
-        """Recompute due tutors in one batch, commit, then ack their entries. Returns tutors."""
+        """Recompute due tutors (and a sweep's batch) in one batch, commit, then ack their
+        entries. Returns tutors."""
         now = self.clock.monotonic()
         if now < self._retry_at and not everything:
             return 0
+        rolled = self._roll() if not everything else 0
         due = self.buffer.due(now, everything=everything or self.config.burst)
-        if not due:
-            return 0
+        batch = self._poll(self.sweep) if not everything else None
+        if not due and batch is None:
+            return rolled
         taken = self.buffer.take(due)
+        tutors = sorted(set(due) | set(batch.tutors)) if batch is not None else due
         started = time.perf_counter()
         try:
-            result, metrics = recompute_as_of(
-                self.engine, self.clock.now(), tutors=due, tiers=self.config.tiers
-            )
+            if tutors:
+                result, metrics = recompute_as_of(
+                    self.engine, self.clock.now(), tutors=tutors, tiers=self.config.tiers,
+                    before_commit=batch.mark if batch is not None else None,
+                )  # fmt: skip
+            else:  # a sweep that found no edge: only its mark moves
+                result, metrics = None, None
+                self._commit_mark(batch)
         except Exception as exc:
             self.buffer.put_back(taken)
+            if batch is not None and self.sweep is not None:
+                self.sweep.failed(batch)
             self._failed("database" if is_connection_error(exc) else "compute", exc, flush=True)
             return 0
+        if batch is not None and self.sweep is not None:
+            self.sweep.committed(batch)
+            self.metrics.swept_tutors.inc(len(batch.tutors))
+        if result is None or metrics is None:
+            self._succeeded()
+            return rolled
         committed = time.time()
         ids = [e for item in taken.values() for e in item.entry_ids]
+        changes = [c if c.tutor_id in taken else replace(c, source="sweep") for c in result.changes]
         try:
-            self._ack_and_announce(ids, metrics, result.changes)
+            self._ack_and_announce(ids, metrics, changes)
         except redis.RedisError as exc:
             # rows are committed; keep the entries and flush them again (an idempotent upsert):
             # dropped here, they would stay pending with nobody to ack them
@@ -125,8 +174,69 @@ class MetricsWorker(GroupConsumer):
         self.release(ids)
         self._succeeded()
         elapsed = time.perf_counter() - started
-        self._record_flush(taken, result.seconds, elapsed, committed, len(ids))
-        return len(due)
+        self._record_flush(taken, result.seconds, elapsed, committed, len(ids), len(tutors))
+        return len(tutors) + rolled
+
+    def _poll(self, job: Job | None) -> Batch | None:
+        """The job's next batch; a Redis or database failure is logged and retried later."""
+        if job is None or self.stopping or not job.due():
+            return None
+        try:
+            return job.poll()
+        except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
+            self._failed("redis" if isinstance(exc, redis.RedisError) else "database", exc)
+            return None
+
+    def _commit_mark(self, batch: Batch | None) -> None:
+        if batch is None or batch.mark is None:
+            return
+        with self.engine.begin() as conn:
+            batch.mark(conn)
+
+    def _roll(self) -> int:
+        """One chunk of the day rollover, as of the midnight that ended the day, in its own
+        transaction (its as-of is not the flush's). Returns the tutors written."""
+        job = self.rollover
+        batch = self._poll(job)
+        if job is None or batch is None:
+            return 0
+        assert batch.as_of is not None
+        try:
+            if batch.tutors:
+                result, _ = recompute_as_of(
+                    self.engine, batch.as_of, tutors=batch.tutors, tiers=self.config.tiers,
+                    source="rollover", before_commit=batch.mark,
+                )  # fmt: skip
+            else:
+                result = None
+                self._commit_mark(batch)
+        except Exception as exc:
+            job.failed(batch)
+            self._failed("database" if is_connection_error(exc) else "compute", exc)
+            return 0
+        job.committed(batch)
+        self.metrics.rolled_tutors.inc(len(batch.tutors))
+        if result is not None and result.changes:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                tier_changes.add_to(pipe, result.changes)
+                pipe.execute()
+            except redis.RedisError as exc:  # the rows are committed; only the feed misses them
+                log.warning("rollover: tier changes not published: %s", exc)
+            else:
+                self._count_changes(result.changes)
+        return len(batch.tutors)
+
+    def drain(self) -> None:
+        super().drain()
+        for job in (self.sweep, self.rollover):
+            if job is not None:
+                with contextlib.suppress(redis.RedisError):
+                    job.stop()
+
+    def _count_changes(self, changes: Sequence[TierChange]) -> None:
+        for change in changes:
+            self.metrics.tier_changes.labels(change.window, change.from_tier, change.to_tier).inc()
 
     def _ack_and_announce(
         self, ids: list[bytes], metrics: Any, changes: Sequence[TierChange] = ()
@@ -158,8 +268,7 @@ class MetricsWorker(GroupConsumer):
                 approximate=True,
             )
         pipe.execute()
-        for change in changes:
-            self.metrics.tier_changes.labels(change.window, change.from_tier, change.to_tier).inc()
+        self._count_changes(changes)
 
     def _record_flush(
         self,
@@ -168,10 +277,11 @@ class MetricsWorker(GroupConsumer):
         elapsed: float,
         committed: float,
         entries: int,
+        tutors: int,
     ) -> None:
         m = self.metrics
         m.flushes.inc()
-        m.tutors_recomputed.inc(len(taken))
+        m.tutors_recomputed.inc(tutors)
         m.acked.inc(entries)
         m.flush_duration.observe(elapsed)
         m.db_write.observe(seconds.get("write", 0.0))
@@ -180,12 +290,12 @@ class MetricsWorker(GroupConsumer):
                 m.latency.observe(max(0.0, committed - entry_time_ms(entry_id) / 1000))
         m.buffered_tutors.set(len(self.buffer.tutors))
         self.counts.flushes += 1
-        self.counts.tutors += len(taken)
+        self.counts.tutors += tutors
         self._last_flush_at = self.clock.now()
         phases = " ".join(f"{k} {v * 1000:.0f}" for k, v in seconds.items())
         log.info(
             "flush: %d tutors, %d entries, %.0f ms (%s)",
-            len(taken),
+            tutors,
             entries,
             elapsed * 1000,
             phases,
