@@ -3,7 +3,7 @@
 
 _tutormax_commands() {
     case "$1" in
-        '') printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker' ;;
+        '') printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'verify' 'watch' 'worker' ;;
         'api') printf '%s\n' 'openapi' 'serve' ;;
         'consumers') printf '%s\n' 'prune' ;;
         'db') printf '%s\n' 'init' 'partials' 'status' ;;
@@ -69,10 +69,11 @@ _tutormax_options() {
         'tiers') printf '%s\n' '--help' '-h' ;;
         'tiers show') printf '%s\n' '--json' '--toml' '--help' '-h' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' '--json' '--help' '-h' ;;
+        'verify') printf '%s\n' '--sample' '--all' '--as-of' '--tiers' '--json' '--help' '-h' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--changes' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
         'worker health') printf '%s\n' '--stream' '--group' '--accept-retrying' '--json' '--help' '-h' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--no-rollover' '--rollover' '--log-level' '--help' '-h' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--no-rollover' '--rollover' '--log-level' '--help' '-h' ;;
     esac
 }
 
@@ -107,9 +108,10 @@ _tutormax_valued() {
         'show tutors') printf '%s\n' '--window' '--tier' '--sort' '--limit' ;;
         'status') printf '%s\n' '--watch' '--count' ;;
         'tiers simulate') printf '%s\n' '--window' '--limit' ;;
+        'verify') printf '%s\n' '--sample' '--as-of' '--tiers' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--log-level' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--log-level' ;;
     esac
 }
 
@@ -138,6 +140,7 @@ _tutormax_values() {
         'show tutors --tier') printf '%s\n' 'Exemplary' 'Strong' 'Developing' 'Needs Attention' 'At Risk' ;;
         'show tutors --sort') printf '%s\n' 'sessions_scheduled' 'sessions_completed' 'avg_rating' 'first_session_success_rate' 'first_sessions_count' 'reschedule_rate' 'reschedule_count' 'no_show_count' 'no_show_rate' 'engagement_score' 'learning_objectives_met_pct' 'response_time_avg_minutes' ;;
         'tiers simulate --window') printf '%s\n' '7day' '30day' '90day' ;;
+        'verify --tiers') printf '%s\n' '@file' ;;
         'watch --tier') printf '%s\n' 'Exemplary' 'Strong' 'Developing' 'Needs Attention' 'At Risk' ;;
         'watch --window') printf '%s\n' '7day' '30day' '90day' ;;
         'worker run --tiers') printf '%s\n' '@file' ;;

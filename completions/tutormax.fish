@@ -4,7 +4,7 @@
 function __tutormax_commands
     switch "$argv[1]"
         case ''
-            printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'watch' 'worker'
+            printf '%s\n' 'api' 'consumers' 'db' 'dlq' 'events' 'groups' 'ingest' 'pending' 'pipeline' 'recompute' 'sample' 'show' 'status' 'tiers' 'verify' 'watch' 'worker'
         case 'api'
             printf '%s\n' 'openapi' 'serve'
         case 'consumers'
@@ -94,12 +94,14 @@ function __tutormax_valued
             printf '%s\n' '--watch' '--count'
         case 'tiers simulate'
             printf '%s\n' '--window' '--limit'
+        case 'verify'
+            printf '%s\n' '--sample' '--as-of' '--tiers'
         case 'watch'
             printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from'
         case 'worker health'
             printf '%s\n' '--stream' '--group'
         case 'worker run'
-            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--log-level'
+            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--log-level'
     end
 end
 
@@ -148,6 +150,7 @@ complete -c tutormax -n '__tutormax_at \'\'' -a 'sample' -d 'Generate synthetic 
 complete -c tutormax -n '__tutormax_at \'\'' -a 'show' -d 'Look at computed metrics'
 complete -c tutormax -n '__tutormax_at \'\'' -a 'status' -d 'Live workers, lag, pending entries, dead letters and metric freshness, with an exit code for scripts and probes; the header names the Redis and database it read'
 complete -c tutormax -n '__tutormax_at \'\'' -a 'tiers' -d 'Explore tier thresholds (what-if simulations)'
+complete -c tutormax -n '__tutormax_at \'\'' -a 'verify' -d 'Recompute tutors\' latest rows from the raw sessions, feedback and events (never the cumulative partials), each as of its own calculation_date, and compare every stored value'
 complete -c tutormax -n '__tutormax_at \'\'' -a 'watch' -d 'Follow tutors\' tiers as the worker updates them (tutormax:metrics:updated), tier changes highlighted'
 complete -c tutormax -n '__tutormax_at \'\'' -a 'worker' -d 'Run the metrics worker and check its health'
 complete -c tutormax -n '__tutormax_at \'\'' -l database-url -x -d 'SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db (or a file named by TUTORMAX_DATABASE_URL_FILE)'
@@ -383,6 +386,12 @@ complete -c tutormax -n '__tutormax_at \'tiers simulate\'' -l limit -x -d 'List 
 complete -c tutormax -n '__tutormax_at \'tiers simulate\'' -l json -d 'Print one JSON document (every move)'
 complete -c tutormax -n '__tutormax_at \'tiers simulate\'' -l help -s h -d 'Show this message and exit'
 complete -c tutormax -n '__tutormax_at \'tiers simulate\'' -F
+complete -c tutormax -n '__tutormax_at \'verify\'' -l sample -x -d 'Audit this many random tutors [100]'
+complete -c tutormax -n '__tutormax_at \'verify\'' -l all -d 'Audit every tutor with stored rows'
+complete -c tutormax -n '__tutormax_at \'verify\'' -l as-of -x -d 'Audit the rows that were current at this ISO-8601 instant (default: the newest)'
+complete -c tutormax -n '__tutormax_at \'verify\'' -l tiers -r -F -d 'The TOML tier thresholds the rows were computed with'
+complete -c tutormax -n '__tutormax_at \'verify\'' -l json -d 'Print the findings as JSON'
+complete -c tutormax -n '__tutormax_at \'verify\'' -l help -s h -d 'Show this message and exit'
 complete -c tutormax -n '__tutormax_at \'watch\'' -l tier -x -a '\'Exemplary\' \'Strong\' \'Developing\' \'Needs Attention\' \'At Risk\'' -d 'Only tutors entering or leaving this tier (repeatable)'
 complete -c tutormax -n '__tutormax_at \'watch\'' -l window -x -a '\'7day\' \'30day\' \'90day\'' -d 'The window --tier uses'
 complete -c tutormax -n '__tutormax_at \'watch\'' -l count -x -d 'Stop after N updates'
@@ -412,6 +421,8 @@ complete -c tutormax -n '__tutormax_at \'worker run\'' -l metrics-port -x -d 'Se
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l metrics-host -x -d 'Address the metrics server binds (0.0.0.0 for every interface)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l tiers -r -F -d 'TOML file of tier thresholds (default: the built-in rules of docs/metrics.md; `tutormax tiers show --toml` prints them to copy and edit)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l sweep -x -d 'Every this many seconds, recompute the tutors whose window edge the clock crossed (0: off)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l verify-every -x -d 'Seconds between drift audits of a random sample of tutors (0: off)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l verify-sample -x -d 'Tutors per drift audit (0: off)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l no-rollover -l rollover -d 'After each UTC midnight, write the end-of-day snapshot of the day that ended'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l log-level -x -d 'DEBUG, INFO, WARNING or ERROR'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l help -s h -d 'Show this message and exit'

@@ -22,6 +22,7 @@ from tutormax_cli.cli import (
     show,
     status,
     tiers,
+    verify,
     watch,
     worker,
 )
@@ -112,6 +113,7 @@ recompute.register(app)
 pending.register(app)
 status.register(app)
 watch.register(app)
+verify.register(app)
 
 
 def main() -> None:

@@ -48,6 +48,15 @@ def run(
         help="Every this many seconds, recompute the tutors whose window edge the clock "
         "crossed (0: off).",
     ),
+    verify_every: float = typer.Option(
+        600.0,
+        "--verify-every",
+        min=0,
+        help="Seconds between drift audits of a random sample of tutors (0: off).",
+    ),
+    verify_sample: int = typer.Option(
+        20, "--verify-sample", min=0, help="Tutors per drift audit (0: off)."
+    ),
     rollover: bool = typer.Option(
         True,
         "--rollover/--no-rollover",
@@ -82,6 +91,8 @@ def run(
         tiers=load_tiers(tiers_file),
         sweep=sweep,
         rollover=rollover,
+        verify_every=verify_every,
+        verify_sample=verify_sample,
     )
     config.check()
     engine = context.database(ctx)

@@ -74,6 +74,15 @@ class WorkerMetrics:
             f"{p}_rolled_over_tutors", "Tutors given their end-of-day snapshot by the rollover",
             registry=r,
         )  # fmt: skip
+        self.verify_mismatches = Gauge(
+            "tutormax_verify_mismatches",
+            "Rows of the last drift audit that differ from a recomputation from the raw rows",
+            registry=r,
+        )  # fmt: skip
+        self.verify_rows = Gauge(
+            "tutormax_verify_rows_checked", "Rows the last drift audit compared", registry=r
+        )
+        self.verify_runs = Counter("tutormax_verify_runs", "Drift audits run", registry=r)
         self.tier_changes = Counter(
             f"{p}_tier_changes", "Tier changes written (worker, sweep, rollover), by window",
             ["window", "from_tier", "to_tier"], registry=r,

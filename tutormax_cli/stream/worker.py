@@ -40,6 +40,7 @@ from tutormax_cli.stream.events import Malformed, decode
 from tutormax_cli.stream.observe import WorkerMetrics
 from tutormax_cli.stream.sweep import Batch, DayRollover, Job, WindowSweep
 from tutormax_cli.stream.tier_changes import TierChange
+from tutormax_cli.verify import VerifyResult, verify
 
 log = logging.getLogger("tutormax.worker")
 
@@ -62,6 +63,10 @@ class WorkerConfig(ConsumerConfig):
     """How long a crashed worker's sweep or rollover lease outlives it."""
     rollover: bool = False
     """Write the end-of-day snapshot after each UTC midnight (`worker run` turns it on)."""
+    verify_every: float = 0.0
+    """Seconds between drift audits of a random sample (0: off; `worker run`: 600)."""
+    verify_sample: int = 20
+    """Tutors per drift audit."""
 
     def check(self) -> None:
         """Refuse a `claim_idle` no longer than `max_wait`: a worker holds a tutor's entries up
@@ -98,6 +103,8 @@ class MetricsWorker(GroupConsumer):
             "lease_ttl": config.lease_ttl,
         }  # fmt: skip
         self.sweep = WindowSweep(**jobs) if config.sweep > 0 else None  # type: ignore[arg-type]
+        self._next_audit = float("-inf")
+        self.last_audit: VerifyResult | None = None
         self.rollover = (
             DayRollover(**{**jobs, "every": max(config.sweep, 10.0)})  # type: ignore[arg-type]
             if config.rollover
@@ -132,6 +139,8 @@ class MetricsWorker(GroupConsumer):
         if now < self._retry_at and not everything:
             return 0
         rolled = self._roll() if not everything else 0
+        if not everything:
+            self.audit()
         due = self.buffer.due(now, everything=everything or self.config.burst)
         batch = self._poll(self.sweep) if not everything else None
         if not due and batch is None:
@@ -176,6 +185,35 @@ class MetricsWorker(GroupConsumer):
         elapsed = time.perf_counter() - started
         self._record_flush(taken, result.seconds, elapsed, committed, len(ids), len(tutors))
         return len(tutors) + rolled
+
+    def audit(self) -> None:
+        """A drift audit of a few random tutors every `verify_every` seconds (not those buffered:
+        their rows are about to change); exported as `tutormax_verify_mismatches`."""
+        cfg = self.config
+        now = self.clock.monotonic()
+        if cfg.verify_every <= 0 or cfg.verify_sample <= 0 or self.stopping:
+            return
+        if now < self._next_audit:
+            return
+        self._next_audit = now + cfg.verify_every
+        try:
+            result = verify(
+                self.engine, sample=cfg.verify_sample, tiers=cfg.tiers, exclude=self.buffer.tutors
+            )
+        except Exception as exc:  # an audit is advice: it never stops the worker
+            log.warning("drift audit failed: %s", exc)
+            return
+        self.last_audit = result
+        m = self.metrics
+        m.verify_runs.inc()
+        m.verify_rows.set(result.rows)
+        m.verify_mismatches.set(result.rows_differing)
+        if not result.ok:
+            named = ", ".join(f"{k}: {sorted(v.tutors)[:5]}" for k, v in result.metrics.items())
+            log.warning(
+                "drift audit: %d of %d rows differ from the raw rows (%s)",
+                result.rows_differing, result.rows, named,
+            )  # fmt: skip
 
     def _poll(self, job: Job | None) -> Batch | None:
         """The job's next batch; a Redis or database failure is logged and retried later."""
