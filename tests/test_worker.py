@@ -223,7 +223,9 @@ def _cli_env(db_url: str, redis_url: str) -> dict[str, str]:
 
 def _start_worker(db_url: str, redis_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tutormax_cli", "worker", "run", *args],
+        # no window sweep or rollover unless a test asks: they would add flushes of their own
+        [sys.executable, "-m", "tutormax_cli", "worker", "run", "--sweep", "0", "--no-rollover",
+         *args],
         env=_cli_env(db_url, redis_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -258,6 +260,7 @@ def test_kill_9_loses_nothing_and_another_worker_finishes(
     time.sleep(0.3)
     done = subprocess.run(
         [sys.executable, "-m", "tutormax_cli", "worker", "run", "--burst", "--debounce", "0",
+         "--sweep", "0", "--no-rollover",
          "--consumer", "rescuer", "--max-wait", "0", "--claim-idle", "0.2"],
         env=_cli_env(db_url, redis_url), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
