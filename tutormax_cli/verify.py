@@ -28,14 +28,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.engine import (
-    FLOAT_PARTIALS,
-    PARTIALS,
-    event_partial_exprs,
-    finalize,
-    session_partial_exprs,
-    with_ratings,
-)
+from tutormax_cli.metrics.engine import finalize, with_ratings
+from tutormax_cli.metrics.partials import polars_aggs, zero_filled
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.metrics.windows import LONGEST_DAYS, WINDOWS, as_utc
 from tutormax_cli.store.db import is_postgres
@@ -185,13 +179,13 @@ def recompute_rows(
     session_parts = (
         joined.filter(in_window("scheduled_start", pl.col("days")))
         .group_by(keys)
-        .agg(session_partial_exprs())
+        .agg(polars_aggs("sessions"))
     )
     event_parts = (
         asof.join(events.lazy(), on="tutor_id", how="inner")
         .filter(in_window("event_timestamp", pl.col("days")))
         .group_by(keys)
-        .agg(event_partial_exprs())
+        .agg(polars_aggs("events"))
     )
     active = (
         asof.select("tutor_id", "t")
@@ -206,7 +200,7 @@ def recompute_rows(
         .join(session_parts, on=keys, how="left")
         .join(event_parts, on=keys, how="left")
         .with_columns(
-            [pl.col(c).fill_null(0.0 if c in FLOAT_PARTIALS else 0) for c in PARTIALS],
+            zero_filled(),
             metric_date=(pl.col("t") - pl.duration(microseconds=1)).dt.date(),
             calculation_date=pl.col("t"),
         )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.metrics.frames import RELEVANT_EVENT_TYPES
+from tutormax_cli.metrics.partials import RELEVANT_EVENTS_SQL
 from tutormax_cli.metrics.windows import WINDOWS, as_utc
 from tutormax_cli.store.db import is_postgres
 from tutormax_cli.store.load import parse_utc
@@ -39,7 +39,7 @@ _SOURCES = {
     "events": (
         "tutor_events",
         "event_timestamp",
-        " AND event_type IN (" + ", ".join(f"'{t}'" for t in RELEVANT_EVENT_TYPES) + ")",
+        f" AND event_type IN {RELEVANT_EVENTS_SQL}",
     ),
 }
 
