@@ -78,8 +78,17 @@ def main() -> None:
     tutormax = [sys.executable, "-m", "tutormax_cli"]
     subprocess.run([*tutormax, "db", "init"], check=True, env=env, cwd=ROOT)
     command = [
-        *tutormax, "sample", "generate", "--tutors", str(args.tutors), "--days", str(args.days),
-        "--seed", str(args.seed), "--end", args.end,
+        *tutormax,
+        "sample",
+        "generate",
+        "--tutors",
+        str(args.tutors),
+        "--days",
+        str(args.days),
+        "--seed",
+        str(args.seed),
+        "--end",
+        args.end,
     ]
     print("$", " ".join(command[2:]), flush=True)
     backend = _BackendCpu(admin, args.database)

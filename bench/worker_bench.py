@@ -162,8 +162,11 @@ def main() -> None:
                 recompute_tutor(engine, event.tutor_id, datetime.now(UTC))
         design = time.perf_counter() - started
         design_rate = len(sample_entries) / design
-        print(f"design algorithm: {len(sample_entries)} entries in {design:.2f}s = "
-              f"{design_rate:,.1f} entries/s -> tutormax is {len(batch) / elapsed / design_rate:,.0f}x")  # noqa: E501
+        print(
+            f"design algorithm: {len(sample_entries)} entries in {design:.2f}s = "
+            f"{design_rate:,.1f} entries/s -> tutormax is "
+            f"{len(batch) / elapsed / design_rate:,.0f}x"
+        )
 
         # 3. freshness at a steady rate with --debounce 1
         r.flushdb()

@@ -137,8 +137,10 @@ def _indexes(engine: sa.Engine) -> list[tuple[str, str]]:
         return [
             (str(name), str(definition))
             for name, definition in conn.execute(
-                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
-                        "current_schema() ORDER BY 1")
+                sa.text(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                    "current_schema() ORDER BY 1"
+                )
             )
         ]
 

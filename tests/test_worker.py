@@ -224,8 +224,17 @@ def _cli_env(db_url: str, redis_url: str) -> dict[str, str]:
 def _start_worker(db_url: str, redis_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         # no window sweep or rollover unless a test asks: they would add flushes of their own
-        [sys.executable, "-m", "tutormax_cli", "worker", "run", "--sweep", "0", "--no-rollover",
-         *args],
+        [
+            sys.executable,
+            "-m",
+            "tutormax_cli",
+            "worker",
+            "run",
+            "--sweep",
+            "0",
+            "--no-rollover",
+            *args,
+        ],
         env=_cli_env(db_url, redis_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

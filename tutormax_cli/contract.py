@@ -265,9 +265,7 @@ METRICS_TABLE = Table(
     ),
     key=("metric_id",),
     unique_key=("uq_tutor_performance_metrics_key", ("tutor_id", "window", "metric_date")),
-    indexes=(
-        ("ix_tutor_performance_metrics_tutor_id_metric_date", ("tutor_id", "metric_date")),
-    ),
+    indexes=(("ix_tutor_performance_metrics_tutor_id_metric_date", ("tutor_id", "metric_date")),),
 )
 """What tutormax computes (docs/metrics.md §2); one row per (tutor, window, metric_date)."""
 

@@ -531,8 +531,9 @@ class _Spill:
                     df = df.with_columns(session_id=_ids("SES", 6, pl.col("_rank")))
                 prefix, width = _PREFIX[table]
                 df = df.sort(_ORDER[table]).with_columns(
-                    _ids(prefix, width, pl.int_range(after, after + pl.len()))
-                    .alias(TABLE_SCHEMAS[table].names()[0])
+                    _ids(prefix, width, pl.int_range(after, after + pl.len())).alias(
+                        TABLE_SCHEMAS[table].names()[0]
+                    )
                 )
                 after += df.height
                 yield table, _conform(df, table)

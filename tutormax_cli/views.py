@@ -270,7 +270,6 @@ WEIGHTY_RATING = 3
 """Ratings at or below this are listed among the sessions that weighed on a tier."""
 
 
-
 def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.DataFrame]:
     """The sessions that pulled a tutor's metrics down: no-shows, reschedules and rated first
     sessions below 4 (newest first), and the lowest ratings (≤ 3, lowest first)."""

@@ -28,8 +28,7 @@ PIPELINE_CHUNK = 1_000
 SOURCE = "tutormax-ingest"
 
 DATA_COLUMNS = (
-    tuple(c for c in SESSIONS.names if c not in ("created_at", "updated_at"))
-    + SESSION_COLUMNS
+    tuple(c for c in SESSIONS.names if c not in ("created_at", "updated_at")) + SESSION_COLUMNS
 )
 """What an envelope's `data` may hold: the session's contract fields (the ones the row has),
 then its derived fields."""

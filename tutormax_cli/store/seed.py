@@ -137,5 +137,3 @@ def _csv_text(df: pl.DataFrame) -> pl.DataFrame:
             if isinstance(t, pl.Datetime)
         ]
     )
-
-
