@@ -37,16 +37,8 @@ def pending(
     stream: str = typer.Option(keys.ENRICHMENT_STREAM, "--stream", help="The stream."),
     group: str = typer.Option(keys.METRICS_GROUP, "--group", help="The consumer group."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    watch: float | None = typer.Option(
-        None,
-        "--watch",
-        help=refresh.WATCH_HELP,
-        min=0.1,
-        metavar="SECONDS",
-    ),
-    count: int | None = typer.Option(
-        None, "--count", min=1, help="With --watch: stop after N looks."
-    ),
+    watch: float | None = refresh.watch_option(),
+    count: int | None = refresh.count_option(),
 ) -> None:
     """Lag and pending entries of the metrics workers' consumer group, on the Redis the
     header names; a stream that does not exist there is an error (exit 1), not an empty one.

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import typer
 from typer.core import TyperCommand
 
 from tutormax_cli.cli import render
@@ -21,6 +22,25 @@ if TYPE_CHECKING:
 
 WATCH_HELP = "Refresh every SECONDS (default 2) until Ctrl-C: lag, pending, rate, time to drain."
 DEFAULT_WATCH_S = 2.0
+
+
+def watch_option() -> Any:
+    """The `--watch [SECONDS]` option of `status` and `pending` (typed `float | None`)."""
+    return typer.Option(None, "--watch", help=WATCH_HELP, min=0.1, metavar="SECONDS")
+
+
+def count_option() -> Any:
+    """The `--count N` option that ends a `--watch` (typed `int | None`)."""
+    return typer.Option(None, "--count", min=1, help="With --watch: stop after N looks.")
+
+
+def block_ms(deadline: float | None, longest: int = 1000) -> int | None:
+    """How long a follower may block on XREAD before `deadline` (monotonic), at most
+    `longest` ms; None once the deadline has passed (the follower stops)."""
+    if deadline is None:
+        return longest
+    wait = int(min(longest, (deadline - time.monotonic()) * 1000))
+    return None if wait <= 0 else max(wait, 1)
 
 
 class WatchCommand(TyperCommand):

@@ -22,16 +22,8 @@ def status(
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON document (with --watch: one per line)."
     ),
-    watch: float | None = typer.Option(
-        None,
-        "--watch",
-        help=refresh.WATCH_HELP,
-        min=0.1,
-        metavar="SECONDS",
-    ),
-    count: int | None = typer.Option(
-        None, "--count", min=1, help="With --watch: stop after N looks."
-    ),
+    watch: float | None = refresh.watch_option(),
+    count: int | None = refresh.count_option(),
 ) -> None:
     """Live workers, lag, pending entries, dead letters and metric freshness, with an exit
     code for scripts and probes; the header names the Redis and database it read.

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, render
+from tutormax_cli.cli import context, refresh, render
 from tutormax_cli.cli.show import DEFAULT_WINDOW, WindowName, complete_tier
 from tutormax_cli.metrics.windows import WINDOWS
 
@@ -79,12 +79,10 @@ def watch(
     try:
         with live or nullcontext():
             while count is None or shown < count:
-                wait = 1000
-                if deadline is not None:
-                    wait = int(min(wait, (deadline - time.monotonic()) * 1000))
-                    if wait <= 0:
-                        break
-                news, last = updates.read_updates(client, last, block_ms=max(wait, 1))
+                wait = refresh.block_ms(deadline)
+                if wait is None:
+                    break
+                news, last = updates.read_updates(client, last, block_ms=wait)
                 for update in news:
                     row = board.apply(update)
                     if chosen and not _matches(row, chosen, window):
@@ -122,12 +120,10 @@ def _follow_changes(
     shown = 0
     try:
         while count is None or shown < count:
-            wait = 1000
-            if deadline is not None:
-                wait = int(min(wait, (deadline - time.monotonic()) * 1000))
-                if wait <= 0:
-                    break
-            found, last = tier_changes.follow(client, last, block_ms=max(wait, 1))
+            wait = refresh.block_ms(deadline)
+            if wait is None:
+                break
+            found, last = tier_changes.follow(client, last, block_ms=wait)
             for change in found:
                 if window is not None and change.window != window:
                     continue
