@@ -108,12 +108,12 @@ def _partials_sql(url: str, first: date, last: date) -> list[tuple[str, str]]:
         return pl.DataFrame(schema=schema)
 
     original = load._copy_frame
-    load._copy_frame = capture  # type: ignore[assignment]
+    load._copy_frame = capture
     try:
         with engine.connect() as conn:
             load.load_daily_partials(conn, first, last)
     finally:
-        load._copy_frame = original  # type: ignore[assignment]
+        load._copy_frame = original
         engine.dispose()
     return captured
 

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import polars as pl
 import redis
@@ -200,7 +201,8 @@ def main() -> None:
         worker.terminate()
         worker.communicate(timeout=30)
         with engine.connect() as conn:
-            updated = dict(conn.execute(sa.text(
+            # extract(epoch ...) is numeric: psycopg2 returns Decimal
+            updated: dict[str, Decimal] = dict(conn.execute(sa.text(
                 "SELECT tutor_id, extract(epoch from max(updated_at)) FROM "
                 "tutor_performance_metrics GROUP BY tutor_id"
             )).all())  # fmt: skip

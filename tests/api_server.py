@@ -75,7 +75,7 @@ def api_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):  # a log file, not DEVNULL
             out.close()
         if proc.stderr:
             proc.stderr.close()

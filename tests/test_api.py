@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ from tutormax_cli.metrics.tiers import TIER_NAMES
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
+
+ClientFor = Callable[[str], httpx.Client]
+"""The `client_for` fixture: an HTTP client for a server's base URL, closed after the test."""
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -67,7 +70,7 @@ def receive(ws: Any, timeout: float = 10) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client_for() -> Iterator[Any]:
+def client_for() -> Iterator[ClientFor]:
     clients: list[httpx.Client] = []
 
     def make(base: str) -> httpx.Client:
@@ -80,7 +83,7 @@ def client_for() -> Iterator[Any]:
 
 
 def test_completions_reach_metrics_and_websockets(
-    db_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+    db_url: str, redis_url: str, rclient: redis.Redis, client_for: ClientFor
 ) -> None:
     seed(db_url)
     engine = open_engine(db_url)
@@ -180,7 +183,7 @@ def test_completions_reach_metrics_and_websockets(
 
 
 def test_bad_requests_are_refused_and_write_nothing(
-    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: ClientFor
 ) -> None:
     seed(sqlite_url)
     engine = open_engine(sqlite_url)
@@ -261,7 +264,7 @@ def test_bad_requests_are_refused_and_write_nothing(
 
 
 def test_a_redis_outage_is_a_503_and_the_retry_publishes(
-    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: Any
+    sqlite_url: str, redis_url: str, rclient: redis.Redis, client_for: ClientFor
 ) -> None:
     seed(sqlite_url)
     engine = open_engine(sqlite_url)
@@ -301,7 +304,7 @@ def test_a_redis_outage_is_a_503_and_the_retry_publishes(
 
 
 def test_credentials_never_reach_logs_or_answers(
-    pg_database_url: str, redis_url: str, tmp_path: Path, client_for: Any
+    pg_database_url: str, redis_url: str, tmp_path: Path, client_for: ClientFor
 ) -> None:
     """PostgreSQL here trusts local connections, so any password works and must be hidden."""
     url = sa.make_url(pg_database_url).set(password="s3cret-pw").render_as_string(False)
@@ -365,7 +368,7 @@ def test_the_committed_openapi_schema_is_current() -> None:
 
 
 def test_a_feedback_id_of_another_session_is_refused(
-    sqlite_url: str, redis_url: str, client_for: Any
+    sqlite_url: str, redis_url: str, client_for: ClientFor
 ) -> None:
     seed(sqlite_url)
     engine = open_engine(sqlite_url)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api_server import api_server
+from tests.streams import read
 from tests.test_api import AUTH, completion, seed
 from tutormax_cli import keys
 from tutormax_cli.api.batcher import Batcher, Overloaded
@@ -45,7 +46,7 @@ def stored(engine: sa.Engine) -> tuple[dict[str, dict[str, Any]], dict[str, dict
 def envelopes(client: redis.Redis) -> Counter[str]:
     """Published envelopes per session id."""
     out: Counter[str] = Counter()
-    for _id, fields in client.xrange(keys.ENRICHMENT_STREAM):
+    for _id, fields in read(client, keys.ENRICHMENT_STREAM):
         out[json.loads(fields[b"message"])["data"]["session_id"]] += 1
     return out
 

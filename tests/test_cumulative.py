@@ -192,7 +192,12 @@ def _refresh_while(engine: sa.Engine, still_open: sa.Connection) -> None:
     """A refresh started while `still_open` has written but not committed: it must wait for
     the commit (and then see the rows), not run past them."""
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (cumulative.refresh(engine), done.set()))
+
+    def refresh() -> None:
+        cumulative.refresh(engine)
+        done.set()
+
+    worker = threading.Thread(target=refresh)
     worker.start()
     ran_past = done.wait(0.5)
     still_open.commit()  # before any assertion: an open writer would block the teardown

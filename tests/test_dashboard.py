@@ -32,7 +32,7 @@ def hand_tier_changes(stored: pl.DataFrame, days: int) -> set[tuple[str, str, st
         previous = None
         for row in rows.iter_rows(named=True):
             tier = row["performance_tier"]
-            recent = (newest - row["metric_date"]).days < days  # type: ignore[operator]
+            recent = (newest - row["metric_date"]).days < days
             if previous is not None and tier != previous and recent:
                 out.add((str(tutor), str(window), row["metric_date"].isoformat(), previous, tier))
             previous = tier

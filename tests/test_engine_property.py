@@ -22,15 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.reference import reference_metrics, rules_like
+from tests.sources import DATABASE_SOURCES, source_compute
 from tutormax_cli.metrics import frames
 from tutormax_cli.metrics.engine import compute_metrics
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, FLAGGED_METRICS, Threshold, TierRules
-
-try:
-    from reference import reference_metrics, rules_like
-except ImportError:  # tests/ imported as a package
-    from tests.reference import reference_metrics, rules_like
-from tests.sources import DATABASE_SOURCES, source_compute
 
 US = timedelta(microseconds=1)
 OFFSETS = [
@@ -139,8 +135,10 @@ raw_events = st.fixed_dictionaries(
 )
 
 
-def build_sessions(raw: list[dict[str, Any]], tutors: list[str], as_of: datetime) -> list[dict]:
-    rows = []
+def build_sessions(
+    raw: list[dict[str, Any]], tutors: list[str], as_of: datetime
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for i, r in enumerate(raw):
         start = (as_of + r["offset"]).astimezone(r["tz"])
         delay = r["actual_delay"]
@@ -161,7 +159,9 @@ def build_sessions(raw: list[dict[str, Any]], tutors: list[str], as_of: datetime
     return rows
 
 
-def build_events(raw: list[dict[str, Any]], tutors: list[str], as_of: datetime) -> list[dict]:
+def build_events(
+    raw: list[dict[str, Any]], tutors: list[str], as_of: datetime
+) -> list[dict[str, Any]]:
     return [
         {
             "tutor_id": "ghost-tutor" if r["ghost"] else tutors[r["tutor"] % len(tutors)],

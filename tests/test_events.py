@@ -7,14 +7,15 @@ import json
 
 import pytest
 
+from tests.streams import as_fields
 from tutormax_cli.stream.events import Malformed, SessionEvent, checksum, decode, envelope, flat
 
 
 def test_envelope_round_trip() -> None:
     fields = envelope({"tutor_id": "T1", "session_id": "S9", "no_show": False}, channel="c")
-    assert decode(fields) == SessionEvent("T1", "S9", "envelope")
+    assert decode(as_fields(fields)) == SessionEvent("T1", "S9", "envelope")
     raw = {k.encode(): v.encode() for k, v in fields.items()}  # as redis-py returns them
-    assert decode(raw) == SessionEvent("T1", "S9", "envelope")
+    assert decode(as_fields(raw)) == SessionEvent("T1", "S9", "envelope")
 
 
 def test_checksum_is_sha256_of_sorted_json_with_default_separators() -> None:
@@ -24,9 +25,9 @@ def test_checksum_is_sha256_of_sorted_json_with_default_separators() -> None:
 
 
 def test_flat_fields() -> None:
-    assert decode(flat("T7", "S1")) == SessionEvent("T7", "S1", "flat")
-    assert decode({b"tutor_id": b"T7"}) == SessionEvent("T7", None, "flat")
-    assert decode({"tutor_id": "Tütor ✓"}) == SessionEvent("Tütor ✓", None, "flat")
+    assert decode(as_fields(flat("T7", "S1"))) == SessionEvent("T7", "S1", "flat")
+    assert decode(as_fields({b"tutor_id": b"T7"})) == SessionEvent("T7", None, "flat")
+    assert decode(as_fields({"tutor_id": "Tütor ✓"})) == SessionEvent("Tütor ✓", None, "flat")
 
 
 def _env(doc: object) -> dict[str, str]:
@@ -57,8 +58,8 @@ def _env(doc: object) -> dict[str, str]:
         ({b"tutor_id": b"\xff\xfe"}, "field is not valid UTF-8"),
     ],
 )
-def test_malformed_reasons(fields: dict[str, str], reason: str) -> None:
-    assert decode(fields) == Malformed(reason)  # type: ignore[arg-type]
+def test_malformed_reasons(fields: dict[str, str] | dict[bytes, bytes], reason: str) -> None:
+    assert decode(as_fields(fields)) == Malformed(reason)
 
 
 def test_tampered_data_fails_checksum() -> None:

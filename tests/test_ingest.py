@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from tests.helpers import count_rows
+from tests.streams import as_fields, read
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.pipeline import ingest_files
@@ -62,7 +63,7 @@ def break_sessions(path: Path, out: Path) -> list[int]:
     """The first 1,000 sessions with the issue's 8 broken rows; returns their CSV lines."""
     rows = pl.read_csv(path, infer_schema=False).head(1000).rows(named=True)
     no_show = next(i for i in range(600, 1000) if rows[i]["no_show"] == "false")
-    broken = {
+    broken: dict[int, dict[str, str | None]] = {
         10: {"engagement_score": "1.4"},
         100: {"late_start_minutes": "61"},
         200: {"session_type": "seminar"},
@@ -105,8 +106,8 @@ def test_the_acceptance_run(
     assert written["line"].cast(int).to_list() == lines
     assert count_rows(engine, "sessions") == 992
     assert rclient.xlen(keys.ENRICHMENT_STREAM) == 992
-    (_, fields), *_ = rclient.xrange(keys.ENRICHMENT_STREAM, count=1)
-    assert isinstance(events.decode(fields), events.SessionEvent)
+    (_, fields), *_ = read(rclient, keys.ENRICHMENT_STREAM)
+    assert isinstance(events.decode(as_fields(fields)), events.SessionEvent)
 
     before = snapshot(engine, "sessions")
     assert cli(db_url, redis_url, *args).exit_code == 1

@@ -11,6 +11,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from tests.streams import add, read, read_group
+from tests.streams import text as _s
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.stream import entries, groups, heartbeat
@@ -29,20 +31,16 @@ def run(redis_url: str, *args: str, db: str | None = None, input: str | None = N
     return CliRunner().invoke(app, [*base, *args], input=input)
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def backlog(r: redis.Redis) -> None:
     """Ten entries; c1 holds 3 (one redelivered twice), c2 holds 2 of which one is acked;
     five are not delivered yet."""
     for i in range(9):
-        r.xadd(STREAM, {"tutor_id": f"T{i:04d}", "session_id": f"S{i}"})
-    r.xadd(STREAM, envelope({"tutor_id": "T0099", "session_id": "S99"}, channel="test"))
+        add(r, STREAM, {"tutor_id": f"T{i:04d}", "session_id": f"S{i}"})
+    add(r, STREAM, envelope({"tutor_id": "T0099", "session_id": "S99"}, channel="test"))
     r.xgroup_create(STREAM, GROUP, id="0")
     r.xreadgroup(GROUP, "c1", {STREAM: ">"}, count=3)
-    taken = r.xreadgroup(GROUP, "c2", {STREAM: ">"}, count=2)
-    r.xack(STREAM, GROUP, taken[0][1][0][0])
+    taken = read_group(r, GROUP, "c2", STREAM, count=2)
+    r.xack(STREAM, GROUP, taken[0][0])
     r.xreadgroup(GROUP, "c1", {STREAM: "0"}, count=1)  # re-reading history redelivers
     r.xreadgroup(GROUP, "c1", {STREAM: "0"}, count=1)
     r.xadd(DLQ, {"reason": "checksum mismatch", "source_stream": STREAM, "source_id": "1-0"})
@@ -64,7 +62,7 @@ def test_pending_json_equals_xinfo_and_xpending(rclient: redis.Redis, redis_url:
     summary = rclient.xpending(STREAM, GROUP)
     pel = rclient.xpending_range(STREAM, GROUP, "-", "+", 100)
     last = _s(info["last-delivered-id"])
-    undelivered = rclient.xrange(STREAM, f"({last}", "+")
+    undelivered = read(rclient, STREAM, f"({last}")
     assert doc["stream"] == STREAM and doc["group"] == GROUP
     assert doc["length"] == rclient.xlen(STREAM) == 10
     assert doc["lag"] == len(undelivered) == 5
@@ -104,9 +102,9 @@ def test_pending_entries_json_equals_xpending(rclient: redis.Redis, redis_url: s
     assert [e["deliveries"] for e in entries] == [p["times_delivered"] for p in pel]
     for e, before, after in zip(entries, earlier, pel, strict=True):
         assert set(e) == {"id", "consumer", "idle_s", "deliveries", "tutor_id"}
-        low, high = before["time_since_delivered"], after["time_since_delivered"]
+        low, high = int(before["time_since_delivered"]), int(after["time_since_delivered"])
         assert low / 1000 - 0.001 <= e["idle_s"] <= high / 1000 + 0.001
-        fields = rclient.xrange(STREAM, e["id"], e["id"])[0][1]
+        fields = read(rclient, STREAM, e["id"], e["id"])[0][1]
         assert e["tutor_id"] == _s(fields[b"tutor_id"])
     only = json.loads(run(redis_url, "pending", "--entries", "--consumer", "c2", "--json").stdout)
     only = only["entries"]
@@ -119,7 +117,7 @@ def test_pending_entries_json_equals_xpending(rclient: redis.Redis, redis_url: s
 
 
 def test_envelope_entry_names_its_tutor(rclient: redis.Redis) -> None:
-    rclient.xadd(STREAM, envelope({"tutor_id": "T0099", "session_id": "S9"}, channel="t"))
+    add(rclient, STREAM, envelope({"tutor_id": "T0099", "session_id": "S9"}, channel="t"))
     rclient.xgroup_create(STREAM, GROUP, id="0")
     rclient.xreadgroup(GROUP, "c1", {STREAM: ">"})
     assert [e.tutor_id for e in pending_entries(rclient)] == ["T0099"]
@@ -170,7 +168,7 @@ def test_pending_options_that_need_entries(redis_url: str) -> None:
 
 def dead(r: redis.Redis, reason: str, **fields: str | bytes) -> str:
     meta = {"reason": reason, "source_stream": STREAM, "source_id": "1-1", "group": GROUP}
-    return _s(r.xadd(DLQ, {**meta, **fields}))
+    return add(r, DLQ, {**meta, **fields})
 
 
 def test_dlq_list_show_and_collisions(rclient: redis.Redis, redis_url: str) -> None:
@@ -204,12 +202,12 @@ def test_dlq_replay_puts_back_exact_fields(rclient: redis.Redis, redis_url: str)
     result = run(redis_url, "dlq", "replay", first, second)
     assert result.exit_code == 0, result.output
     assert "Replayed 2 dead letter(s)." in result.stderr
-    back = rclient.xrange(STREAM)
+    back = read(rclient, STREAM)
     assert [f for _, f in back] == [
         {b"session_id": b"S1", b"reason": b"mine"},
         {b"tutor_id": b"\xff\xfe"},
     ]
-    assert [_s(i) for i, _ in rclient.xrange(DLQ)] == [third]
+    assert [_s(i) for i, _ in read(rclient, DLQ)] == [third]
     assert groups.group_report(rclient).lag == 2  # the group will read them again
     both = run(redis_url, "dlq", "replay", third, "--all")
     assert both.exit_code == 2 and "name the entry IDs or choose with --all" in both.stderr
@@ -300,7 +298,7 @@ def test_status_from_stuck_entry_to_replay(
     listed = json.loads(run(redis_url, "dlq", "list", "--json").stdout)["dead_letters"]
     assert listed[-1]["id"] == letter
     assert run(redis_url, "dlq", "replay", letter).exit_code == 0
-    assert rclient.xrange(STREAM)[-1][1] == {b"message": b'{"data": {"tutor_id": "T7"}}'}
+    assert read(rclient, STREAM)[-1][1] == {b"message": b'{"data": {"tutor_id": "T7"}}'}
     beat(rclient, "c1")
     well = run(redis_url, "status", "--json", db=sqlite_url)
     assert well.exit_code == 0, well.output
@@ -327,7 +325,7 @@ def update(r: redis.Redis, tutor: str, t7: str, t30: str, t90: str = "Strong") -
         "tier_30day": t30,
         "tier_90day": t90,
     }
-    return _s(r.xadd(keys.METRICS_UPDATED_STREAM, fields))
+    return add(r, keys.METRICS_UPDATED_STREAM, fields)
 
 
 def test_watch_follows_updates_and_marks_changes(rclient: redis.Redis, redis_url: str) -> None:

@@ -17,16 +17,12 @@ from typing import Any
 import polars as pl
 import pytest
 
+from tests.reference import make_rules, reference_metrics, rules_like
+from tests.sources import DATABASE_SOURCES, source_compute
 from tutormax_cli.errors import TiersFileError
 from tutormax_cli.metrics import frames
 from tutormax_cli.metrics.engine import compute_metrics
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules, load_tiers
-
-try:
-    from reference import make_rules, reference_metrics, rules_like
-except ImportError:  # tests/ imported as a package
-    from tests.reference import make_rules, reference_metrics, rules_like
-from tests.sources import DATABASE_SOURCES, source_compute
 
 T = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
 """The default as-of instant: the worker computing at 14:05 on 2026-03-02."""

@@ -13,6 +13,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from tests.streams import add, read
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.store.db import open_engine
@@ -183,8 +184,7 @@ def test_an_unreachable_default_redis_points_to_the_embedded_server(
 
 def dead(r: redis.Redis, reason: str, source: str = STREAM, **fields: str) -> str:
     meta = {"reason": reason, "source_stream": source, "source_id": "1-1", "group": GROUP}
-    entry = r.xadd(DLQ, {**meta, **fields})
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+    return add(r, DLQ, {**meta, **fields})
 
 
 def test_dlq_stats_by_reason_and_source(rclient: redis.Redis, redis_url: str) -> None:
@@ -247,7 +247,7 @@ def test_dlq_list_and_replay_by_reason_since_and_limit(
     one = cli("--redis-url", redis_url, "dlq", "replay", "--reason", "delivered", "--limit", "1")
     assert one.exit_code == 0 and one.stderr.endswith("Replayed 1 dead letter(s).\n")
     assert listed() == [f"{since}-0", bad]
-    assert rclient.xrange(STREAM)[0][1] == {b"tutor_id": b"T1"}
+    assert read(rclient, STREAM)[0][1] == {b"tutor_id": b"T1"}
     mixed = cli("--redis-url", redis_url, "dlq", "replay", bad, "--reason", "x")
     assert mixed.exit_code == 2
     purged = cli("--redis-url", redis_url, "dlq", "purge", "--reason", "checksum", "--yes")

@@ -11,6 +11,7 @@ import redis
 from typer.testing import CliRunner
 
 from tests.helpers import count_rows, recent_sample
+from tests.streams import add, read
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.store.db import open_engine
@@ -47,13 +48,13 @@ def test_raw_completion_reaches_the_metrics_table(
     assert result.exit_code == 1 and "LIVE-2 is not a valid completion: engagement_score" in (
         result.output
     ), result.output
-    rclient.xadd(keys.SESSIONS_STREAM, events.envelope(bad, channel=keys.SESSIONS_STREAM))
+    add(rclient, keys.SESSIONS_STREAM, events.envelope(bad, channel=keys.SESSIONS_STREAM))
     rclient.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})
     result = runner.invoke(app, ["pipeline", "run", "--burst"], env=env)
     assert result.exit_code == 0, result.output
     assert count_rows(engine, "sessions") == 1
-    dead = {f[b"source_stream"]: f[b"reason"] for _, f in rclient.xrange(keys.DEAD_LETTER_STREAM)}
-    reasons = [f[b"reason"].decode() for _, f in rclient.xrange(keys.DEAD_LETTER_STREAM)]
+    dead = {f[b"source_stream"]: f[b"reason"] for _, f in read(rclient, keys.DEAD_LETTER_STREAM)}
+    reasons = [f[b"reason"].decode() for _, f in read(rclient, keys.DEAD_LETTER_STREAM)]
     assert len(reasons) == 2 and set(dead) == {keys.SESSIONS_STREAM.encode()}
     assert any("engagement_score" in r for r in reasons)
     assert rclient.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 0

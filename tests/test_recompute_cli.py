@@ -257,7 +257,7 @@ def test_ctrl_c_says_what_was_committed_and_how_to_finish(tmp_path: Path) -> Non
     with engine.connect() as conn:
         tutors = conn.execute(
             sa.text("SELECT count(DISTINCT tutor_id) FROM tutor_performance_metrics")
-        ).scalar()
+        ).scalar_one()
     done, total = int(match.group(1)), int(match.group(2))
     assert 1 <= done < total and 1 <= tutors <= done  # chunks of one tutor, committed ones only
     engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -117,14 +118,14 @@ def test_postgres_copy_from_csv_then_recompute(tmp_path: Path, pg_engine: sa.Eng
     paths = write_csv_tables(tables, tmp_path)
     raw = pg_engine.raw_connection()
     try:
-        with raw.cursor() as cursor:
-            for path in paths:
-                columns = ", ".join(f'"{c}"' for c in pl.read_csv(path, n_rows=0).columns)
-                with path.open("rb") as fh:
-                    cursor.copy_expert(
-                        f"COPY {path.stem} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                        fh,
-                    )
+        cursor: Any = raw.cursor()  # psycopg2's: copy_expert is not in the DB-API protocol
+        for path in paths:
+            columns = ", ".join(f'"{c}"' for c in pl.read_csv(path, n_rows=0).columns)
+            with path.open("rb") as fh:
+                cursor.copy_expert(
+                    f"COPY {path.stem} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)", fh
+                )
+        cursor.close()
         raw.commit()
     finally:
         raw.close()

@@ -156,10 +156,8 @@ def test_two_workers_never_sweep_the_same_interval(engine: sa.Engine, rclient: r
         for _ in range(4):
             for worker in (one, two) if i % 2 else (two, one):
                 worker.run_once()
-    done = sorted(
-        [*one.sweep.history, *two.sweep.history],
-        key=lambda d: d.start,  # type: ignore[union-attr]
-    )
+    assert one.sweep is not None and two.sweep is not None
+    done = sorted([*one.sweep.history, *two.sweep.history], key=lambda d: d.start)
     assert {d.owner for d in done} == {"w1", "w2"}  # both swept, never together
     for before, after in itertools.pairwise(done):
         assert before.end == after.start  # contiguous: nothing skipped, nothing twice

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from typer.testing import CliRunner
 
+from tests.streams import read_group
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.stream import rates
@@ -25,8 +26,8 @@ def test_rate_between_two_looks(rclient: redis.Redis) -> None:
         rclient.xadd(STREAM, {"tutor_id": f"T{i}"})
     rclient.xgroup_create(STREAM, GROUP, id="0")
     first = rates.sample(rclient, STREAM, backlog=4, at_s=10.0)
-    taken = rclient.xreadgroup(GROUP, "c1", {STREAM: ">"}, count=3)
-    rclient.xack(STREAM, GROUP, *[i for i, _ in taken[0][1]])  # 3 done
+    taken = read_group(rclient, GROUP, "c1", STREAM, count=3)
+    rclient.xack(STREAM, GROUP, *[i for i, _ in taken])  # 3 done
     for i in range(2):  # 2 arrive
         rclient.xadd(STREAM, {"tutor_id": f"N{i}"})
     second = rates.sample(rclient, STREAM, backlog=3, at_s=12.0)

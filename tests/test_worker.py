@@ -25,6 +25,7 @@ from tests.helpers import (
     sort_metrics,
     stored_metrics,
 )
+from tests.streams import as_fields, read
 from tutormax_cli import keys
 from tutormax_cli.store.seed import save_tables
 from tutormax_cli.stream import events
@@ -92,21 +93,21 @@ def test_burst_processes_envelopes_flat_and_malformed(
     assert counts.entries == len(good) + len(bad)
     assert counts.dead_lettered == 4
     assert pending_count(rclient) == 0
-    reasons = sorted(f[b"reason"].decode() for _, f in rclient.xrange(keys.DEAD_LETTER_STREAM))
+    reasons = sorted(f[b"reason"].decode() for _, f in read(rclient, keys.DEAD_LETTER_STREAM))
     assert reasons == [
         "checksum mismatch",
         "message is not JSON (Expecting property name enclosed in double quotes at 1)",
         "tutor_id longer than 50 characters (51)",
         "tutor_id missing",
     ]
-    dead = rclient.xrange(keys.DEAD_LETTER_STREAM)
+    dead = read(rclient, keys.DEAD_LETTER_STREAM)
     assert {f[b"source_stream"] for _, f in dead} == {STREAM.encode()}
     assert {f[b"group"] for _, f in dead} == {GROUP.encode()}
     assert any(f.get(b"session_id") == b"no tutor" for _, f in dead)  # original fields kept
     # rows equal docs/metrics.md at their calculation_date (the injected clock's now)
     as_of = worker.clock.now()
     assert_frame_equal(stored_metrics(engine), sort_metrics(expected_metrics(tables, as_of)))
-    updates = rclient.xrange(keys.METRICS_UPDATED_STREAM)
+    updates = read(rclient, keys.METRICS_UPDATED_STREAM)
     assert {f[b"tutor_id"].decode() for _, f in updates} == set(tutors)
     assert {b"tier_7day", b"tier_30day", b"tier_90day"} <= set(updates[0][1])
 
@@ -208,7 +209,7 @@ def test_orphans_are_claimed_and_poison_entries_dead_lettered(
     )
     worker.run()
     # the poison entry (6th delivery) is dead-lettered, the other one computed
-    dead = rclient.xrange(keys.DEAD_LETTER_STREAM)
+    dead = read(rclient, keys.DEAD_LETTER_STREAM)
     assert [f[b"reason"] for _, f in dead] == [b"delivered 6 times"]
     assert dead[0][1][b"tutor_id"] == b"T0001"
     assert pending_count(rclient) == 0
@@ -364,9 +365,9 @@ def test_events_publish_and_replay(sqlite_url: str, redis_url: str, rclient: red
     assert rclient.xlen(STREAM) == 2
     result = runner.invoke(app, ["events", "replay", "--since", "2000-01-01"], env=env)
     assert result.exit_code == 0, result.output
-    entries = rclient.xrange(STREAM)
+    entries = read(rclient, STREAM)
     assert len(entries) == 2 + tables["sessions"].height
-    decoded = [events.decode(f) for _, f in entries]  # type: ignore[arg-type]
+    decoded = [events.decode(as_fields(f)) for _, f in entries]
     assert all(isinstance(d, events.SessionEvent) and d.kind == "envelope" for d in decoded)
     assert pl.Series([d.tutor_id for d in decoded]).n_unique() == 2  # type: ignore[union-attr]
 
