@@ -452,6 +452,39 @@ def test_arbitrary_envelopes_never_crash_and_are_never_lost(fields: list[dict[An
     assert sorted(valid["_entry"].to_list() + rejects["_entry"].to_list()) == sorted(
         f"{i}-0" for i in range(len(entries))
     )
+    for (_, entry), error in zip(entries, df[ERROR].to_list(), strict=True):
+        message = entry.get("message", entry.get(b"message"))
+        if isinstance(message, str):  # the worker's decoder judges the same envelope alike
+            judged = events.envelope_data(message)
+            expected = f"row: {judged.reason}" if isinstance(judged, events.Malformed) else None
+            assert error == expected
+
+
+def test_stream_reader_rejects_envelopes_with_the_worker_s_reasons() -> None:
+    """The pipeline's stream reader and the metrics worker decode envelopes with one function:
+    each bad envelope is rejected with the reason the worker dead-letters it for."""
+    data = {"tutor_id": "T1", "session_id": "S1"}
+    bad = {
+        "{nope": "message is not JSON (Expecting property name enclosed in double quotes at 1)",
+        json.dumps([1]): "envelope has no data object",
+        json.dumps({"data": data}): "envelope has no checksum",
+        json.dumps({"data": data, "checksum": "00"}): "checksum mismatch",
+    }
+    good = events.envelope(data, channel="c")["message"]
+    entries: list[tuple[bytes | str, dict[Any, Any]]] = [
+        (f"{i}-0", {"message": m}) for i, m in enumerate([*bad, good])
+    ]
+    entries.append(("9-0", {b"message": b"\xff"}))
+    entries.append(("10-0", {"tutor_id": "T1"}))
+    df = envelopes_frame(entries)
+    assert df[ERROR].to_list() == [
+        *(f"row: {reason}" for reason in bad.values()),
+        None,
+        "row: message is not valid UTF-8",
+        "row: entry has no message field",
+    ]
+    for message, reason in bad.items():
+        assert events.decode({"message": message}) == events.Malformed(reason)
 
 
 def test_as_text_round_trips_typed_frames() -> None:

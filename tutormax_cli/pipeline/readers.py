@@ -29,7 +29,7 @@ import polars as pl
 
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.pipeline import Format
-from tutormax_cli.stream.events import checksum
+from tutormax_cli.stream.events import Malformed, envelope_data
 
 FILE = "_file"
 LINE = "_line"
@@ -335,23 +335,20 @@ def envelopes_frame(entries: Iterable[tuple[bytes | str, Mapping[Any, Any]]]) ->
     return df.with_columns(pl.Series(ENTRY, ids, dtype=pl.String))
 
 
-def _envelope_data(fields: Mapping[Any, Any]) -> tuple[Any, str | None]:
+def _envelope_data(fields: Mapping[Any, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """An entry's envelope `data`, or the reason it has none, as `events.envelope_data` (the
+    one decoder of the envelope) judges it."""
     raw = fields.get("message", fields.get(b"message"))
     if raw is None:
         return None, "row: entry has no message field"
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-        doc = json.loads(text)
     except UnicodeDecodeError:
         return None, "row: message is not valid UTF-8"
-    except (json.JSONDecodeError, RecursionError):
-        return None, "row: message is not valid JSON"
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-        return None, "row: envelope has no data object"
-    given = doc.get("checksum")
-    if not isinstance(given, str) or given.lower() != checksum(doc["data"]):
-        return None, "row: envelope checksum missing or mismatched"
-    return doc["data"], None
+    data = envelope_data(text)
+    if isinstance(data, Malformed):
+        return None, f"row: {data.reason}"
+    return data, None
 
 
 def write_rejects(rejects: pl.DataFrame, path: Path, *, with_file: bool) -> None:

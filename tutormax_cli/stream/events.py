@@ -73,16 +73,25 @@ def envelope_doc(message: str) -> dict[str, Any] | Malformed:
     return doc
 
 
-def _decode_envelope(message: str) -> SessionEvent | Malformed:
+def envelope_data(message: str) -> dict[str, Any] | Malformed:
+    """The `data` object of an envelope's `message` once its checksum matches: the one check of
+    an envelope, for the metrics worker and for the pipeline's stream reader alike."""
     doc = envelope_doc(message)
     if isinstance(doc, Malformed):
         return doc
-    data = doc["data"]
+    data: dict[str, Any] = doc["data"]
     given = doc.get("checksum")
     if not isinstance(given, str):
         return Malformed("envelope has no checksum")
     if given.lower() != checksum(data):
         return Malformed("checksum mismatch")
+    return data
+
+
+def _decode_envelope(message: str) -> SessionEvent | Malformed:
+    data = envelope_data(message)
+    if isinstance(data, Malformed):
+        return data
     tutor = _check_id(data.get("tutor_id"), "tutor_id")
     if isinstance(tutor, Malformed):
         return tutor
