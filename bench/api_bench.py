@@ -1,47 +1,50 @@
-"""API benchmark: throughput and latency of a real `tutormax api serve` process, per --workers.
+"""API benchmark: throughput and latency of one real `tutormax api serve` process, wrk-driven.
 
     python bench/api_bench.py [--database-url postgresql://root@127.0.0.1:5432/tutormax_bench]
-        [--redis-url redis://127.0.0.1:6379/14] [--workers 1,4] [--concurrency 16]
-        [--posts 3000] [--gets 3000] [--boards 300] [--floor 1000]
+        [--redis-url redis://127.0.0.1:6379/14] [--workers 1] [--connections 16]
+        [--threads 1] [--duration 15] [--warmup 3] [--batch 50]
 
-For each --workers value it starts the server (SIGTERM at the end, as systemd stops it), waits
-for `/healthz`, then drives it from this process with `--concurrency` threads, each with its own
-keep-alive `httpx.Client`, and measures three phases after a short warm-up each:
+It starts the server once (SIGTERM at the end, as systemd stops it), waits for `/healthz`, and
+drives it with `wrk` (Debian's package, a C load generator: one thread takes a few percent of
+a core where a Python client took as much CPU as the server) over `--connections` keep-alive
+connections, phase after phase against the same process, each after a `--warmup` run of its
+own:
 
-1. `POST /api/sessions/{id}/complete` with a feedback object, for random existing tutors and
-   students (scheduled in the last day): requests/s, p50/p95/p99 latency, non-202 answers
-   (must be 0), and that the enrichment stream grew by exactly the number of 202s;
-2. `GET /api/tutors/{id}/metrics` for random tutors (non-200 must be 0);
-3. `GET /api/tutors?window=30day&limit=50`, the leaderboard (fewer requests);
-4. `GET /healthz`, the floor: what HTTP, uvicorn and the load generator cost without a query.
+1. `GET /healthz`, the floor: HTTP, uvicorn and the load generator without a query;
+2. `POST /api/sessions/{id}/complete` with a feedback object, a new session id per request
+   (`bench/wrk/complete.lua`), for random existing tutors and students, scheduled in the last
+   day;
+3. `POST /api/sessions:batch` with `--batch` such completions a request (`bench/wrk/batch.lua`);
+4. `GET /api/tutors/{id}/metrics` for random tutors (`bench/wrk/get.lua`);
+5. `GET /api/tutors?window=30day&limit=50`, the leaderboard.
 
-On Linux, uvicorn (0.54 at least) leaves Nagle's algorithm on for the connections of
-`--workers N > 1` (its pre-bound socket has proto 0, so asyncio skips TCP_NODELAY: uvicorn
-issue #3149), and each keep-alive request after a connection's first then waited ~40 ms for
-the client's delayed ACK; `tutormax api serve` now sets TCP_NODELAY on each connection
-(`tutormax_cli/api/server.py`), and the floor phase shows whether that holds.
+The Lua scripts count answers by status and keep the session id of every 202 (read from the
+answer's body); their `done()` writes those ids and the latency percentiles to a file. After
+each completion phase the bench CHECKS, against PostgreSQL and the enrichment stream (XRANGE,
+each envelope's `data.session_id`): every 202 is a committed session with its feedback row,
+every committed session of the phase has exactly one envelope and every envelope a committed
+session, no id is answered twice, and the sessions committed without an answer wrk saw are at
+most the requests in flight when it stopped (one per connection). Any other answer, or a
+failed check, fails the run (exit 1) after the table is printed.
 
-Latency is measured client-side (request sent to body read). The CPU columns are CPU time over
-the phase's wall time (100% = one core): the server's processes, this load generator, the
-database's PostgreSQL backends, and the whole machine (anything not idle, other users
-included). The machine has 2 cores and the load generator competes with the server (and
-PostgreSQL and Redis) for them, so the rates are lower bounds of what the server would do on
-cores of its own. "PG held" counts the database connections the server holds after a phase,
-"PG connects" the connections opened to the database during it (pg_stat_database.sessions:
-the server's pool churn, plus anything else connecting to that database), "RSS MB" the
-server processes' resident memory after it.
+Latency is wrk's (request written to response read). The CPU columns are CPU time over the
+phase's wall time (100% = one core): the server's processes, wrk, the database's PostgreSQL
+backends, and the whole machine (anything not idle, other users included). "rate / floor" is
+the phase's rate over the floor's req/s: completions/s for the completion phases (a batch
+request carries `--batch`), requests/s for the reads.
 
-The database must hold tutors, students and metric rows (run `tutormax recompute` first). The
-sessions posted are ids `APIBENCH-<run>-w<workers>-<n>`; they and their feedback rows are
-deleted at the end, even on failure. The Redis db is flushed before each round and at the end:
-give it a db index nothing else uses.
+The database must hold tutors, students and metric rows (`bench/scale_db.py --tutors 2000`
+makes one). The sessions posted are ids `APIBENCH-<run>-<phase>-<thread>-<n>`; they and their
+feedback rows are deleted at the end, even on failure. The Redis db is flushed at the start
+and at the end: give it a db index nothing else uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
+import resource
 import secrets
 import signal
 import socket
@@ -51,12 +54,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -67,7 +68,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tutormax_cli import keys
 from tutormax_cli.store.db import open_engine
 
-SUBJECTS = ("Algebra", "Geometry", "Chemistry", "Physics", "Biology", "SAT Prep", "Essay Writing")
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -140,7 +141,7 @@ class CpuMeter:
         self.server, self.database = server, database
         self.pg_start = self._backends()
         self.pg_seen = dict(self.pg_start)
-        self.start = cpu_seconds(server), time.process_time(), machine_busy()
+        self.start = cpu_seconds(server), children_cpu(), machine_busy()
         self.done = threading.Event()
         self.sampler = threading.Thread(target=self._sample, daemon=True)
         self.sampler.start()
@@ -153,7 +154,7 @@ class CpuMeter:
             self.pg_seen.update(self._backends())
 
     def stop(self) -> dict[str, float]:
-        server, client, machine = cpu_seconds(self.server), time.process_time(), machine_busy()
+        server, client, machine = cpu_seconds(self.server), children_cpu(), machine_busy()
         self.done.set()
         self.sampler.join()
         self.pg_seen.update(self._backends())
@@ -237,217 +238,231 @@ def api_server(
 
 # --- the load generator ----------------------------------------------------------------------
 
-Job = Callable[[httpx.Client], httpx.Response]
-
 
 @dataclass
 class Result:
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int | str] = field(default_factory=Counter)
-    samples: list[str] = field(default_factory=list)
-    wall: float = 0.0
+    """What one wrk run reported (its Lua `done()` file)."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+    socket_errors: tuple[int, ...] = (0, 0, 0, 0)  # connect, read, write, timeout
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    accepted: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
 
-    def quantile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
-
-def drive(
-    base: str,
-    headers: dict[str, str],
-    jobs: list[Job],
-    concurrency: int,
-    expect: int,
-    meter: Callable[[], CpuMeter] | None = None,
-) -> Result:
-    """Run `jobs` on `concurrency` threads (one keep-alive client each), as fast as they go;
-    `meter` measures the CPU used from the first job to the last answer."""
+def read_result(path: Path) -> Result:
     result = Result()
-    lock = threading.Lock()
-    position = iter(range(len(jobs)))
-    start = threading.Barrier(concurrency + 1)
-
-    def work() -> None:
-        latencies: list[float] = []
-        statuses: Counter[int | str] = Counter()
-        samples: list[str] = []
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        with httpx.Client(base_url=base, headers=headers, timeout=60, limits=limits) as client:
-            client.get("/healthz")  # open the connection before the clock starts
-            start.wait()
-            while True:
-                with lock:
-                    i = next(position, None)
-                if i is None:
-                    break
-                began = time.perf_counter()
-                try:
-                    response = jobs[i](client)
-                    status: int | str = response.status_code
-                except httpx.HTTPError as exc:
-                    response, status = None, type(exc).__name__
-                latencies.append(time.perf_counter() - began)
-                statuses[status] += 1
-                if status != expect and len(samples) < 3:
-                    samples.append(f"{status}: {response.text[:300] if response else ''}")
-        with lock:
-            result.latencies.extend(latencies)
-            result.statuses.update(statuses)
-            result.samples.extend(samples)
-
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start.wait()
-    began, cpu = time.perf_counter(), meter() if meter else None
-    for t in threads:
-        t.join()
-    result.wall = time.perf_counter() - began
-    result.cpu = cpu.stop() if cpu else {}
+    for line in path.read_text().splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "accepted":
+            result.accepted.append(rest)
+        elif kind == "status":
+            status, n = rest.rsplit(" ", 1)
+            result.statuses[status] += int(n)
+        elif kind == "requests":
+            result.requests = int(rest)
+        elif kind == "duration_us":
+            result.seconds = int(rest) / 1e6
+        elif kind == "errors":
+            result.socket_errors = tuple(int(x) for x in rest.split())
+        elif kind == "latency_us":
+            q, us = rest.split()
+            result.latency_ms[q] = int(us) / 1000
     return result
 
 
-def completion(tutor: str, student: str, rng: random.Random, now: datetime) -> dict[str, Any]:
-    """A valid completion with feedback, scheduled in the day before `now`."""
-    start = (now - timedelta(minutes=rng.randint(60, 23 * 60))).replace(second=0, microsecond=0)
-    late = rng.choice((0, 0, 0, 2, 5, 12))
-    duration = rng.choice((30, 45, 60, 60, 90))
-    return {
-        "tutor_id": tutor, "student_id": student, "session_number": rng.randint(1, 12),
-        "scheduled_start": start.isoformat(),
-        "actual_start": (start + timedelta(minutes=late)).isoformat(),
-        "duration_minutes": duration, "subject": rng.choice(SUBJECTS),
-        "session_type": rng.choice(("1-on-1", "1-on-1", "group")),
-        "tutor_initiated_reschedule": False, "no_show": False, "late_start_minutes": late,
-        "engagement_score": round(rng.uniform(0.3, 1.0), 3),
-        "learning_objectives_met": rng.random() < 0.8, "technical_issues": rng.random() < 0.05,
-        "feedback": {
-            "overall_rating": rng.randint(2, 5), "subject_knowledge_rating": rng.randint(2, 5),
-            "communication_rating": rng.randint(2, 5), "patience_rating": rng.randint(2, 5),
-            "engagement_rating": rng.randint(2, 5), "helpfulness_rating": rng.randint(2, 5),
-            "would_recommend": rng.random() < 0.85, "improvement_areas": ["pacing"],
-            "free_text_feedback": "Clear explanations, good pace.",
-        },
-    }  # fmt: skip
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (each wrk run, once it exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def post_job(session_id: str, body: dict[str, Any]) -> Job:
-    return lambda c: c.post(f"/api/sessions/{session_id}/complete", json=body)
+@dataclass
+class Wrk:
+    """How to run wrk against one server."""
+
+    base: str
+    headers: dict[str, str]
+    connections: int
+    threads: int
+    ids_file: Path
+    out_dir: Path
+
+    def run(
+        self, name: str, script: str, args: list[str], seconds: float, meter: CpuMeter | None
+    ) -> Result:
+        out = self.out_dir / f"{name}.out"
+        command = [
+            "wrk", f"-t{self.threads}", f"-c{self.connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "30s", "-s", script,
+            *[x for k, v in self.headers.items() for x in ("-H", f"{k}: {v}")],
+            self.base, "--", str(self.ids_file), str(out), *args,
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=WRK_DIR, capture_output=True, text=True)
+        cpu = meter.stop() if meter else {}
+        if done.returncode != 0 or not out.exists():
+            raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip()[:500]}")
+        result = read_result(out)
+        result.cpu = cpu
+        return result
 
 
-def get_job(path: str) -> Job:
-    return lambda c: c.get(path)
+# --- the checks -------------------------------------------------------------------------------
 
 
-# --- one round per --workers -----------------------------------------------------------------
+def stream_ids(r: redis.Redis, stream: str) -> Counter[str]:
+    """How many envelopes on `stream` name each session id (its `data.session_id`)."""
+    seen: Counter[str] = Counter()
+    last = "-"
+    while True:
+        entries = r.xrange(stream, min=last, max="+", count=10_000)
+        if last != "-":
+            entries = entries[1:]  # the bound is inclusive
+        if not entries:
+            return seen
+        for _entry_id, fields in entries:
+            seen[json.loads(fields[b"message"])["data"]["session_id"]] += 1
+        last = entries[-1][0]
+
+
+def committed(engine: sa.Engine, prefix: str) -> tuple[set[str], set[str]]:
+    """Session ids stored under `prefix`, and those of them with a feedback row."""
+    like = {"like": f"{prefix}-%"}
+    with engine.connect() as conn:
+        sessions = set(
+            conn.execute(
+                sa.text("SELECT session_id FROM sessions WHERE session_id LIKE :like"), like
+            ).scalars()
+        )
+        with_feedback = set(
+            conn.execute(
+                sa.text(
+                    "SELECT s.session_id FROM sessions s JOIN student_feedback f "
+                    "ON f.session_id = s.session_id WHERE s.session_id LIKE :like"
+                ),
+                like,
+            ).scalars()
+        )
+    return sessions, with_feedback
+
+
+def check_completions(
+    result: Result, stored: tuple[set[str], set[str]], published: Counter[str], in_flight: int
+) -> list[str]:
+    """What is wrong between the 202s wrk saw, the committed rows and the envelopes; [] when
+    every 202 is one committed session with its feedback and one envelope."""
+    sessions, with_feedback = stored
+    accepted = set(result.accepted)
+    problems = []
+    if len(accepted) != len(result.accepted):
+        problems.append(f"{len(result.accepted) - len(accepted)} ids answered 202 twice")
+    if missing := accepted - sessions:
+        problems.append(f"{len(missing)} 202s without a committed session, e.g. {min(missing)}")
+    if no_feedback := accepted - with_feedback:
+        problems.append(f"{len(no_feedback)} 202s without their feedback row")
+    if doubled := [sid for sid, n in published.items() if n > 1]:
+        problems.append(f"{len(doubled)} sessions published more than once")
+    if unpublished := sessions - set(published):
+        problems.append(f"{len(unpublished)} committed sessions without an envelope")
+    if orphans := set(published) - sessions:
+        problems.append(f"{len(orphans)} envelopes without a committed session")
+    if len(sessions - accepted) > in_flight:
+        problems.append(
+            f"{len(sessions - accepted)} sessions committed without a 202 seen "
+            f"(more than the {in_flight} requests in flight at wrk's stop)"
+        )
+    return problems
+
+
+# --- the run ------------------------------------------------------------------------------------
 
 
 @dataclass
 class Row:
-    workers: int
     phase: str
-    expect: int
     result: Result
-    rss: float
-    connections: int
-    connects: int
+    per_request: int  # completions a request carries (0 for reads)
+    expect: str  # the status every answer must have
+    problems: list[str] = field(default_factory=list)
     note: str = ""
 
+    @property
+    def rate(self) -> float:
+        """Requests/s."""
+        return self.result.requests / self.result.seconds if self.result.seconds else 0.0
 
-def database_sessions(engine: sa.Engine) -> int:
-    """Connections ever opened to the database (PostgreSQL 14+; flushed within about 1 s)."""
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-        return int(
-            conn.execute(
-                sa.text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        )
-
-
-def api_connections(engine: sa.Engine) -> int:
-    """PostgreSQL connections the API processes hold (their application_name)."""
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tutormax' "
-                    "AND datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        )
+    @property
+    def unexpected(self) -> int:
+        bad = sum(n for s, n in self.result.statuses.items() if s not in (self.expect, "item 202"))
+        return bad + sum(self.result.socket_errors)
 
 
-def run_round(
-    args: argparse.Namespace,
-    workers: int,
-    prefix: str,
-    engine: sa.Engine,
-    r: redis.Redis,
-    ids: tuple[list[str], list[str]],
-    log_dir: Path,
-) -> list[Row]:
-    tutors, students = ids
-    rng = random.Random(f"{args.seed}-{workers}")
+def run(args: argparse.Namespace, engine: sa.Engine, r: redis.Redis, prefix: str) -> list[Row]:
     token = secrets.token_hex(16)
-    headers = {"Authorization": f"Bearer {token}"}
-    now = datetime.now(UTC)
-    r.flushdb()
-    stream = keys.ENRICHMENT_STREAM
-    rows: list[Row] = []
-    log = log_dir / f"api-w{workers}.log"
     database = sa.make_url(args.database_url).database or ""
-    with api_server(args.database_url, args.redis_url, token, workers, log) as server:
+    stream = keys.ENRICHMENT_STREAM
+    out_dir = args.log_dir
+    rows: list[Row] = []
+    with api_server(
+        args.database_url, args.redis_url, token, args.workers, out_dir / "api.log"
+    ) as server:
+        wrk = Wrk(
+            server.base,
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            args.connections,
+            args.threads,
+            args.ids_file,
+            out_dir,
+        )
 
-        def phase(name: str, jobs: list[Job], warm: list[Job], expect: int) -> Result:
-            if warm:
-                drive(server.base, headers, warm, args.concurrency, expect)
+        def phase(
+            name: str, script: str, extra: list[str], expect: str, per_request: int = 0
+        ) -> Row:
+            tag = name.split()[0].lower()
+            warm = [f"{prefix}-{tag}warm", *extra[1:]] if per_request else extra
+            wrk.run(f"{tag}-warm", script, warm, args.warmup, None)
             pids = server.pids()
-            meter = lambda: CpuMeter(pids, database)  # noqa: E731
-            sessions = database_sessions(engine)
-            result = drive(server.base, headers, jobs, args.concurrency, expect, meter)
-            time.sleep(1.5)  # let the backends flush their session counts
-            connects = database_sessions(engine) - sessions
-            held = api_connections(engine)
-            row = Row(workers, name, expect, result, rss_mb(pids), held, connects)
+            result = wrk.run(tag, script, extra, args.duration, CpuMeter(pids, database))
+            row = Row(name, result, per_request, expect)
             rows.append(row)
-            for sample in result.samples:
-                print(f"  workers={workers} {name}: unexpected answer {sample}")
-            return result
+            return row
 
-        def posts(tag: str, n: int) -> list[Job]:
-            return [
-                post_job(
-                    f"{prefix}-w{workers}-{tag}{i}",
-                    completion(rng.choice(tutors), rng.choice(students), rng, now),
-                )
-                for i in range(n)
-            ]
-
-        warm_posts = posts("warm", args.warmup)
-        drive(server.base, headers, warm_posts, args.concurrency, 202)
-        before = r.xlen(stream)
-        result = phase("POST complete", posts("", args.posts), [], 202)
-        grew = r.xlen(stream) - before
-        accepted = result.statuses[202]
-        rows[-1].note = f"stream +{grew:,} ({'=' if grew == accepted else '≠'} {accepted:,} 202s)"
-
-        def metrics_jobs(n: int) -> list[Job]:
-            return [get_job(f"/api/tutors/{rng.choice(tutors)}/metrics") for _ in range(n)]
-
-        phase("GET tutor metrics", metrics_jobs(args.gets), metrics_jobs(args.warmup), 200)
-        board = get_job("/api/tutors?window=30day&limit=50")
-        phase("GET leaderboard", [board] * args.boards, [board] * args.concurrency, 200)
-        sizes = httpx.get(f"{server.base}/api/tutors?window=30day&limit=50").json()["count"]
-        rows[-1].note = f"{sizes} rows each"
-        if args.floor:
-            health = get_job("/healthz")
-            phase("GET /healthz (floor)", [health] * args.floor, [health] * args.concurrency, 200)
-            rows[-1].note = "no database: HTTP and client overhead"
-    errors = [line for line in log.read_text().splitlines() if "ERROR" in line or "Trace" in line]
+        floor = phase("healthz", "get.lua", ["/healthz"], "200")
+        floor.phase = "GET /healthz (floor)"
+        for name, script, n in (
+            ("single POST …/complete", "complete.lua", 1),
+            ("batch POST /api/sessions:batch", "batch.lua", args.batch),
+        ):
+            tag = name.split()[0]
+            extra = [f"{prefix}-{tag}", str(n)]
+            row = phase(name, script, extra, "202" if n == 1 else "200", n)
+            time.sleep(1.0)  # answers in flight when wrk stopped are committed by now
+            stored = committed(engine, f"{prefix}-{tag}")
+            published = Counter(
+                {k: v for k, v in stream_ids(r, stream).items() if k.startswith(f"{prefix}-{tag}-")}
+            )
+            in_flight = args.connections * n
+            row.problems = check_completions(row.result, stored, published, in_flight)
+            row.note = (
+                f"{len(row.result.accepted):,} 202s = {len(stored[0]):,} committed "
+                f"(+{len(stored[0] - set(row.result.accepted))} in flight) = "
+                f"{sum(published.values()):,} envelopes"
+                + ("" if not row.problems else " — FAILED: " + "; ".join(row.problems))
+            )
+        phase("metrics GET /api/tutors/{id}/metrics", "get.lua",
+              ["/api/tutors/{tutor}/metrics"], "200")  # fmt: skip
+        board = phase("leaderboard GET /api/tutors?window=30day&limit=50", "get.lua",
+                      ["/api/tutors?window=30day&limit=50"], "200")  # fmt: skip
+        count = httpx.get(f"{server.base}/api/tutors?window=30day&limit=50").json()["count"]
+        board.note = f"{count} rows each"
+        for row in rows:
+            row.phase = row.phase.split(" ", 1)[1] if not row.phase.startswith("GET") else row.phase
+    log = (out_dir / "api.log").read_text().splitlines()
+    errors = [line for line in log if "ERROR" in line or "Trace" in line]
     if errors:
-        print(f"  workers={workers}: {len(errors)} error lines in {log}, first: {errors[0]}")
+        print(f"  {len(errors)} error lines in {out_dir / 'api.log'}, first: {errors[0]}")
     return rows
 
 
@@ -472,22 +487,27 @@ def cleanup(engine: sa.Engine, prefix: str) -> tuple[int, int, int]:
 
 
 def table(rows: list[Row]) -> str:
+    floor = rows[0].rate
     out = [
-        "| workers | phase | requests | unexpected | req/s | p50 ms | p95 ms | p99 ms | server CPU "
-        "| client CPU | PG CPU | machine CPU | RSS MB | PG held | PG connects | notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| phase | requests | unexpected | req/s | completions/s | p50 ms | p99 ms "
+        "| rate / floor | server CPU | wrk CPU | PG CPU | machine CPU | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         res, cpu = row.result, row.result.cpu
-        n = len(res.latencies)
-        bad = {k: v for k, v in res.statuses.items() if k != row.expect}
+        wall = res.seconds
+        completions = row.rate * row.per_request
+        rate = completions if row.per_request else row.rate
+        bad = {k: v for k, v in res.statuses.items() if k not in (row.expect, "item 202")}
+        unexpected = f"{row.unexpected}" + (f" {dict(bad)}" if bad else "")
+        if sum(res.socket_errors):
+            unexpected += f" socket errors {res.socket_errors}"
         out.append(
-            f"| {row.workers} | {row.phase} | {n:,} | {sum(bad.values()) or 0}"
-            f"{' ' + str(dict(bad)) if bad else ''} | {n / res.wall:,.0f} "
-            f"| {res.quantile(0.5):.1f} | {res.quantile(0.95):.1f} | {res.quantile(0.99):.1f} "
-            f"| {cpu['server'] / res.wall:.0%} | {cpu['client'] / res.wall:.0%} "
-            f"| {cpu['postgres'] / res.wall:.0%} | {cpu['machine'] / res.wall:.0%} "
-            f"| {row.rss:,.0f} | {row.connections} | {row.connects:,} | {row.note} |"
+            f"| {row.phase} | {res.requests:,} | {unexpected} | {row.rate:,.0f} "
+            f"| {f'{completions:,.0f}' if row.per_request else ''} "
+            f"| {res.latency_ms['50']:.1f} | {res.latency_ms['99']:.1f} | {rate / floor:.1%} "
+            f"| {cpu['server'] / wall:.0%} | {cpu['client'] / wall:.0%} "
+            f"| {cpu['postgres'] / wall:.0%} | {cpu['machine'] / wall:.0%} | {row.note} |"
         )
     return "\n".join(out)
 
@@ -496,19 +516,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--database-url", default="postgresql://root@127.0.0.1:5432/tutormax_bench")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    ap.add_argument("--workers", default="1,4", help="Comma-separated --workers values.")
-    ap.add_argument("--concurrency", type=int, default=16, help="Client threads.")
-    ap.add_argument("--posts", type=int, default=3_000)
-    ap.add_argument("--gets", type=int, default=3_000)
-    ap.add_argument("--boards", type=int, default=300)
-    ap.add_argument("--floor", type=int, default=1_000, help="/healthz requests (0: skip).")
-    ap.add_argument("--warmup", type=int, default=200, help="Requests before a phase's clock.")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--log-dir", type=Path, default=None, help="Server logs (default: a temp dir).")
+    ap.add_argument("--workers", type=int, default=1, help="The server's --workers.")
+    ap.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections.")
+    ap.add_argument("--threads", type=int, default=1, help="wrk's threads.")
+    ap.add_argument("--duration", type=float, default=15, help="Seconds a phase.")
+    ap.add_argument("--warmup", type=float, default=3, help="Seconds of warm-up before each.")
+    ap.add_argument("--batch", type=int, default=50, help="Completions a batch request.")
+    ap.add_argument("--log-dir", type=Path, default=None, help="Server log and wrk outputs.")
     args = ap.parse_args()
-    worker_counts = [int(w) for w in args.workers.split(",")]
-    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="tutormax-api-bench-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    args.log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="tutormax-api-bench-"))
+    args.log_dir.mkdir(parents=True, exist_ok=True)
 
     engine = open_engine(args.database_url)
     with engine.connect() as conn:
@@ -519,19 +536,23 @@ def main() -> None:
     if not tutors or not students or not n_metrics:
         raise SystemExit(
             f"{len(tutors)} tutors, {len(students)} students, {n_metrics} metric rows: "
-            "seed the database and run `tutormax recompute` first"
+            "seed the database (bench/scale_db.py --tutors 2000) first"
         )
+    args.ids_file = args.log_dir / "ids.txt"
+    n = max(len(tutors), len(students))
+    args.ids_file.write_text(
+        "".join(f"{tutors[i % len(tutors)]} {students[i % len(students)]}\n" for i in range(n))
+    )
     r = redis.Redis.from_url(args.redis_url)
+    r.flushdb()
     prefix = f"APIBENCH-{secrets.token_hex(4)}"
     print(f"data: {len(tutors):,} tutors, {len(students):,} students, {n_metrics:,} metric rows; "
-          f"{os.cpu_count()} CPUs; concurrency {args.concurrency}; session ids {prefix}-*; "
-          f"server logs in {log_dir}")  # fmt: skip
+          f"{os.cpu_count()} CPUs; wrk {args.threads} thread(s), {args.connections} connections, "
+          f"{args.duration:g} s a phase after {args.warmup:g} s of warm-up; batches of "
+          f"{args.batch}; session ids {prefix}-*; outputs in {args.log_dir}")  # fmt: skip
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    rows: list[Row] = []
     try:
-        for workers in worker_counts:
-            rows += run_round(args, workers, prefix, engine, r, (tutors, students), log_dir)
-            time.sleep(1)
+        rows = run(args, engine, r, prefix)
     finally:
         feedback, sessions, left = cleanup(engine, prefix)
         r.flushdb()
@@ -541,13 +562,9 @@ def main() -> None:
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print()
     print(table(rows))
-    failed = [
-        f"workers={row.workers} {row.phase}"
-        for row in rows
-        if row.result.statuses[row.expect] != len(row.result.latencies) or "≠" in row.note
-    ]
+    failed = [row.phase for row in rows if row.unexpected or row.problems]
     if failed:
-        raise SystemExit(f"FAIL: unexpected answers or stream growth in {', '.join(failed)}")
+        raise SystemExit(f"FAIL: unexpected answers or failed checks in {', '.join(failed)}")
 
 
 if __name__ == "__main__":
