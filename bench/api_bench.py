@@ -58,6 +58,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 import redis
@@ -315,9 +316,10 @@ class Wrk:
 def stream_ids(r: redis.Redis, stream: str) -> Counter[str]:
     """How many envelopes on `stream` name each session id (its `data.session_id`)."""
     seen: Counter[str] = Counter()
-    last = "-"
+    last: bytes | str = "-"
     while True:
-        entries = r.xrange(stream, min=last, max="+", count=10_000)
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                       r.xrange(stream, min=last, max="+", count=10_000))  # fmt: skip
         if last != "-":
             entries = entries[1:]  # the bound is inclusive
         if not entries:
