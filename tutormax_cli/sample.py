@@ -20,7 +20,7 @@ import math
 import random
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, auto
@@ -279,7 +279,7 @@ def batches(
     chunk_tutors: int | None = None,
     bucket_rows: int = BUCKET_ROWS,
     progress: Progress | None = None,
-) -> Iterator[tuple[str, pl.DataFrame]]:
+) -> Generator[tuple[str, pl.DataFrame], None, None]:
     """The five tables for `spec` as `(table, frame)` batches, tables in `TABLE_SCHEMAS` order
     and rows in ID order; the same rows as `generate`, whatever the chunk and batch sizes.
 

@@ -34,7 +34,7 @@ def generate(
 
     Tutors are generated a chunk at a time, so memory stays flat whatever --tutors is; on
     PostgreSQL a table that was empty is filled by COPY. All rows are written in one
-    transaction: an interrupted run leaves the database as it was.
+    transaction: an interrupted run (Ctrl-C) leaves the database as it was, and says so.
 
     Example: tutormax sample generate --tutors 60 --days 120 --seed 7 --end 2026-03-03
     """
@@ -56,21 +56,52 @@ def generate(
     engine = None if out is not None else context.database(ctx)
     started = time.perf_counter()
     spec = SampleSpec(tutors=tutors, days=days, seed=seed, end=end_at)
-    with _Bar() as bar:
-        rows = batches(spec, progress=bar)
-        if out is not None:
-            write_csv_batches(rows, out)
-            counts = _counted(out)
-            where = str(out)
-        else:
-            assert engine is not None
-            counts = save_batches(engine, rows)
-            where = context.settings(ctx).database_label
+    where = str(out) if out is not None else context.settings(ctx).database_label
+    bar = _Bar()
+    rows = batches(spec, progress=bar)
+    try:
+        with bar:
+            if out is not None:
+                write_csv_batches(rows, out)
+                counts = _counted(out)
+            else:
+                assert engine is not None
+                counts = save_batches(engine, rows)
+    except KeyboardInterrupt:
+        rows.close()  # removes the spill directory now, not whenever the generator is collected
+        render.err.print(
+            _interrupted(bar, where, out), markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(130) from None
     total = time.perf_counter() - started
     summary = ", ".join(f"{n:,} {name}" for name, n in counts.items())
     render.err.print(
         f"Wrote {summary} to {where} in {total:.2f}s (generation {bar.generated:.2f}s; "
         f"{counts.get('sessions', 0) / max(total, 1e-9):,.0f} sessions/s)."
+    )
+
+
+def _interrupted(bar: _Bar, where: str, out: Path | None) -> str:
+    """What a Ctrl-C left behind and what to do next. Writing to a database is one transaction,
+    rolled back on the way out (before this is printed): nothing was committed. CSV files are
+    written as rows come, so they are left incomplete."""
+    done, total = bar.progress.get("writing", (0, 0))
+    if not done:
+        tutors, planned = bar.progress.get("generating", (0, 0))
+        return (
+            f"Interrupted while generating ({tutors:,} of {planned:,} tutors): nothing was "
+            f"written to {where}. Run the same command again to generate the data."
+        )
+    sent = f"{done:,} of {total:,} rows"
+    if out is None:
+        return (
+            f"Interrupted while writing ({sent} sent): nothing was committed. The rows are "
+            f"written in one transaction, rolled back, so {where} is as it was. Run the same "
+            "command again to write them."
+        )
+    return (
+        f"Interrupted while writing ({sent} written): the CSV files in {out} are incomplete. "
+        f"Run the same command again to rewrite them, or delete {out}."
     )
 
 
@@ -101,10 +132,13 @@ class _Bar:
         self._clock = time.perf_counter
         self._start = self._clock()
         self.generated = 0.0
+        self.progress: dict[str, tuple[int, int]] = {}
+        """(done, total) of each phase seen: "generating" (tutors), "writing" (rows)."""
         self._bar: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        self.progress[phase] = (done, total)
         if phase == "generating" and done == total:
             self.generated = self._clock() - self._start
         if not render.err.is_terminal:
