@@ -92,3 +92,51 @@ def test_indexed_reads_equal_the_naive_definition(
         assert fresh[window]["tutors"] == latest.height
         assert fresh[window]["newest"] == latest["calculation_date"].max()
         assert fresh[window]["oldest"] == latest["calculation_date"].min()
+
+
+def test_postgres_reads_are_served_by_the_contract_indexes(
+    loaded: tuple[sa.Engine, pl.DataFrame, list[str]],
+) -> None:
+    """Each statement of the leaderboard, tier counts, freshness and newest date has a plan
+    without a scan of the metrics table or a sort of its rows (sequential scans disabled, so
+    the planner picks an index whenever one can serve it, and falls back to a scan when none
+    can): the indexes of migration 0004 are what serves them."""
+    engine, _rows, _active = loaded
+    if engine.dialect.name != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    issued: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("SELECT") and "tutor_performance_metrics" in statement:
+            issued.append((statement, params))
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE tutor_performance_metrics")  # as in production
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as conn:
+            query.leaderboard(conn, "30day", limit=5)
+            query.leaderboard(conn, "30day", tiers=["At Risk"], limit=3)
+            query.tier_counts(conn, "30day")
+            query.tier_counts(conn, "30day", TODAY - timedelta(days=3))
+            query.newest_metric_date(conn, "30day")
+            query.active_freshness(conn)
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plans = []
+            for statement, params in list(issued):
+                explained = conn.exec_driver_sql(f"EXPLAIN {statement}", params)  # type: ignore[arg-type]
+                lines = explained.scalars().all()
+                plans.append((statement, "\n".join(lines)))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(plans) >= 6
+    for statement, plan in plans:
+        assert "Seq Scan on tutor_performance_metrics" not in plan, (statement, plan)
+        if "DISTINCT ON" in statement:  # in the index's order: no sort, no table pages
+            index = "ix_tutor_performance_metrics_window_latest"
+            assert f"Index Only Scan Backward using {index}" in plan, (statement, plan)
+        if "max(metric_date)" in statement:
+            index = "ix_tutor_performance_metrics_window_metric_date"
+            assert f"Index Only Scan Backward using {index}" in plan, (statement, plan)
+        if "LIMIT" in statement:
+            assert "Index Scan Backward using ix_tutor_performance_metrics_ranking" in plan

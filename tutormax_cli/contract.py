@@ -265,7 +265,21 @@ METRICS_TABLE = Table(
     ),
     key=("metric_id",),
     unique_key=("uq_tutor_performance_metrics_key", ("tutor_id", "window", "metric_date")),
-    indexes=(("ix_tutor_performance_metrics_tutor_id_metric_date", ("tutor_id", "metric_date")),),
+    indexes=(
+        ("ix_tutor_performance_metrics_tutor_id_metric_date", ("tutor_id", "metric_date")),
+        # the reads of store.query (migration 0004): the leaderboard walks the ranking index
+        # one tier at a time; tier counts and freshness read the covering one backwards
+        # (index-only, no sort); a window's newest metric date is the end of the last one
+        (
+            "ix_tutor_performance_metrics_ranking",
+            ("window", "performance_tier", "avg_rating", "sessions_completed", "tutor_id"),
+        ),
+        (
+            "ix_tutor_performance_metrics_window_latest",
+            ("window", "tutor_id", "metric_date", "performance_tier", "calculation_date"),
+        ),
+        ("ix_tutor_performance_metrics_window_metric_date", ("window", "metric_date")),
+    ),
 )
 """What tutormax computes (docs/metrics.md §2); one row per (tutor, window, metric_date)."""
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
 from tutormax_cli.settings import redact_url
 
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 """The Alembic head this code needs; a test keeps it equal to the newest migration."""
 
 

@@ -1,11 +1,19 @@
 """Reads of computed metrics for the views: latest rows, leaderboards, daily history.
 
 They go through SQLAlchemy and come back as polars frames with UTC timestamps whatever the
-backend stored. A tutor's rows are read by the unique key; the leaderboard keeps a row only
-when no newer one of its tutor exists (a probe of the unique key) and stops at `limit`, which
-a ranking index on `tier_rank_sql()`, avg_rating, sessions_completed lets PostgreSQL walk in
-order (measured, not yet a migration); tier counts and freshness are aggregated in the
-database, so only a few numbers come back.
+backend stored. Each read touches the rows it returns, through an index the contract declares
+(`contract.METRICS_TABLE`, migration 0004):
+
+- a tutor's rows: the unique key (tutor_id, window, metric_date);
+- the leaderboard: the ranking index (window, performance_tier, avg_rating,
+  sessions_completed, tutor_id), walked backwards one tier at a time (best tier first) and
+  stopped at `limit`; each row is kept if its tutor has no newer row (a probe of the unique
+  key). Plain columns, not an index on the tier-rank expression, so both backends build it
+  from the contract and the migration equivalence tests compare it;
+- tier counts and freshness: `DISTINCT ON` over the covering index (window, tutor_id,
+  metric_date, performance_tier, calculation_date), read backwards as an index-only scan (no
+  sort, no table pages), aggregated in the database so only a few numbers come back;
+- the newest metric date of a window: the end of the index (window, metric_date).
 """
 
 from __future__ import annotations
@@ -54,16 +62,9 @@ def _columns(conn: sa.Connection) -> str:
 METRICS_TABLE = "tutor_performance_metrics"
 
 
-def tier_rank_sql(column: str = "performance_tier") -> str:
-    """`views.tier_rank` in SQL: 0 for Exemplary … 4 for At Risk, 5 for an unknown name. The
-    leaderboard index is built on this very expression, so the planner can walk it."""
-    whens = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(TIER_NAMES))
-    return f"(CASE {column} {whens} ELSE {len(TIER_NAMES)} END)"
-
-
-LEADERBOARD_ORDER = (tier_rank_sql(), "avg_rating DESC NULLS LAST", "sessions_completed DESC",
-                     "tutor_id")  # fmt: skip
-"""`views.leaderboard`'s default order (best tier, higher rating, more sessions, id), in SQL."""
+WITHIN_TIER_ORDER = ("m.avg_rating DESC NULLS LAST", "m.sessions_completed DESC", "m.tutor_id")
+"""`views.leaderboard`'s default order within one tier (higher rating, more sessions, id), in
+SQL; tiers themselves go best first (`TIER_NAMES`), names this code does not know last."""
 
 
 def _newest(alias: str, day: str = "") -> str:
@@ -117,8 +118,8 @@ def _latest_sql(
     conn: sa.Connection, select: str, on_or_before: date | None
 ) -> tuple[str, dict[str, Any]]:
     """The FROM part of "each tutor's newest row of window :w" (alias `m`), and its params:
-    PostgreSQL's `DISTINCT ON` (one ordered pass over an index on window, tutor, date),
-    SQLite's anti-join on the unique key."""
+    PostgreSQL's `DISTINCT ON` (one backward pass over the covering index on window, tutor,
+    date: no sort), SQLite's anti-join on the unique key."""
     params: dict[str, Any] = {}
     day = ""
     if on_or_before is not None:
@@ -127,7 +128,8 @@ def _latest_sql(
     if conn.dialect.name == "postgresql":
         inner = (
             f'SELECT DISTINCT ON (tutor_id) {select} FROM {METRICS_TABLE} m WHERE "window" = :w'
-            f"{day.replace('metric_date', 'm.metric_date')} ORDER BY tutor_id, metric_date DESC"
+            f"{day.replace('metric_date', 'm.metric_date')} "
+            "ORDER BY tutor_id DESC, metric_date DESC"
         )
     else:
         inner = (
@@ -147,27 +149,49 @@ def latest_in_window(
     return _frame(conn.execute(sa.text(sql), {"w": window, **params}).fetchall())
 
 
+def _board_branch(conn: sa.Connection, where: str, order: str) -> str:
+    """Newest rows of window :w matching `where`, in `order`, at most :n."""
+    return (
+        f'SELECT {_columns(conn)} FROM {METRICS_TABLE} m WHERE m."window" = :w AND {where} AND '
+        f"{_newest('m')} ORDER BY {order} LIMIT :n"
+    )
+
+
 def leaderboard(
     conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
 ) -> pl.DataFrame:
     """The first `limit` tutors of `views.leaderboard`'s default order among the newest rows of
     one window (only `tiers`, when given), in that order.
 
-    The rows are read in ranking order from the leaderboard index and each is kept if its tutor
-    has no newer row (an index probe), until `limit` are kept: the cost follows `limit` (and
-    how many older rows rank above the newest ones), not the number of tutors."""
-    params: dict[str, Any] = {"w": window, "n": limit}
-    where = ""
-    if tiers:
-        where = " AND m.performance_tier IN :tiers"
-        params["tiers"] = list(tiers)
-    sql = sa.text(
-        f'SELECT {_columns(conn)} FROM {METRICS_TABLE} m WHERE m."window" = :w{where} AND '
-        f"{_newest('m')} ORDER BY {', '.join(LEADERBOARD_ORDER)} LIMIT :n"
-    )
-    if tiers:
-        sql = sql.bindparams(sa.bindparam("tiers", expanding=True))
-    return _frame(conn.execute(sql, params).fetchall())
+    One tier at a time, best first, rated rows then unrated ones: each read walks the ranking
+    index backwards from the tier's highest rating and keeps a row if its tutor has no newer
+    one, until the rows still wanted are kept. With a full best tier that is one read, and its
+    cost follows `limit` (and how many older rows rank above the newest), not the number of
+    tutors. Tier names this code does not know rank last, in one read of their own."""
+    wanted = list(dict.fromkeys(tiers)) if tiers else None
+    known = [t for t in TIER_NAMES if wanted is None or t in wanted]
+    rows: list[Any] = []
+    by_rating = ", ".join(o.replace(" NULLS LAST", "") for o in WITHIN_TIER_ORDER)
+    rated = _board_branch(conn, "m.performance_tier = :t AND m.avg_rating IS NOT NULL", by_rating)
+    unrated = _board_branch(
+        conn, "m.performance_tier = :t AND m.avg_rating IS NULL",
+        ", ".join(WITHIN_TIER_ORDER[1:]),
+    )  # fmt: skip
+    for tier in known:
+        for sql in (rated, unrated):
+            if len(rows) < limit:
+                params = {"w": window, "t": tier, "n": limit - len(rows)}
+                rows.extend(conn.execute(sa.text(sql), params).fetchall())
+    others = [t for t in wanted if t not in TIER_NAMES] if wanted is not None else None
+    if len(rows) < limit and others != []:
+        where = f"m.performance_tier {'NOT IN' if others is None else 'IN'} :names"
+        last = sa.text(_board_branch(conn, where, ", ".join(WITHIN_TIER_ORDER))).bindparams(
+            sa.bindparam("names", expanding=True)
+        )
+        names = list(TIER_NAMES) if others is None else others
+        params = {"w": window, "n": limit - len(rows), "names": names}
+        rows.extend(conn.execute(last, params).fetchall())
+    return _frame(rows)
 
 
 def tier_counts(
@@ -198,7 +222,7 @@ def active_freshness(conn: sa.Connection) -> pl.DataFrame:
     if pg:
         latest = (
             'SELECT DISTINCT ON ("window", tutor_id) "window", tutor_id, calculation_date '
-            f'FROM {METRICS_TABLE} m ORDER BY "window", tutor_id, metric_date DESC'
+            f'FROM {METRICS_TABLE} m ORDER BY "window" DESC, tutor_id DESC, metric_date DESC'
         )
     else:
         latest = (
