@@ -555,17 +555,8 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 def install_signal_handlers(worker: GroupConsumer) -> None:
     """First SIGTERM/SIGINT: stop reading, flush what is buffered, ack, exit 0. Second: exit at
-    once; unacknowledged entries stay pending and the janitor of another worker claims them."""
-    import signal
+    once, even from inside a blocked database call (`stream.signals`); unacknowledged entries
+    stay pending and the janitor of another worker claims them."""
+    from tutormax_cli.stream import signals
 
-    def handler(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if worker.stopping:
-            log.warning("second %s: exiting now; unacknowledged entries stay pending", name)
-            logging.shutdown()
-            os._exit(1)
-        log.info("%s received: stopping after flushing %d buffered", name, worker.buffered())
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    signals.install(worker)
