@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import redis
 import sqlalchemy as sa
 
 from tutormax_cli import views
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TierRules
 from tutormax_cli.metrics.windows import WINDOWS
+
+if TYPE_CHECKING:  # redis is imported by the status report only: `show` commands skip it
+    import redis
 
 NEEDS_ACTION = ("At Risk", "Needs Attention")
 """The tiers the dashboard's "needs action" list shows, worst first."""
@@ -113,6 +115,8 @@ def status_report(
     problem was found (a backlog nobody serves, a worker not `ok`, a stream not found, a server
     that cannot be read). `client` may be a function that opens the client, so that an
     unreachable Redis is a problem in the document rather than an exception."""
+    import redis
+
     from tutormax_cli.store.query import active_freshness
     from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat
 

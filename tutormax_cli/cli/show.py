@@ -121,11 +121,20 @@ def tutors(
         raise UsageError("--all and --limit cannot be combined")
     chosen = views.tier_names(tier)
     views.check_sort(sort)
-    with context.database(ctx).connect() as conn:
-        latest = query.latest_in_window(conn, window)
     shown = None if show_all else limit if limit is not None or as_json else BOARD_LIMIT
-    board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc, limit=None)
-    more = 0 if shown is None else max(board.height - shown, 0)
+    with context.database(ctx).connect() as conn:
+        if shown is not None and sort is None and not desc:
+            # the default order's first rows, read from the ranking index, and how many
+            # there are in all (counted in the database): never every tutor's row
+            board = views.leaderboard(query.leaderboard(conn, window, tiers=chosen, limit=shown))
+            counts = query.tier_counts(conn, window)
+            total = sum(n for t, n in counts.items() if chosen is None or t in chosen)
+        else:
+            latest = query.latest_in_window(conn, window)
+            board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc)
+            total = board.height
+            counts = views.tier_counts(latest)
+    more = 0 if shown is None else max(total - shown, 0)
     if shown is not None:
         board = board.head(shown)
     if as_json:
@@ -134,7 +143,7 @@ def tutors(
     metrics_view.print_leaderboard(board, window, sort)
     if more:
         render.err.print(f"… {render.count(more, 'more tutor')} (--limit N or --all to see them)")
-    if latest.is_empty():
+    if not counts:
         render.err.print("No metrics yet: run `tutormax recompute`.")
 
 
