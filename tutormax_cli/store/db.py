@@ -3,8 +3,11 @@ and connection failures turned into one-line errors that never show a password."
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -20,12 +23,56 @@ def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+READ_ONLY_HINT = (
+    "the SQLite file or its directory is read-only for this user, and writing needs both: "
+    "SQLite keeps -wal and -shm files beside the file; read commands still work"
+)
+"""Added to SQLite's "attempt to write a readonly database", which names neither."""
+
+OPEN_HINT = (
+    "can this user read the file and write its directory? SQLite keeps its -wal and -shm "
+    "files beside it"
+)
+"""Added to SQLite's "unable to open database file", which says neither what nor why."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def sqlite_read_only(path: str) -> bool:
+    """Whether this process cannot write the SQLite file at `path` or the directory it lives in
+    (a read-only mount, permissions, a snapshot): then it is opened read-only.
+
+    Opening it as usual would fail for reads too ("unable to open database file"): a WAL
+    database is read through its -shm file, which SQLite creates in the directory, and the
+    `journal_mode` pragma is a write."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return False
+    file = Path(path)
+    directory = file.resolve().parent
+    if not os.access(directory, os.W_OK):
+        return True
+    return file.exists() and not os.access(file, os.W_OK)
+
+
+def _read_only_engine(parsed: sa.URL, path: str) -> sa.Engine:
+    """An engine that opens `path` with SQLite's `mode=ro`. When it has no -wal file beside it,
+    also `immutable=1`: nobody can be writing it (a writer would have to create the -wal file in
+    a directory it cannot write, or hold it open), and SQLite then needs no -shm file, which it
+    could not create. With a -wal file, SQLite reads through it and its -shm as they are."""
+    resolved = Path(path).resolve()
+    wal = resolved.with_name(resolved.name + "-wal")
+    uri = f"file:{quote(str(resolved))}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+    return sa.create_engine(parsed, creator=connect)
 
 
 def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
@@ -42,6 +89,8 @@ def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
         path = parsed.database
         if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
             raise DatabaseError(f"directory of SQLite database {path} does not exist")
+        if path and sqlite_read_only(path):
+            return _read_only_engine(parsed, path)
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -62,7 +111,13 @@ def describe_error(exc: BaseException) -> str:
     """The first line of a driver error, which is the part an operator can act on."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
+    first = text[0] if text else type(orig).__name__
+    if isinstance(orig, sqlite3.Error):
+        if "readonly database" in first:
+            return f"{first} ({READ_ONLY_HINT})"
+        if first == "unable to open database file":
+            return f"{first} ({OPEN_HINT})"
+    return first
 
 
 def url_label(engine: sa.Engine) -> str:

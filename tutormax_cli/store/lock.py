@@ -20,8 +20,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tutormax_cli.errors import LockHeld
-from tutormax_cli.store.db import is_postgres
+from tutormax_cli.errors import DatabaseError, LockHeld
+from tutormax_cli.store.db import READ_ONLY_HINT, is_postgres
 
 POLL_SECONDS = 0.2
 """How often a waiting run retries: polling keeps Ctrl-C and SIGTERM responsive."""
@@ -88,7 +88,12 @@ def _pg_lock(
 def _file_lock(
     path: Path, name: str, wait: bool, on_wait: Callable[[], None] | None
 ) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only directory or mount: this run could not write anyway
+        raise DatabaseError(
+            f"cannot open the {name} lock file {path}: {exc.strerror} ({READ_ONLY_HINT})"
+        ) from None
     try:
         waited = False
         while True:
