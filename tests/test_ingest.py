@@ -8,6 +8,7 @@ whole chain down to the database.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,20 @@ def test_csv_jsonl_and_parquet_load_the_same_rows(
 def test_dry_run_writes_and_publishes_nothing(
     engine: sa.Engine, db_url: str, redis_url: str, rclient: redis.Redis, files: Path
 ) -> None:
-    result = cli(db_url, redis_url, "ingest", "tutors", str(files / "tutors.csv"), "--dry-run")
-    assert result.exit_code == 0 and "16 would persist" in result.stderr
+    args = ("ingest", "tutors", str(files / "tutors.csv"), "--dry-run")
+    result = cli(db_url, redis_url, *args)
+    assert result.exit_code == 0
+    assert re.search(
+        r"^tutors: 16 rows read, 16 would persist, 0 rejected; dry run: nothing written or "
+        r"published in [\d.]+s \([\d,]+ rows/s\)\.$",
+        result.stderr,
+        re.M,
+    ), result.stderr
+    counts = json.loads(cli(db_url, redis_url, *args, "--json").stdout)
+    assert (counts["rows"], counts["valid"], counts["persisted"], counts["published"]) == (
+        16, 16, 0, 0
+    )  # fmt: skip
+    assert counts["dry_run"] is True
     assert count_rows(engine, "tutors") == 0
     result = cli(db_url, redis_url, "ingest", "sessions", str(files / "sessions.csv"), "--dry-run")
     assert result.exit_code == 1  # tutors are not there yet

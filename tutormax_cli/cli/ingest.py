@@ -67,11 +67,19 @@ def _ingest(
         sys.stderr.write(
             f"… and {result.rejected - SHOWN_REJECTS:,} more rejected rows ({where})\n"
         )
-    verb = "would persist" if dry_run else "persisted"
     rate = result.rows / max(result.seconds, 1e-9)
+    if result.dry_run:
+        done = (
+            f"{result.valid:,} would persist, {result.rejected:,} rejected; dry run: nothing "
+            "written or published"
+        )
+    else:
+        done = (
+            f"{result.persisted:,} persisted, {result.rejected:,} rejected, "
+            f"{result.published:,} published"
+        )
     sys.stderr.write(
-        f"{result.table}: {result.rows:,} rows read, {result.persisted:,} {verb}, "
-        f"{result.rejected:,} rejected, {result.published:,} published "
+        f"{result.table}: {result.rows:,} rows read, {done} "
         f"in {result.seconds:.2f}s ({rate:,.0f} rows/s).\n"
     )
     if as_json:

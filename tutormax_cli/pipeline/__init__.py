@@ -75,7 +75,10 @@ class IngestResult:
     table: str
     files: tuple[str, ...]
     rows: int
+    valid: int
+    """Rows that passed validation: persisted, or on a dry run what would be."""
     persisted: int
+    """Rows committed to the database (0 on a dry run, which writes nothing)."""
     published: int
     rejects: pl.DataFrame
     seconds: float
@@ -92,6 +95,7 @@ class IngestResult:
             "table": self.table,
             "files": list(self.files),
             "rows": self.rows,
+            "valid": self.valid,
             "persisted": self.persisted,
             "rejected": self.rejected,
             "published": self.published,
@@ -236,7 +240,8 @@ def ingest_files(
         table=table,
         files=tuple(str(p) for p in paths),
         rows=text.height,
-        persisted=valid.height - refused,
+        valid=valid.height,
+        persisted=0 if dry_run else valid.height - refused,
         published=published,
         rejects=rejects.select(*input_columns(text), FILE, LINE, REASON),
         seconds=time.perf_counter() - started,
