@@ -217,6 +217,32 @@ def test_backfill_equals_as_of_per_day_and_rerun_upserts(
     assert again.rows == result.rows and before == after  # same keys, nothing rewritten
 
 
+def test_backfill_counts_tutors_per_tier_per_day_not_tutor_days(
+    engine: sa.Engine, tables: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tier counts of a daily run are of tutors on each day (the old sum over the run counted
+    each tutor once per day), also when chunks of tutors and blocks of days split the run."""
+    save_tables(engine, tables)
+    first, last = date(2026, 2, 1), date(2026, 3, 2)
+    monkeypatch.setattr(rc, "GRID_BUDGET", 5 * (14 + 89))  # 5-tutor chunks -> 14-day blocks
+    result = run(engine, RecomputeRequest(since=first, until=last, chunk_size=5))
+    assert result.chunks > 1
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT metric_date, \"window\", performance_tier, count(DISTINCT tutor_id) "
+            "FROM tutor_performance_metrics GROUP BY 1, 2, 3"
+        )).all()  # fmt: skip
+    expected: dict[str, dict[str, dict[str, int]]] = {}
+    for day, window, tier, tutors in stored:
+        expected.setdefault(str(day), {}).setdefault(window, {})[tier] = tutors
+    assert result.tiers_by_day == expected and len(expected) == 30
+    assert result.tiers == expected["2026-03-02"]
+    assert sum(result.tiers["30day"].values()) <= result.tutors
+    snapshot = run(engine, RecomputeRequest(as_of=end_of_day(last), write=False))
+    assert snapshot.tiers_by_day is None
+    assert snapshot.tiers == result.tiers  # the last day's tutors, as a snapshot counts them
+
+
 def test_chunks_blocks_and_shards_change_nothing(
     engine: sa.Engine, tables: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -206,6 +206,10 @@ class RecomputeResult:
     written: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     tiers: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Tutors per tier of each window on `metric_date` (a daily run: its last day)."""
+    tiers_by_day: dict[str, dict[str, dict[str, int]]] | None = None
+    """A daily run's tutors per tier, {day: {window: {tier: tutors}}}: summing the days would
+    count tutor-days, not tutors. None for a single snapshot."""
     mode: Mode = "as-of"
     first_day: str | None = None
     days: int = 1
@@ -242,6 +246,7 @@ class RecomputeResult:
             "mark": self.mark,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "tiers": self.tiers,
+            "tiers_by_day": self.tiers_by_day,
         }
 
 
@@ -264,6 +269,26 @@ def tier_counts(metrics: pl.DataFrame) -> dict[str, dict[str, int]]:
     for window, tier, n in grouped.sort("window", "performance_tier").iter_rows():
         counts.setdefault(window, {})[tier] = n
     return counts
+
+
+def tier_counts_by_day(metrics: pl.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
+    """Tier distribution per day and window of end-of-day rows: {day: {window: {tier: rows}}},
+    one row per tutor, day and window, so each count is of tutors."""
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    grouped = metrics.group_by("metric_date", "window", "performance_tier").len()
+    for day, window, tier, n in grouped.sort("metric_date", "window", "performance_tier").rows():
+        counts.setdefault(str(day), {}).setdefault(window, {})[tier] = n
+    return counts
+
+
+def _count_tiers(result: RecomputeResult, metrics: pl.DataFrame, *, daily: bool) -> None:
+    """Add one chunk's tiers to the run's: a daily chunk (tutors × a block of days) day by day."""
+    if not daily:
+        _add_counts(result.tiers, tier_counts(metrics))
+        return
+    by_day = result.tiers_by_day = result.tiers_by_day or {}
+    for day, windows in tier_counts_by_day(metrics).items():
+        _add_counts(by_day.setdefault(day, {}), windows)
 
 
 def _add_counts(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> None:
@@ -581,8 +606,10 @@ def _run_locked(
                 finished("write")
                 result.rows += metrics.height
                 tutors.update(metrics["tutor_id"].unique().to_list())
-                _add_counts(result.tiers, tier_counts(metrics))
+                _count_tiers(result, metrics, daily=block is not None)
             result.tutors = len(tutors)
+            if result.tiers_by_day is not None:
+                result.tiers = result.tiers_by_day.get(result.metric_date, {})
             result.rows_read = source.rows_read
             if export is not None:
                 with timed(result.seconds, "write", None):

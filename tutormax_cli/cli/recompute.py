@@ -100,15 +100,7 @@ def _run(
 
 def summary_line(r: RecomputeResult) -> str:
     """What the run did, in one line an operator can grep from a cron log."""
-    if r.output and r.written:
-        verb = f"Wrote and exported to {r.output}"
-    elif r.output:
-        verb = f"Exported to {r.output} (database untouched)"
-    else:
-        verb = "Wrote" if r.written else "Computed (dry run, nothing written)"
-    what = f"{r.rows:,} rows for {r.tutors:,} tutors"
-    if r.written:
-        what += f" ({r.rows_changed:,} new or changed, {r.tier_changes:,} tier changes)"
+    verb, what = _what_was_written(r)
     if r.mode == "daily":
         when = f"end-of-day snapshots of {r.days} days, {r.first_day} … {r.metric_date}"
     else:
@@ -125,14 +117,41 @@ def summary_line(r: RecomputeResult) -> str:
     )
 
 
+def _what_was_written(r: RecomputeResult) -> tuple[str, str]:
+    """The summary's verb and counts. "Wrote" counts the rows the database inserted or changed:
+    a rerun over unchanged data computes every row again and writes none."""
+    rows = f"{r.rows:,} rows for {r.tutors:,} tutors"
+    changed = f"{r.rows_changed:,} new or changed, {r.tier_changes:,} tier changes"
+    if r.output:
+        if not r.written:
+            return f"Exported to {r.output} (database untouched)", rows
+        return f"Wrote and exported to {r.output}", f"{rows} ({changed})"
+    if not r.written:
+        return "Computed (dry run, nothing written)", rows
+    if r.rows == 0:
+        return "Nothing to write:", rows
+    if r.rows_changed == 0:
+        return "Nothing changed:", f"{rows} computed, every one as stored ({changed})"
+    if r.rows_changed < r.rows:
+        kept = r.rows - r.rows_changed
+        return "Wrote", (
+            f"{r.rows_changed:,} of {r.rows:,} rows for {r.tutors:,} tutors ({changed}, "
+            f"{kept:,} as stored)"
+        )
+    return "Wrote", f"{rows} ({changed})"
+
+
 def _tier_summary(r: RecomputeResult) -> str:
-    """The 30-day tier distribution of a snapshot (every window's is in `--json`)."""
+    """Tutors per 30-day tier: of the snapshot, or of a daily run's last day (every window's,
+    and every day's, are in `--json`)."""
     from tutormax_cli.metrics.tiers import TIER_NAMES
 
     counts = r.tiers.get("30day")
-    if r.mode == "daily" or not counts:
+    if not counts:
         return ""
-    return " 30day tiers: " + ", ".join(f"{t} {counts.get(t, 0)}" for t in TIER_NAMES) + "."
+    on = f" on {r.metric_date}" if r.mode == "daily" else ""
+    shown = ", ".join(f"{t} {counts.get(t, 0)}" for t in TIER_NAMES)
+    return f" 30day tiers{on} (tutors): {shown}."
 
 
 def recompute(
