@@ -106,6 +106,41 @@ def test_as_of_one_line_summary_and_silent_stderr(seeded: str, engine: sa.Engine
     assert count_rows(engine) == 36
 
 
+def test_summary_says_nothing_changed_on_a_rerun_and_counts_what_changed(
+    seeded: str, engine: sa.Engine
+) -> None:
+    """ "Wrote N rows" counts the rows the database inserted or changed, never rows computed
+    again as they are stored."""
+    assert cli(seeded, "--as-of", AS_OF).exit_code == 0
+    again = cli(seeded, "--as-of", AS_OF)
+    assert again.exit_code == 0
+    assert again.stdout.startswith(
+        "Nothing changed: 36 rows for 12 tutors computed, every one as stored (0 new or changed, "
+        "0 tier changes), "
+        "as of 2026-03-03T00:00:00Z (metric_date 2026-03-02); 1 chunk, "
+    ), again.stdout
+    assert json.loads(cli(seeded, "--as-of", AS_OF, "--json").stdout)["rows_changed"] == 0
+    with engine.begin() as conn:  # one tutor's sessions change: its 3 rows, no one else's
+        tutor = conn.execute(sa.text("SELECT min(tutor_id) FROM sessions")).scalar_one()
+        conn.execute(
+            sa.text("UPDATE sessions SET no_show = NOT no_show, actual_start = NULL "
+                    "WHERE tutor_id = :t"),
+            {"t": tutor},
+        )  # fmt: skip
+    before = stored_metrics(engine)
+    changed = cli(seeded, "--as-of", AS_OF)
+    assert changed.exit_code == 0
+    after = stored_metrics(engine)
+    differ = len({repr(r) for r in after.rows()} - {repr(r) for r in before.rows()})
+    assert 0 < differ < 36  # rows with any value changed
+    assert re.match(
+        rf"Wrote {differ} of 36 rows for 12 tutors \({differ} new or changed, \d+ tier changes, "
+        rf"{36 - differ} as stored\), ",
+        changed.stdout,
+    ), changed.stdout
+    assert count_rows(engine) == 36
+
+
 def test_json_quiet_tutor_tiers_dry_run(seeded: str, engine: sa.Engine, tmp_path: Path) -> None:
     strict = tmp_path / "strict.toml"
     strict.write_text("[thresholds.avg_rating]\ngreen = 5.1\nred = 5.0\n", encoding="utf-8")
@@ -162,7 +197,8 @@ def test_changed_since_auto_from_the_command_line(seeded: str) -> None:
     second = cli(seeded, "--changed-since", "auto")
     assert second.exit_code == 0
     assert (
-        "Wrote 0 rows for 0 tutors" in second.stdout and "tutors changed since 20" in second.stdout
+        second.stdout.startswith("Nothing to write: 0 rows for 0 tutors, ")
+        and "tutors changed since 20" in second.stdout
     )
 
 
