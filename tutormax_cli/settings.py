@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///tutormax.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -17,14 +16,23 @@ EMBEDDED_REDIS = "embedded"
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to print or log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by `***`, safe to print or log: the userinfo's
+    password and any `…password=` query option. Works on multi-host URLs
+    (`redis+sentinel://:pw@h1:26379,h2:26379/mymaster`), which `urlsplit` cannot parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    rest, qmark, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    if qmark:
+        query = "&".join(
+            f"{k}=***" if "password" in k.lower() else f"{k}{eq}{v}"
+            for k, eq, v in (item.partition("=") for item in query.split("&"))
+        )
+    return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
 
 
 def from_file(variable: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -170,6 +170,18 @@ def _summary(r: GroupReport, names: dict[str, str]) -> None:
         f"[red]{r.dead_letter:,}[/]" if r.dead_letter else "0",
     )
     render.out.print(table)
+    streams = Table(title="Streams", title_justify="left")
+    streams.add_column("stream")
+    for name in ("length", "memory", "trimmed below", "trimmed"):
+        streams.add_column(name, justify="right")
+    for name, length, memory, trim in (
+        (r.stream, r.length, r.memory_bytes, r.trim),
+        (keys.DEAD_LETTER_STREAM, r.dead_letter, r.dead_letter_memory_bytes, r.dead_letter_trim),
+    ):
+        streams.add_row(
+            escape(name), f"{length:,}", render.size(memory), trim.below or "—", f"{trim.dropped:,}"
+        )
+    render.out.print(streams)
     if not r.consumers:
         return
     consumers = Table(title="Consumers", title_justify="left")

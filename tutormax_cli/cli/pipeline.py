@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, metrics_server
+from tutormax_cli.cli import context, metrics_server, stream_options
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -32,6 +32,9 @@ def run(
     ),
     metrics_port: int | None = metrics_server.port_option(),
     metrics_host: str = metrics_server.host_option(),
+    stream_retention: float = stream_options.retention_option(),
+    trim: bool = stream_options.trim_option(),
+    dead_letter_maxlen: int = stream_options.dead_letter_maxlen_option(),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Validate, persist and publish raw session completions; ack after commit.
@@ -46,6 +49,9 @@ def run(
     context.imports_done()
     context.setup_logging(log_level)
     config = PipelineConfig(
+        stream_retention=stream_retention,
+        trim=trim,
+        dead_letter_maxlen=dead_letter_maxlen,
         stream=stream,
         group=group,
         output_stream=output,

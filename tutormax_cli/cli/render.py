@@ -87,3 +87,13 @@ def count(n: int, singular: str, plural: str | None = None) -> str:
     if plural is None:
         plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
     return f"{n:,} {plural}"
+
+
+def size(n_bytes: int) -> str:
+    """Bytes as a person reads them: `812 B`, `3.4 KB`, `1.2 MB`, `2.0 GB` (powers of 1024)."""
+    value = float(n_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

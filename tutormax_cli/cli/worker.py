@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from tutormax_cli import keys
-from tutormax_cli.cli import context, metrics_server, render
+from tutormax_cli.cli import context, metrics_server, render, stream_options
 
 app = typer.Typer(no_args_is_help=True, help="Run the metrics worker and check its health.")
 
@@ -62,6 +62,9 @@ def run(
         "--rollover/--no-rollover",
         help="After each UTC midnight, write the end-of-day snapshot of the day that ended.",
     ),
+    stream_retention: float = stream_options.retention_option(),
+    trim: bool = stream_options.trim_option(),
+    dead_letter_maxlen: int = stream_options.dead_letter_maxlen_option(),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Consume session events, recompute the tutors they name, ack after commit.
@@ -79,6 +82,9 @@ def run(
     context.setup_logging(log_level)
     max_wait = max(max_wait, debounce)
     config = WorkerConfig(
+        stream_retention=stream_retention,
+        trim=trim,
+        dead_letter_maxlen=dead_letter_maxlen,
         stream=stream,
         group=group,
         consumer=consumer or default_consumer(),

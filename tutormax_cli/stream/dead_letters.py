@@ -18,7 +18,7 @@ import redis
 
 from tutormax_cli import keys
 from tutormax_cli.errors import TutormaxError
-from tutormax_cli.stream import entries
+from tutormax_cli.stream import entries, topology
 from tutormax_cli.stream.entries import PAGE, UnknownEntry, text
 from tutormax_cli.stream.events import tutor_of
 
@@ -209,16 +209,22 @@ def replay(
     stream: str = keys.DEAD_LETTER_STREAM,
 ) -> list[Replayed]:
     """XADD each dead letter's original fields to its source stream and XDEL it, both in one
-    MULTI so an entry is never lost nor duplicated. Nothing is replayed when one of them
-    cannot be replayed."""
+    MULTI so an entry is never lost nor duplicated. On a Redis Cluster, where the two streams
+    live in different slots, XADD comes first and XDEL second: an interruption between them
+    replays the letter again next time (a duplicate entry, which consumers absorb), never
+    loses it. Nothing is replayed when one of them cannot be replayed."""
     check_replayable(letters)
     done = []
     for letter in letters:
         assert letter.source_stream is not None
-        pipe = client.pipeline(transaction=True)
-        pipe.xadd(letter.source_stream, letter.fields)  # type: ignore[arg-type]
-        pipe.xdel(stream, letter.id)
-        new_id, _ = pipe.execute()
+        if topology.same_slot(client, letter.source_stream, stream):
+            pipe = client.pipeline(transaction=True)
+            pipe.xadd(letter.source_stream, letter.fields)  # type: ignore[arg-type]
+            pipe.xdel(stream, letter.id)
+            new_id, _ = pipe.execute()
+        else:
+            new_id = client.xadd(letter.source_stream, letter.fields)  # type: ignore[arg-type]
+            client.xdel(stream, letter.id)
         done.append(Replayed(letter.id, letter.source_stream, str(text(new_id))))
     return done
 

@@ -40,6 +40,15 @@ class DebounceBuffer:
         item.entry_ids[entry_id] = None
         item.oldest_entry_ms = min(item.oldest_entry_ms, entry_ms)
 
+    def add_due(self, tutor_id: str, now: float) -> None:
+        """Make `tutor_id` due now, with no entry of its own (a reconciliation after a
+        failover asks for it, not a stream entry); entries it already carries stay."""
+        item = self.tutors.get(tutor_id)
+        if item is None:
+            self.tutors[tutor_id] = Pending(now - self.max_wait, now - self.debounce)
+            return
+        item.first_seen = min(item.first_seen, now - self.max_wait)
+
     def due_at(self, item: Pending) -> float:
         """When a tutor becomes due."""
         return min(item.last_seen + self.debounce, item.first_seen + self.max_wait)

@@ -9,15 +9,16 @@ compare them with raw commands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from tutormax_cli import keys
 from tutormax_cli.errors import TutormaxError
-from tutormax_cli.stream import entries
+from tutormax_cli.stream import entries, topology
 from tutormax_cli.stream.entries import PAGE, SCAN_LIMIT, text
+from tutormax_cli.stream.retention import TrimState, parse_trim_state
 
 
 class StreamNotFound(TutormaxError):
@@ -61,6 +62,12 @@ class GroupReport:
     last_delivered_id: str | None
     consumers: tuple[ConsumerReport, ...] = ()
     stream_exists: bool = True
+    memory_bytes: int = 0
+    """MEMORY USAGE of the stream (0 when it does not exist)."""
+    dead_letter_memory_bytes: int = 0
+    trim: TrimState = field(default_factory=lambda: TrimState(None, 0, None))
+    """What trimming did to the stream: the id below which it is gone, entries removed."""
+    dead_letter_trim: TrimState = field(default_factory=lambda: TrimState(None, 0, None))
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document of `pending --json`."""
@@ -76,6 +83,10 @@ class GroupReport:
             "oldest_pending_age_s": self.oldest_pending_age_s,
             "max_deliveries": self.max_deliveries,
             "dead_letter": self.dead_letter,
+            "memory_bytes": self.memory_bytes,
+            "trim": self.trim.as_dict(),
+            "dead_letter_memory_bytes": self.dead_letter_memory_bytes,
+            "dead_letter_trim": self.dead_letter_trim.as_dict(),
             "consumers": [c.as_dict() for c in self.consumers],
         }
 
@@ -96,20 +107,34 @@ def find_group(client: redis.Redis, stream: str, group: str) -> dict[str, Any] |
 
 def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -> dict[str, Any]:
     """TIME, both lengths, the group's XINFO and XPENDING summary and its consumers, read in one
-    MULTI so the numbers of a report describe the same instant."""
-    pipe = client.pipeline(transaction=True)
-    pipe.time()
+    MULTI so the numbers of a report describe the same instant. On a Redis Cluster the two
+    streams live in different slots, and a cluster pipeline takes no TIME: there the clock is
+    read first and the rest in one pipeline per node, so the numbers are a few milliseconds
+    apart (a report, not a transaction)."""
+    atomic = topology.same_slot(client, stream, dead_letters)
+    pipe = client.pipeline(transaction=atomic)
+    if atomic:
+        pipe.time()
+    else:
+        clock = client.time()
     pipe.exists(stream)
     pipe.xlen(stream)
     pipe.xlen(dead_letters)
     pipe.xinfo_groups(stream)
     pipe.xpending(stream, group)
     pipe.xinfo_consumers(stream, group)
+    pipe.memory_usage(stream)
+    pipe.memory_usage(dead_letters)
+    pipe.hgetall(keys.trim_key(stream))
+    pipe.hgetall(keys.trim_key(dead_letters))
     replies = pipe.execute(raise_on_error=False)
     for reply in replies:
         if isinstance(reply, Exception) and not entries.missing(reply):
             raise reply
-    clock, found_stream, length, dead, groups, summary, consumers = replies
+    if atomic:
+        clock, *replies = replies
+    found_stream, length, dead, groups, summary, consumers, *sizes = replies
+    memory, dead_memory, trim, dead_trim = sizes
     found = [] if entries.missing(groups) else [g for g in groups if text(g["name"]) == group]
     return {
         "now": int(clock[0]) * 1000 + int(clock[1]) // 1000,
@@ -119,6 +144,10 @@ def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -
         "group": dict(found[0]) if found else None,
         "pending": None if entries.missing(summary) else summary,
         "consumers": [] if entries.missing(consumers) else consumers,
+        "memory": int(memory or 0),
+        "dead_memory": int(dead_memory or 0),
+        "trim": parse_trim_state(trim),
+        "dead_trim": parse_trim_state(dead_trim),
     }
 
 
@@ -218,6 +247,10 @@ def group_report(
         last_delivered_id=last_id if info else None,
         consumers=consumer_reports(snap["consumers"]),
         stream_exists=snap["exists"],
+        memory_bytes=snap["memory"],
+        dead_letter_memory_bytes=snap["dead_memory"],
+        trim=snap["trim"],
+        dead_letter_trim=snap["dead_trim"],
     )
 
 
@@ -300,7 +333,7 @@ def stream_groups(client: redis.Redis, stream: str) -> StreamGroups:
     """XINFO STREAM, MEMORY USAGE and, per group, XINFO GROUPS and XINFO CONSUMERS."""
     if not client.exists(stream):
         return StreamGroups(stream, False, 0, None, None, None, ())
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=True)  # one key: one slot, a MULTI on a cluster too
     pipe.xlen(stream)
     pipe.xrange(stream, "-", "+", count=1)
     pipe.xrevrange(stream, "+", "-", count=1)

@@ -52,6 +52,24 @@ class WorkerMetrics:
         self.lag_entries = Gauge(
             "tutormax_stream_lag_entries", "Entries not yet delivered to the group", registry=r
         )
+        self.stream_length = Gauge(
+            "tutormax_stream_length", "Entries in the stream (XLEN)", ["stream"], registry=r
+        )
+        self.stream_memory = Gauge(
+            "tutormax_stream_memory_bytes", "Memory the stream takes (MEMORY USAGE)",
+            ["stream"], registry=r,
+        )  # fmt: skip
+        self.stream_trimmed = Gauge(
+            "tutormax_stream_trimmed_entries",
+            "Entries removed from the stream by trimming (input streams) or its length cap "
+            "(dead letters), by every process, in all",
+            ["stream"], registry=r,
+        )  # fmt: skip
+        self.reconciliations = Counter(
+            f"{p}_reconciliations",
+            "Reconciliations after a failover or a recreated group",
+            registry=r,
+        )  # fmt: skip
         self.flush_duration = Histogram(
             f"{p}_flush_duration_seconds", "Load + compute + write + ack of a flush",
             buckets=DURATION_BUCKETS, registry=r,

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -25,7 +26,8 @@ import sqlalchemy as sa
 from tutormax_cli import keys
 from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
-from tutormax_cli.recompute import recompute_as_of
+from tutormax_cli.recompute import AUTO_OVERLAP, recompute_as_of
+from tutormax_cli.store.load import load_changed_tutor_ids
 from tutormax_cli.stream import tier_changes
 from tutormax_cli.stream.consumer import (
     Clock,
@@ -123,6 +125,18 @@ class MetricsWorker(GroupConsumer):
 
     def buffered(self) -> int:
         return len(self.buffer.tutors)
+
+    def reconcile(self, since: datetime) -> int:
+        """After a failover or a recreated group: every tutor whose sessions, feedback or
+        events changed since `since` (less `AUTO_OVERLAP`, as `recompute --changed-since
+        auto` does) becomes due now, so entries the old master lost cost nothing. The rows
+        are the truth; recomputing a tutor twice is harmless."""
+        with self.engine.connect() as conn:
+            tutors = load_changed_tutor_ids(conn, since - AUTO_OVERLAP)
+        now = self.clock.monotonic()
+        for tutor_id in tutors:
+            self.buffer.add_due(tutor_id, now)
+        return len(tutors)
 
     def next_due(self) -> float | None:
         due = self.buffer.next_due()

@@ -1,0 +1,262 @@
+"""Real Redis topologies on loopback for the tests: a cluster (3 masters, each with a replica)
+and a Sentinel set (a master, a replica, three Sentinels), started from the installed
+`redis-server` binary on free ports in a temporary directory and killed afterwards. They never
+touch the machine's own Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+MISSING = None if REDIS_SERVER and REDIS_CLI else "redis-server/redis-cli are not installed"
+
+SERVICE = "mymaster"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now (and their +10000 cluster bus ports)."""
+    ports: list[int] = []
+    held = []
+    while len(ports) < count:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        held.append(s)
+        if port + 10000 < 65536 and port not in ports:
+            ports.append(port)
+    for s in held:
+        s.close()
+    return ports
+
+
+def wait_for(check: object, timeout: float, what: str) -> None:
+    """Call `check` until it returns true (errors count as false) or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (redis.RedisError, OSError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout:g} s (last error: {last})")
+
+
+@dataclass
+class Node:
+    """One redis-server process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    args: list[str]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def _start(args: list[str], directory: Path, port: int) -> Node:
+    assert REDIS_SERVER is not None
+    log = open(directory / f"redis-{port}.log", "ab")  # noqa: SIM115 - the process owns it
+    process = subprocess.Popen(
+        [REDIS_SERVER, *args], cwd=directory, stdout=log, stderr=subprocess.STDOUT
+    )
+    node = Node(port, process, args)
+    wait_for(lambda: node.client().ping(), 10, f"redis-server on port {port} to answer")
+    return node
+
+
+def _base(port: int) -> list[str]:
+    return [
+        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--protected-mode", "no",
+    ]  # fmt: skip
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of `masters` primaries, each with one replica."""
+
+    directory: Path
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def node_serving(self, key: str) -> Node:
+        """The node that is the primary of `key`'s slot now."""
+        probe = self.nodes[0] if self.nodes[0].alive() else self.nodes[1]
+        slot = int(probe.client().execute_command("CLUSTER KEYSLOT", key))
+        for start, end, primary, *_ in probe.client().execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                port = int(primary[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(key)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.alive():
+                node.kill()
+
+
+def start_cluster(directory: Path, masters: int = 3) -> Cluster:
+    """A cluster of `masters` primaries with one replica each, all slots covered, `ok`."""
+    assert REDIS_CLI is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(directory)
+    try:
+        for port in free_ports(masters * 2):
+            args = [
+                *_base(port), "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1500",
+            ]  # fmt: skip
+            cluster.nodes.append(_start(args, directory, port))
+        nodes = [f"127.0.0.1:{n.port}" for n in cluster.nodes]
+        create = [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
+
+        def ready() -> bool:
+            for node in cluster.nodes:
+                info = node.client().cluster("info")
+                if info.get("cluster_state") != "ok":
+                    return False
+            roles = [n.client().info("replication")["role"] for n in cluster.nodes]
+            links = [
+                n.client().info("replication").get("master_link_status") for n in cluster.nodes
+            ]
+            return roles.count("master") == masters and all(
+                link == "up" for role, link in zip(roles, links, strict=True) if role == "slave"
+            )
+
+        wait_for(ready, 30, "the cluster to be ok with every replica in sync")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@dataclass
+class SentinelSet:
+    """A master, one replica and three Sentinels monitoring them as `SERVICE`."""
+
+    directory: Path
+    master: Node
+    replica: Node
+    sentinels: list[Node]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}"
+
+    def master_port(self) -> int:
+        for sentinel in self.sentinels:
+            if sentinel.alive():
+                _, port = sentinel.client().sentinel_get_master_addr_by_name(SERVICE)
+                return int(port)
+        raise LookupError("no live sentinel")
+
+    def current_master(self) -> Node:
+        port = self.master_port()
+        return self.master if self.master.port == port else self.replica
+
+    def stop(self) -> None:
+        for node in (self.master, self.replica, *self.sentinels):
+            if node.alive():
+                node.kill()
+
+
+def start_sentinel_set(directory: Path) -> SentinelSet:
+    """Master + replica in sync, three Sentinels (quorum 2) that see both; failover after
+    one second of silence."""
+    directory.mkdir(parents=True, exist_ok=True)
+    master_port, replica_port, *sentinel_ports = free_ports(5)
+    started: list[Node] = []
+    try:
+        master = _start(_base(master_port), directory, master_port)
+        started.append(master)
+        replica = _start(
+            [*_base(replica_port), "--replicaof", "127.0.0.1", str(master_port)],
+            directory,
+            replica_port,
+        )
+        started.append(replica)
+        wait_for(
+            lambda: replica.client().info("replication").get("master_link_status") == "up",
+            20,
+            "the replica to sync",
+        )
+        sentinels = []
+        for port in sentinel_ports:
+            conf = directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            node = _start([str(conf), "--sentinel"], directory, port)
+            started.append(node)
+            sentinels.append(node)
+
+        def seen() -> bool:
+            for s in sentinels:
+                c = s.client()
+                if len(c.sentinel_slaves(SERVICE)) < 1 or len(c.sentinel_sentinels(SERVICE)) < 2:
+                    return False
+            return True
+
+        wait_for(seen, 30, "every Sentinel to see the replica and the other Sentinels")
+    except BaseException:
+        for node in started:
+            if node.alive():
+                node.kill()
+        raise
+    return SentinelSet(directory, master, replica, sentinels)
+
+
+@contextlib.contextmanager
+def cluster(directory: Path) -> Iterator[Cluster]:
+    """A cluster for the duration of a `with`."""
+    c = start_cluster(directory)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@contextlib.contextmanager
+def sentinel_set(directory: Path) -> Iterator[SentinelSet]:
+    """A Sentinel set for the duration of a `with`."""
+    s = start_sentinel_set(directory)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
