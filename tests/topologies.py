@@ -7,7 +7,6 @@ touch the machine's own Redis on 6379.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -16,8 +15,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import redis
+
+from tests.faults import TcpProxy
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -62,15 +64,22 @@ class Node:
 
     port: int
     process: subprocess.Popen[bytes]
-    args: list[str]
+    log: IO[bytes]
+    _client: redis.Redis | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+        """A client of this one node (kept, closed by `kill`)."""
+        if self._client is None:
+            self._client = redis.Redis(port=self.port, socket_timeout=5)
+        return self._client
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+        if self._client is not None:
+            self._client.close()
+        self.log.close()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -82,7 +91,7 @@ def _start(args: list[str], directory: Path, port: int) -> Node:
     process = subprocess.Popen(
         [REDIS_SERVER, *args], cwd=directory, stdout=log, stderr=subprocess.STDOUT
     )
-    node = Node(port, process, args)
+    node = Node(port, process, log)
     wait_for(lambda: node.client().ping(), 10, f"redis-server on port {port} to answer")
     return node
 
@@ -117,8 +126,7 @@ class Cluster:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.alive():
-                node.kill()
+            node.kill()
 
 
 def start_cluster(directory: Path, masters: int = 3) -> Cluster:
@@ -165,6 +173,9 @@ class SentinelSet:
     master: Node
     replica: Node
     sentinels: list[Node]
+    link: TcpProxy | None = None
+    """The replication link (replica → master) when it goes through a proxy the test can cut,
+    to make the replica miss the master's last writes."""
 
     @property
     def url(self) -> str:
@@ -184,21 +195,26 @@ class SentinelSet:
 
     def stop(self) -> None:
         for node in (self.master, self.replica, *self.sentinels):
-            if node.alive():
-                node.kill()
+            node.kill()
+        if self.link is not None:
+            self.link.stop()
 
 
-def start_sentinel_set(directory: Path) -> SentinelSet:
+def start_sentinel_set(directory: Path, *, proxied: bool = False) -> SentinelSet:
     """Master + replica in sync, three Sentinels (quorum 2) that see both; failover after
-    one second of silence."""
+    one second of silence. `proxied`: the replica replicates through a `TcpProxy`."""
     directory.mkdir(parents=True, exist_ok=True)
     master_port, replica_port, *sentinel_ports = free_ports(5)
     started: list[Node] = []
+    link: TcpProxy | None = None
     try:
         master = _start(_base(master_port), directory, master_port)
         started.append(master)
+        if proxied:
+            link = TcpProxy("127.0.0.1", master_port)
+        upstream = link.port if link is not None else master_port
         replica = _start(
-            [*_base(replica_port), "--replicaof", "127.0.0.1", str(master_port)],
+            [*_base(replica_port), "--replicaof", "127.0.0.1", str(upstream)],
             directory,
             replica_port,
         )
@@ -234,8 +250,10 @@ def start_sentinel_set(directory: Path) -> SentinelSet:
         for node in started:
             if node.alive():
                 node.kill()
+        if link is not None:
+            link.stop()
         raise
-    return SentinelSet(directory, master, replica, sentinels)
+    return SentinelSet(directory, master, replica, sentinels, link)
 
 
 @contextlib.contextmanager
@@ -249,14 +267,10 @@ def cluster(directory: Path) -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def sentinel_set(directory: Path) -> Iterator[SentinelSet]:
+def sentinel_set(directory: Path, *, proxied: bool = False) -> Iterator[SentinelSet]:
     """A Sentinel set for the duration of a `with`."""
-    s = start_sentinel_set(directory)
+    s = start_sentinel_set(directory, proxied=proxied)
     try:
         yield s
     finally:
         s.stop()
-
-
-def in_ci() -> bool:
-    return bool(os.environ.get("CI"))

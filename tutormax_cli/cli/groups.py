@@ -55,13 +55,7 @@ def groups(
 
 
 def _size(value: int | None) -> str:
-    if value is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024  # type: ignore[assignment]
-    return str(value)
+    return "—" if value is None else render.size(value)
 
 
 def _stream_table(s: StreamGroups) -> None:

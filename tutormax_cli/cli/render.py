@@ -90,10 +90,10 @@ def count(n: int, singular: str, plural: str | None = None) -> str:
 
 
 def size(n_bytes: int) -> str:
-    """Bytes as a person reads them: `812 B`, `3.4 KB`, `1.2 MB`, `2.0 GB` (powers of 1024)."""
+    """Bytes as a person reads them: `812 B`, `3.4 KiB`, `1.2 MiB`, `2.0 GiB`."""
     value = float(n_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")

@@ -86,6 +86,7 @@ class ConsumerConfig:
     trim: bool = True
     """Trim the input stream and cap the dead letters (`--no-trim` leaves them alone)."""
     dead_letter_maxlen: int = keys.DEAD_LETTER_MAXLEN
+    trim_every: float = keys.TRIM_EVERY
 
 
 @dataclass
@@ -146,6 +147,7 @@ class GroupConsumer:
             client, config.stream, retention=config.stream_retention,
             dead_letter_stream=config.dead_letter_stream,
             dead_letter_maxlen=config.dead_letter_maxlen, enabled=config.trim,
+            every=config.trim_every,
         )  # fmt: skip
         # failover detection: which server holds the stream, and the time below which the
         # group had acknowledged everything on it (what a failover cannot take back)
@@ -482,11 +484,11 @@ class GroupConsumer:
 
     def dead_letter(self, dead: list[Dead]) -> None:
         """XADD each entry with its reason to the dead-letter stream, then XACK: in one MULTI
-        when both streams share a slot (one server, Sentinel), else in two steps, XADD first
+        on one server or under Sentinel; on a cluster in two steps, XADD first
         (a crash between them dead-letters the entry again on redelivery: a duplicate dead
         letter, never a lost one)."""
         cfg = self.config
-        atomic = topology.same_slot(self.redis, cfg.dead_letter_stream, cfg.stream)
+        atomic = topology.transactional(self.redis)
         pipe = self.redis.pipeline(transaction=atomic)
         for entry_id, fields, reason in dead:
             record = dead_letters.record(
@@ -635,6 +637,7 @@ class GroupConsumer:
         with contextlib.suppress(redis.RedisError):
             self.beats.clear()
             self.leave_group()
+            self.trimmer.maybe_trim(force=True)  # what this run acknowledged goes now
         c = self.counts
         log.info(
             "%s %s exiting (%s): %d entries, %d %s in %d flushes, "

@@ -217,7 +217,7 @@ def replay(
     done = []
     for letter in letters:
         assert letter.source_stream is not None
-        if topology.same_slot(client, letter.source_stream, stream):
+        if topology.transactional(client):
             pipe = client.pipeline(transaction=True)
             pipe.xadd(letter.source_stream, letter.fields)  # type: ignore[arg-type]
             pipe.xdel(stream, letter.id)

@@ -111,7 +111,7 @@ def _snapshot(client: redis.Redis, stream: str, group: str, dead_letters: str) -
     streams live in different slots, and a cluster pipeline takes no TIME: there the clock is
     read first and the rest in one pipeline per node, so the numbers are a few milliseconds
     apart (a report, not a transaction)."""
-    atomic = topology.same_slot(client, stream, dead_letters)
+    atomic = topology.transactional(client)
     pipe = client.pipeline(transaction=atomic)
     if atomic:
         pipe.time()
@@ -333,7 +333,7 @@ def stream_groups(client: redis.Redis, stream: str) -> StreamGroups:
     """XINFO STREAM, MEMORY USAGE and, per group, XINFO GROUPS and XINFO CONSUMERS."""
     if not client.exists(stream):
         return StreamGroups(stream, False, 0, None, None, None, ())
-    pipe = client.pipeline(transaction=True)  # one key: one slot, a MULTI on a cluster too
+    pipe = client.pipeline(transaction=topology.transactional(client))
     pipe.xlen(stream)
     pipe.xrange(stream, "-", "+", count=1)
     pipe.xrevrange(stream, "+", "-", count=1)

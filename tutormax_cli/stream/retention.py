@@ -157,10 +157,11 @@ class Trimmer:
     _next: float = float("-inf")
     _failing: bool = False
 
-    def maybe_trim(self, now: float | None = None) -> list[Trimmed]:
-        """Trim when due; returns what was trimmed (empty when not due or off)."""
+    def maybe_trim(self, now: float | None = None, *, force: bool = False) -> list[Trimmed]:
+        """Trim when due (or now, when `force`); returns what was trimmed (empty when not due
+        or off)."""
         now = time.monotonic() if now is None else now
-        if not self.enabled or now < self._next:
+        if not self.enabled or (now < self._next and not force):
             return []
         self._next = now + self.every
         try:

@@ -16,8 +16,8 @@ TLS options ride in the query as redis-py spells them (`ssl_ca_certs`, `ssl_cert
 
 The client is returned typed as `redis.Redis` although a cluster client is a `RedisCluster`:
 both speak the same command API for everything tutormax sends (single-key commands,
-non-transactional pipelines, SCAN over every primary). What differs — a MULTI whose keys
-live in different slots — is asked through `is_cluster` and `same_slot` (`stream.atomic`).
+non-transactional pipelines, SCAN over every primary). What differs — a MULTI, whose keys
+would live in different slots — is asked through `transactional`.
 """
 
 from __future__ import annotations
@@ -223,11 +223,12 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def same_slot(client: Any, *keys: str) -> bool:
-    """Whether every key hashes to one slot (always true off a cluster)."""
-    if not is_cluster(client):
-        return True
-    return len({client.keyslot(k) for k in keys}) <= 1
+def transactional(client: Any) -> bool:
+    """Whether a MULTI spanning several keys is available: yes on one server and under
+    Sentinel; not on a cluster, where keys live in different slots (CROSSSLOT) and redis-py's
+    cluster transactions parse replies unlike its other clients. There tutormax uses
+    per-key steps in an order that stays correct (`docs/redis-cluster-audit.md`)."""
+    return not is_cluster(client)
 
 
 def server_id(client: Any, key: str) -> str:
