@@ -56,7 +56,7 @@ _tutormax_options() {
         'ingest tutors') printf '%s\n' '--format' '--dry-run' '--rejects' '--no-publish' '--batch-size' '--json' '--help' '-h' ;;
         'pending') printf '%s\n' '--entries' '--consumer' '--limit' '--stream' '--group' '--json' '--watch' '--count' '--help' '-h' ;;
         'pipeline') printf '%s\n' '--help' '-h' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--log-level' '--help' '-h' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--stream-retention' '--no-trim' '--trim' '--dead-letter-maxlen' '--log-level' '--help' '-h' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--allow-unknown' '--shard' '--chunk-size' '--tiers' '--dry-run' '--output' '--write' '--wait' '--raw' '--quiet' '-q' '--json' '--help' '-h' ;;
         'sample') printf '%s\n' '--help' '-h' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' '--help' '-h' ;;
@@ -73,7 +73,7 @@ _tutormax_options() {
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' '--json' '--changes' '--help' '-h' ;;
         'worker') printf '%s\n' '--help' '-h' ;;
         'worker health') printf '%s\n' '--stream' '--group' '--accept-retrying' '--json' '--help' '-h' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--no-rollover' '--rollover' '--log-level' '--help' '-h' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--burst' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--no-rollover' '--rollover' '--stream-retention' '--no-trim' '--trim' '--dead-letter-maxlen' '--log-level' '--help' '-h' ;;
     esac
 }
 
@@ -99,7 +99,7 @@ _tutormax_valued() {
         'ingest students') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'ingest tutors') printf '%s\n' '--format' '--rejects' '--batch-size' ;;
         'pending') printf '%s\n' '--consumer' '--limit' '--stream' '--group' '--watch' '--count' ;;
-        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--log-level' ;;
+        'pipeline run') printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--stream-retention' '--dead-letter-maxlen' '--log-level' ;;
         'recompute') printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output' ;;
         'sample generate') printf '%s\n' '--tutors' '--days' '--seed' '--end' '--out' ;;
         'show changes') printf '%s\n' '--since' '--to' '--window' '--limit' ;;
@@ -111,7 +111,7 @@ _tutormax_valued() {
         'verify') printf '%s\n' '--sample' '--as-of' '--tiers' ;;
         'watch') printf '%s\n' '--tier' '--window' '--count' '--timeout' '--from' ;;
         'worker health') printf '%s\n' '--stream' '--group' ;;
-        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--log-level' ;;
+        'worker run') printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--stream-retention' '--dead-letter-maxlen' '--log-level' ;;
     esac
 }
 

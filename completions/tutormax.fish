@@ -77,7 +77,7 @@ function __tutormax_valued
         case 'pending'
             printf '%s\n' '--consumer' '--limit' '--stream' '--group' '--watch' '--count'
         case 'pipeline run'
-            printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--log-level'
+            printf '%s\n' '--consumer' '--stream' '--group' '--output' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--stream-retention' '--dead-letter-maxlen' '--log-level'
         case 'recompute'
             printf '%s\n' '--as-of' '--since' '--until' '--changed-since' '--tutor' '--shard' '--chunk-size' '--tiers' '--output'
         case 'sample generate'
@@ -101,7 +101,7 @@ function __tutormax_valued
         case 'worker health'
             printf '%s\n' '--stream' '--group'
         case 'worker run'
-            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--log-level'
+            printf '%s\n' '--consumer' '--stream' '--group' '--debounce' '--max-wait' '--claim-idle' '--max-deliveries' '--count' '--metrics-port' '--metrics-host' '--tiers' '--sweep' '--verify-every' '--verify-sample' '--stream-retention' '--dead-letter-maxlen' '--log-level'
     end
 end
 
@@ -316,6 +316,9 @@ complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l count -x -d 'Entries
 complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l burst -d 'Exit once nothing is new, pending or claimable'
 complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l metrics-port -x -d 'Serve Prometheus metrics on this port'
 complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l metrics-host -x -d 'Address the metrics server binds (0.0.0.0 for every interface)'
+complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l stream-retention -x -d 'Keep this much acknowledged history on the input stream; older entries that every group has read and acknowledged are trimmed (0: as soon as all are done)'
+complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l no-trim -l trim -d 'Trim the input stream and cap the dead-letter stream (every few seconds)'
+complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l dead-letter-maxlen -x -d 'Keep about this many dead letters, dropping the oldest (counted; 0: no cap)'
 complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l log-level -x -d 'DEBUG, INFO, WARNING or ERROR'
 complete -c tutormax -n '__tutormax_at \'pipeline run\'' -l help -s h -d 'Show this message and exit'
 complete -c tutormax -n '__tutormax_at \'recompute\'' -l as-of -x -d 'One snapshot as of this instant (ISO-8601; default: now)'
@@ -424,5 +427,8 @@ complete -c tutormax -n '__tutormax_at \'worker run\'' -l sweep -x -d 'Every thi
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l verify-every -x -d 'Seconds between drift audits of a random sample of tutors (0: off)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l verify-sample -x -d 'Tutors per drift audit (0: off)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l no-rollover -l rollover -d 'After each UTC midnight, write the end-of-day snapshot of the day that ended'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l stream-retention -x -d 'Keep this much acknowledged history on the input stream; older entries that every group has read and acknowledged are trimmed (0: as soon as all are done)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l no-trim -l trim -d 'Trim the input stream and cap the dead-letter stream (every few seconds)'
+complete -c tutormax -n '__tutormax_at \'worker run\'' -l dead-letter-maxlen -x -d 'Keep about this many dead letters, dropping the oldest (counted; 0: no cap)'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l log-level -x -d 'DEBUG, INFO, WARNING or ERROR'
 complete -c tutormax -n '__tutormax_at \'worker run\'' -l help -s h -d 'Show this message and exit'

@@ -411,7 +411,7 @@ def test_cluster_node_failover_while_consuming(tmp_path: Path, opened: Any) -> N
                     return False
 
             _wait(published, 60, "the stream's slot served again")
-            assert c.node_serving(STREAM).port != primary.port
+            _wait(lambda: c.node_serving(STREAM).port != primary.port, 30, "a new primary")
             _wait(lambda: _settled(client), 60, "everything consumed after the failover")
         finally:
             worker.terminate()

@@ -116,7 +116,7 @@ class Cluster:
 
     def node_serving(self, key: str) -> Node:
         """The node that is the primary of `key`'s slot now."""
-        probe = self.nodes[0] if self.nodes[0].alive() else self.nodes[1]
+        probe = next(n for n in self.nodes if n.alive())
         slot = int(probe.client().execute_command("CLUSTER KEYSLOT", key))
         for start, end, primary, *_ in probe.client().execute_command("CLUSTER SLOTS"):
             if int(start) <= slot <= int(end):
