@@ -29,7 +29,7 @@ def _fill(r: redis.Redis, n: int, *, start_ms: int | None = None, step_ms: int =
     for i in range(n):
         entry_id = "*" if start_ms is None else f"{start_ms + i * step_ms}-{i}"
         pipe.xadd(STREAM, {"tutor_id": f"T{i % 7:04d}", "n": str(i)}, id=entry_id)
-    return [i.decode() for i in pipe.execute()]
+    return [i.decode() for i in pipe.execute()]  # XADD ids, bytes
 
 
 def _read(r: redis.Redis, group: str, consumer: str, count: int) -> list[str]:
@@ -38,7 +38,8 @@ def _read(r: redis.Redis, group: str, consumer: str, count: int) -> list[str]:
 
 
 def _ids(r: redis.Redis) -> list[str]:
-    return [e[0].decode() for e in r.xrange(STREAM)]
+    found: Any = r.xrange(STREAM)
+    return [e[0].decode() for e in found]
 
 
 def test_a_lagging_group_keeps_every_entry_it_has_not_acknowledged(rclient: redis.Redis) -> None:
@@ -98,7 +99,8 @@ def test_the_dead_letter_stream_is_capped_and_what_went_is_counted(rclient: redi
     assert 200 <= length < 200 + NODE
     assert done.deleted == 1000 - length
     assert retention.trim_state(rclient, keys.DEAD_LETTER_STREAM).dropped == 1000 - length
-    newest = rclient.xrevrange(keys.DEAD_LETTER_STREAM, count=1)[0][1][b"n"]
+    last: Any = rclient.xrevrange(keys.DEAD_LETTER_STREAM, count=1)
+    newest = last[0][1][b"n"]
     assert newest == b"999"  # the oldest go
     assert retention.cap_stream(rclient, keys.DEAD_LETTER_STREAM, 0).deleted == 0  # 0: no cap
 

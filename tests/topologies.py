@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis
 
@@ -116,9 +116,9 @@ class Cluster:
 
     def node_serving(self, key: str) -> Node:
         """The node that is the primary of `key`'s slot now."""
-        probe = next(n for n in self.nodes if n.alive())
-        slot = int(probe.client().execute_command("CLUSTER KEYSLOT", key))
-        for start, end, primary, *_ in probe.client().execute_command("CLUSTER SLOTS"):
+        probe: Any = next(n for n in self.nodes if n.alive()).client()
+        slot = int(probe.execute_command("CLUSTER KEYSLOT", key))
+        for start, end, primary, *_ in probe.execute_command("CLUSTER SLOTS"):
             if int(start) <= slot <= int(end):
                 port = int(primary[1])
                 return next(n for n in self.nodes if n.port == port)
@@ -185,7 +185,8 @@ class SentinelSet:
     def master_port(self) -> int:
         for sentinel in self.sentinels:
             if sentinel.alive():
-                _, port = sentinel.client().sentinel_get_master_addr_by_name(SERVICE)
+                client: Any = sentinel.client()
+                _, port = client.sentinel_get_master_addr_by_name(SERVICE)
                 return int(port)
         raise LookupError("no live sentinel")
 
@@ -240,7 +241,7 @@ def start_sentinel_set(directory: Path, *, proxied: bool = False) -> SentinelSet
 
         def seen() -> bool:
             for s in sentinels:
-                c = s.client()
+                c: Any = s.client()
                 if len(c.sentinel_slaves(SERVICE)) < 1 or len(c.sentinel_sentinels(SERVICE)) < 2:
                     return False
             return True
