@@ -4,9 +4,11 @@ thread only between bytecodes). A real worker process, a real lock held by anoth
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from tests.test_worker import STREAM, _start_worker, _wait_for, pending_count
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
-from tutormax_cli.stream import events
+from tutormax_cli.stream import events, signals
 from tutormax_cli.stream.producer import publish
 
 pytestmark = pytest.mark.slow
@@ -86,3 +88,33 @@ def test_second_signal_exits_at_once_while_blocked_on_a_locked_sqlite_file(
             assert conn.execute(sa.text("SELECT count(*) FROM tutors")).scalar_one() == 3
     finally:
         engine.dispose()
+
+
+class _Consumer:
+    """The little `stream.signals` needs of a consumer."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def buffered(self) -> int:
+        return 0
+
+
+def test_installed_twice_one_watchdog_stops_the_latest_consumer() -> None:
+    """`worker run` invoked again in one process (the CLI tests do) reuses the watchdog."""
+    saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    first, second = _Consumer(), _Consumer()
+    try:
+        signals.install(first)
+        signals.install(second)
+        watchdogs = [t for t in threading.enumerate() if t.name == "tutormax-signals"]
+        assert len(watchdogs) == 1
+        os.kill(os.getpid(), signal.SIGTERM)  # one: stops, never exits
+        deadline = time.monotonic() + 5
+        while not second.stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert second.stopping and not first.stopping
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(-1)
