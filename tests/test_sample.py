@@ -455,3 +455,27 @@ def test_csv_output_in_batches_equals_the_whole_tables(tmp_path: Path) -> None:
     for table in TABLES:
         batched = (tmp_path / "batched" / f"{table}.csv").read_bytes()
         assert batched == (tmp_path / "whole" / f"{table}.csv").read_bytes(), table
+
+
+def test_generate_again_with_the_same_seed_says_nothing_changed(tmp_path: Path) -> None:
+    """Into a database the rows are upserted: a rerun sends them all and the database changes
+    none, so the summary must not say it wrote them; more tutors write only what is new."""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    env = {"TUTORMAX_DATABASE_URL": url}
+    args = ["sample", "generate", "--tutors", "4", "--days", "30", "--seed", "3", "--end",
+            "2026-03-01T00:00:00Z"]  # fmt: skip
+    assert CliRunner().invoke(app, ["db", "init"], env=env).exit_code == 0
+    first = CliRunner().invoke(app, args, env=env)
+    assert first.exit_code == 0, first.output
+    assert first.stderr.startswith("Wrote 4 tutors, 16 students, ")
+    assert "as stored" not in first.stderr
+    again = CliRunner().invoke(app, args, env=env)
+    assert again.exit_code == 0, again.output
+    summary = first.stderr.removeprefix("Wrote ").split(f" to {url} ")[0]
+    assert again.stderr.startswith(
+        f"Nothing changed: {summary} generated, every row as stored in {url} in "
+    ), again.stderr

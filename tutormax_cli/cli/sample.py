@@ -59,6 +59,7 @@ def generate(
     where = str(out) if out is not None else context.settings(ctx).database_label
     bar = _Bar()
     rows = batches(spec, progress=bar)
+    changed: dict[str, int] | None = None if out is not None else {}
     try:
         with bar:
             if out is not None:
@@ -66,7 +67,7 @@ def generate(
                 counts = _counted(out)
             else:
                 assert engine is not None
-                counts = save_batches(engine, rows)
+                counts = save_batches(engine, rows, changed=changed)
     except KeyboardInterrupt:
         rows.close()  # removes the spill directory now, not whenever the generator is collected
         render.err.print(
@@ -75,10 +76,26 @@ def generate(
         raise typer.Exit(130) from None
     total = time.perf_counter() - started
     summary = ", ".join(f"{n:,} {name}" for name, n in counts.items())
-    render.err.print(
-        f"Wrote {summary} to {where} in {total:.2f}s (generation {bar.generated:.2f}s; "
-        f"{counts.get('sessions', 0) / max(total, 1e-9):,.0f} sessions/s)."
+    timing = (
+        f"in {total:.2f}s (generation {bar.generated:.2f}s; "
+        f"{counts.get('sessions', 0) / max(total, 1e-9):,.0f} sessions/s)"
     )
+    render.err.print(_written(summary, where, timing, counts, changed), soft_wrap=True)
+
+
+def _written(
+    summary: str, where: str, timing: str, sent: dict[str, int], changed: dict[str, int] | None
+) -> str:
+    """The closing line. Into a database the rows are upserted, so "Wrote" counts only what the
+    database inserted or changed: a rerun with the same seed writes nothing and says so."""
+    if changed is None:  # CSV files: every row is written
+        return f"Wrote {summary} to {where} {timing}."
+    new, total = sum(changed.values()), sum(sent.values())
+    if total and not new:
+        return f"Nothing changed: {summary} generated, every row as stored in {where} {timing}."
+    if new < total:
+        summary += f" ({new:,} rows new or changed, {total - new:,} as stored)"
+    return f"Wrote {summary} to {where} {timing}."
 
 
 def _interrupted(bar: _Bar, where: str, out: Path | None) -> str:

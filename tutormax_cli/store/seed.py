@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tutormax_cli.contract import INPUT_KEYS
 from tutormax_cli.store.db import is_postgres
-from tutormax_cli.store.save import _prepare, pg_array_literal, upsert_frame
+from tutormax_cli.store.save import _prepare, pg_array_literal, upsert_changed
 from tutormax_cli.store.schema import metadata
 
 TABLE_KEYS = INPUT_KEYS
@@ -30,8 +30,12 @@ def save_tables(engine: sa.Engine, tables: dict[str, pl.DataFrame]) -> dict[str,
     return save_batches(engine, ((name, tables[name]) for name in TABLE_KEYS if name in tables))
 
 
-def save_batches(engine: sa.Engine, batches: Batches) -> dict[str, int]:
-    """Write every batch in one transaction (all or nothing); returns rows sent per table.
+def save_batches(
+    engine: sa.Engine, batches: Batches, *, changed: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Write every batch in one transaction (all or nothing); returns rows sent per table, and
+    fills `changed` (when given) with the rows the database inserted or changed per table: a
+    rerun with the same seed sends every row and changes none.
 
     On PostgreSQL a table that holds no row when the run starts is filled by plain COPY: the
     batches carry each key once, so there is nothing to merge and the staging table and
@@ -49,12 +53,17 @@ def save_batches(engine: sa.Engine, batches: Batches) -> dict[str, int]:
             if name not in written:
                 _rebuild(conn, rebuild)
                 written[name] = 0
+                if changed is not None:
+                    changed[name] = 0
                 copying = name if pg and _is_empty(conn, name) else None
                 rebuild = _drop_plain_indexes(conn, name) if copying else []
             if copying == name:
-                written[name] += _copy_frame(conn, name, df)
+                sent = new = _copy_frame(conn, name, df)
             else:
-                written[name] += upsert_frame(conn, name, df, TABLE_KEYS[name])
+                sent, new = upsert_changed(conn, name, df, TABLE_KEYS[name])
+            written[name] += sent
+            if changed is not None:
+                changed[name] += new
         _rebuild(conn, rebuild)
     return written
 
