@@ -185,6 +185,28 @@ def test_worker_pending_dlq_publish_status_groups(
     assert STREAM in {s["stream"] for s in streams}
 
 
+def test_pipeline_and_watch_on_both_topologies(topo_url: str, tmp_path: Path, opened: Any) -> None:
+    from tests.test_api import completion, seed
+
+    db = f"sqlite:///{tmp_path / 'pipe.db'}"
+    seed(db)
+    client = opened(topo_url)
+    raw = {"session_id": "RAW-1", **completion(3)}
+    client.xadd(keys.SESSIONS_STREAM, events.envelope(raw, channel=keys.SESSIONS_STREAM))
+    client.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})  # a dead letter, cluster-style
+    run = cli("pipeline", "run", "--burst", "--stream-retention", "0", url=topo_url, db=db)
+    assert run.exit_code == 0, run.output
+    assert count_rows(open_engine(db), "sessions") == 1
+    assert client.xlen(DLQ) == 1 and client.xlen(STREAM) == 1
+    summary: Any = client.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)
+    assert summary["pending"] == 0
+    assert client.xlen(keys.SESSIONS_STREAM) < 2  # trimmed: both entries are done
+    assert cli(*BURST, url=topo_url, db=db).exit_code == 0
+    watched = cli("watch", "--from", "0", "--count", "1", "--json", url=topo_url, db=db)
+    assert watched.exit_code == 0, watched.output
+    assert json.loads(watched.stdout.splitlines()[0])["tutor_id"] == "T0001"
+
+
 def test_the_api_publishes_and_follows_on_both_topologies(
     topo_url: str, tmp_path: Path, opened: Any
 ) -> None:
