@@ -47,7 +47,9 @@ def pending(
     Redis 7); lag_s: age of the oldest of them. Pending: delivered, not yet acknowledged;
     oldest_pending_age_s: age of the oldest pending entry (by its ID). Per consumer, idle is
     the time since its last attempt to read, inactive since its last successful one (Redis
-    7.2+ only, else null). Ages are seconds on the Redis server's clock.
+    7.2+ only, else null). Ages are seconds on the Redis server's clock. Per stream (the
+    input and the dead letters): length, memory (MEMORY USAGE), the id below which workers
+    trimmed it and how many entries trimming removed (`--stream-retention`).
 
     With --watch, the summary is redrawn every SECONDS (a line per look when the output is not
     a terminal, a JSON document per line with --json) with the entries arriving and done per
