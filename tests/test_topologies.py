@@ -441,3 +441,47 @@ def test_cluster_node_failover_while_consuming(tmp_path: Path, opened: Any) -> N
             log_file.close()
         assert worker.returncode == 0, log.read_text()[-3000:]
     assert count_rows(engine) == 15
+
+
+def test_the_api_keeps_answering_through_a_sentinel_failover(tmp_path: Path, opened: Any) -> None:
+    """Completions posted while the master dies get 503 (saved, retry) or 202; once a replica
+    is promoted every post is 202 again and every 202 is on the new master's stream."""
+    import httpx
+
+    from tests.api_server import api_server
+    from tests.test_api import AUTH, completion, seed
+
+    db = f"sqlite:///{tmp_path / 'api.db'}"
+    seed(db)
+    with (
+        topologies.sentinel_set(tmp_path / "sentinel") as s,
+        api_server(db, s.url) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        accepted: list[str] = []
+
+        def post(n: int) -> int:
+            session_id = f"FAIL-{n}"
+            reply = http.post(f"/api/sessions/{session_id}/complete", json=completion(1),
+                              headers=AUTH)  # fmt: skip
+            if reply.status_code == 202:
+                accepted.append(session_id)
+            assert reply.status_code in (202, 503), reply.text
+            return reply.status_code
+
+        assert [post(n) for n in range(5)] == [202] * 5
+        old = s.master_port()
+        s.current_master().kill()
+        n = 5
+        _wait(lambda: s.master_port() != old, 60, "a Sentinel promotion")
+        deadline = time.monotonic() + 60
+        while post(n) != 202:  # until the API's client finds the new master
+            n += 1
+            assert time.monotonic() < deadline, "the API never published to the new master"
+            time.sleep(0.2)
+        for _ in range(5):
+            n += 1
+            assert post(n) == 202
+        stream: Any = opened(s.url).xrange(STREAM)
+        published = {events.decode(dict(f)).session_id for _, f in stream}  # type: ignore[union-attr]
+        assert set(accepted) - {f"FAIL-{i}" for i in range(5)} <= published
