@@ -13,6 +13,7 @@ kept (persisting it twice changes nothing).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,8 +88,10 @@ class ColumnSpec:
     max_length: int | None
 
 
+@functools.cache
 def specs(table: str) -> tuple[ColumnSpec, ...]:
-    """The input columns of `table`, in contract order (`updated_at` is not one)."""
+    """The input columns of `table`, in contract order (`updated_at` is not one). Derived once
+    per table: the contract does not change while a process runs."""
     sa_table = metadata.tables[table]
     out = []
     for name, dtype in contract_table(table).schema.items():
@@ -274,15 +277,12 @@ def _parse_bool(raw: pl.Expr) -> pl.Expr:
     )
 
 
-def _typed(text: pl.DataFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
-    """`text` with `__t_<name>` for every column (the typed value, null where blank or
-    unparsable), `__nf_<name>` for floats (not finite) and `__pe_<name>` for list and JSON
-    columns (the parse error).
-
-    One pass of expressions types the whole frame (a small frame costs one query, not one per
-    column); only integer and timestamp columns where some present value did not parse that
-    way are parsed again with the fallbacks (`60.0`, other ISO-8601 spellings), and only list
-    and JSON cells go through Python."""
+@functools.cache
+def _typing_plan(
+    columns: tuple[ColumnSpec, ...],
+) -> tuple[tuple[pl.Expr, ...], dict[str, ColumnSpec], tuple[ColumnSpec, ...]]:
+    """The one pass of expressions that types `columns`, the columns to parse again where
+    that pass missed, and the columns parsed in Python; built once per table's columns."""
     exprs: list[pl.Expr] = []
     retry: dict[str, ColumnSpec] = {}
     python: list[ColumnSpec] = []
@@ -310,6 +310,19 @@ def _typed(text: pl.DataFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
         else:
             value = raw
         exprs.append(pl.when(~blank).then(value.cast(spec.dtype)).alias(name))
+    return tuple(exprs), retry, tuple(python)  # shared by every call: never mutated
+
+
+def _typed(text: pl.DataFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
+    """`text` with `__t_<name>` for every column (the typed value, null where blank or
+    unparsable), `__nf_<name>` for floats (not finite) and `__pe_<name>` for list and JSON
+    columns (the parse error).
+
+    One pass of expressions types the whole frame (a small frame costs one query, not one per
+    column); only integer and timestamp columns where some present value did not parse that
+    way are parsed again with the fallbacks (`60.0`, other ISO-8601 spellings), and only list
+    and JSON cells go through Python."""
+    exprs, retry, python = _typing_plan(tuple(columns))
     out = text.with_columns(exprs)
     if retry:
         missed = out.select(
@@ -439,8 +452,11 @@ class Check:
     message: pl.Expr
 
 
-def _column_checks(spec: ColumnSpec) -> list[Check]:
-    """Presence, type, and what the database would refuse, for one column."""
+@functools.cache
+def _column_checks(spec: ColumnSpec) -> tuple[Check, ...]:
+    """Presence, type, and what the database would refuse, for one column. Built once per
+    column: polars expressions are immutable plans, and building them is most of what a
+    one-row frame (an API completion) costs."""
     name, kind = spec.name, spec.kind
     raw, value = pl.col(name), _t(name)
     blank = raw.is_null() | (raw.str.strip_chars() == "")
@@ -481,7 +497,7 @@ def _column_checks(spec: ColumnSpec) -> list[Check]:
         )
     if kind == "int":
         checks.append(Check(name, value.abs() > _INT32, pl.format("{} is out of range", value)))
-    return checks
+    return tuple(checks)
 
 
 _NOT_A = {
