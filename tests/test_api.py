@@ -278,6 +278,11 @@ def test_a_redis_outage_is_a_503_and_the_retry_publishes(
         checks = ready.json()["checks"]
         assert checks["database"] == {"ok": True, "error": None}
         assert not checks["redis"]["ok"] and "hunter2" not in ready.text
+        status = http.get("/api/status")  # a report of the outage, not a 500
+        assert status.status_code == 200, status.text
+        report = status.json()
+        assert report["healthy"] is False and report["dead_letter"] is None
+        assert report["problems"] and "hunter2" not in status.text
         reply = http.post("/api/sessions/RETRY-1/complete", json=body, headers=AUTH)
         assert reply.status_code == 503
         assert "saved but was not published" in reply.json()["detail"]

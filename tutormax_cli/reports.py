@@ -118,7 +118,7 @@ def status_report(
     import redis
 
     from tutormax_cli.store.query import active_freshness
-    from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat
+    from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat, topology
 
     where = (names or {}).get("redis", "Redis")
     problems: list[str] = []
@@ -139,8 +139,9 @@ def status_report(
         doc["dead_letter"] = dead.as_dict()
     except TutormaxError as exc:
         problems.append(str(exc))
-    except redis.RedisError as exc:
-        problems.append(f"Redis error: {type(exc).__name__}: {str(exc).strip()[:200]}")
+    except (redis.RedisError, *topology.TRANSIENT) as exc:  # cluster errors are not RedisErrors
+        message = " ".join(str(exc).split())[:200]
+        problems.append(f"Redis error: {type(exc).__name__}: {message}")
     fresh: dict[str, Any] | None = None
     try:
         with connect() as conn:

@@ -101,7 +101,9 @@ class StatusReport(BaseModel):
     warnings: list[str]
     workers: list[dict[str, Any]] = Field(description="Live workers' heartbeats, as stored.")
     streams: list[StreamStatus]
-    dead_letter: DeadLetters
+    dead_letter: DeadLetters | None = Field(
+        description="Null when Redis could not be read (`problems` says why)."
+    )
     freshness: dict[str, Freshness] | None
 
 
