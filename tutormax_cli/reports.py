@@ -139,7 +139,7 @@ def status_report(
         doc["dead_letter"] = dead.as_dict()
     except TutormaxError as exc:
         problems.append(str(exc))
-    except (redis.RedisError, *topology.TRANSIENT) as exc:  # cluster errors are not RedisErrors
+    except (redis.RedisError, *topology.TRANSIENT) as exc:  # type: ignore[misc]  # cluster errors are not RedisErrors
         message = " ".join(str(exc).split())[:200]
         problems.append(f"Redis error: {type(exc).__name__}: {message}")
     fresh: dict[str, Any] | None = None
