@@ -144,3 +144,34 @@ def test_no_trim_and_the_default_retention_keep_the_stream(
     assert CliRunner().invoke(app, [*base, *common]).exit_code == 0  # an hour's retention
     assert rclient.xlen(STREAM) == 500  # all of it is minutes old
     assert retention.trim_state(rclient, STREAM).dropped == 0
+
+
+def test_the_worker_exports_each_streams_length_memory_and_trimming(
+    sqlite_url: str, rclient: redis.Redis
+) -> None:
+    from tests.test_worker import make_worker
+
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    save_tables(engine, recent_sample(tutors=2))
+    publish(rclient, STREAM, [events.flat("T0001") for _ in range(500)])
+    rclient.xadd(STREAM, {"garbage": "1"})  # one dead letter
+    worker = make_worker(
+        rclient, engine, debounce=0, max_wait=0, stream_retention=0, trim_every=0,
+        heartbeat_every=0,
+    )  # fmt: skip
+    for _ in range(3):
+        worker.run_once()
+    worker.heartbeat(force=True)  # trims, then reads the gauges
+    m = worker.metrics
+    for stream in (STREAM, keys.DEAD_LETTER_STREAM):
+        assert m.stream_length.labels(stream)._value.get() == rclient.xlen(stream)
+        assert m.stream_memory.labels(stream)._value.get() == rclient.memory_usage(stream)
+    assert rclient.xlen(STREAM) < NODE and rclient.xlen(keys.DEAD_LETTER_STREAM) == 1
+    state = retention.trim_state(rclient, STREAM)
+    assert (
+        m.stream_trimmed.labels(STREAM)._value.get() == state.dropped == 501 - rclient.xlen(STREAM)
+    )
+    assert state.below is not None
+    below_s = m.stream_trimmed_below.labels(STREAM)._value.get()
+    assert below_s == int(state.below.split("-")[0]) / 1000

@@ -260,11 +260,13 @@ class GroupConsumer:
             pipe = self.redis.pipeline(transaction=False)  # the stream's own slot only
             pipe.xlen(stream)
             pipe.memory_usage(stream)
-            pipe.hget(keys.trim_key(stream), "dropped")
-            length, memory, dropped = pipe.execute()
+            pipe.hmget(keys.trim_key(stream), ["dropped", "below"])
+            length, memory, (dropped, below) = pipe.execute()
             self.metrics.stream_length.labels(stream).set(int(length or 0))
             self.metrics.stream_memory.labels(stream).set(int(memory or 0))
             self.metrics.stream_trimmed.labels(stream).set(int(dropped or 0))
+            if below:
+                self.metrics.stream_trimmed_below.labels(stream).set(id_ms(below.decode()) / 1000)
 
     def _check_server(self) -> None:
         """A new master (Sentinel failover, cluster node failover, restart) may lack the

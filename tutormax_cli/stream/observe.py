@@ -65,6 +65,11 @@ class WorkerMetrics:
             "(dead letters), by every process, in all",
             ["stream"], registry=r,
         )  # fmt: skip
+        self.stream_trimmed_below = Gauge(
+            "tutormax_stream_trimmed_below_timestamp_seconds",
+            "The time of the id below which the stream was last trimmed (entries older are gone)",
+            ["stream"], registry=r,
+        )  # fmt: skip
         self.reconciliations = Counter(
             f"{p}_reconciliations",
             "Reconciliations after a failover or a recreated group",
