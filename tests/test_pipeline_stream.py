@@ -106,13 +106,13 @@ def test_events_complete_validates_before_publishing(
 def test_the_pipeline_heartbeat_reports_its_last_flush(
     sqlite_url: str, rclient: redis.Redis
 ) -> None:
-    from tutormax_cli.pipeline.stream import PipelineConfig, PipelineConsumer
+    from tutormax_cli.pipeline.stream import PipelineConfig, pipeline_consumer
     from tutormax_cli.stream import heartbeat
 
     engine = open_engine(sqlite_url)
     upgrade(engine)
     rclient.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})
-    consumer = PipelineConsumer(rclient, engine, PipelineConfig(consumer="p1", block_ms=5))
+    consumer = pipeline_consumer(rclient, engine, PipelineConfig(consumer="p1", block_ms=5))
     consumer.setup()
     consumer.run_once()
     consumer.heartbeat(force=True)

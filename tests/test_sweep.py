@@ -125,7 +125,7 @@ def test_the_sweep_keeps_rows_true_with_no_entry(
     tz = stored.filter((pl.col("tutor_id") == WATCHED) & (pl.col("calculation_date") > T))
     assert set(tz["calculation_date"]) == {T + timedelta(seconds=40)}  # the new day's rows
     assert tz.filter(pl.col("window") == "7day")["sessions_scheduled"].to_list() == [3]
-    sweeps = [(d.start, d.end) for d in worker.sweep.history]  # type: ignore[union-attr]
+    sweeps = [(d.start, d.end) for d in worker.handler.sweep.history]  # type: ignore[union-attr]
     assert sweeps == [(T, T + timedelta(seconds=25)), (T + timedelta(seconds=25), clock.now())]
     out = CliRunner().invoke(
         app, ["--database-url", db_url, "--redis-url", redis_url, "show", "changes",
@@ -156,8 +156,8 @@ def test_two_workers_never_sweep_the_same_interval(engine: sa.Engine, rclient: r
         for _ in range(4):
             for worker in (one, two) if i % 2 else (two, one):
                 worker.run_once()
-    assert one.sweep is not None and two.sweep is not None
-    done = sorted([*one.sweep.history, *two.sweep.history], key=lambda d: d.start)
+    assert one.handler.sweep is not None and two.handler.sweep is not None
+    done = sorted([*one.handler.sweep.history, *two.handler.sweep.history], key=lambda d: d.start)
     assert {d.owner for d in done} == {"w1", "w2"}  # both swept, never together
     for before, after in itertools.pairwise(done):
         assert before.end == after.start  # contiguous: nothing skipped, nothing twice
@@ -180,14 +180,19 @@ def test_a_sweep_interrupted_by_a_crash_is_redone(engine: sa.Engine, rclient: re
     victim.run_once()
     clock.advance(3 * 86400)  # three days without a sweep: the first one covers all of it
     victim.run_once()  # takes the lease, flushes one tutor of the interval, then "dies"
-    assert victim.sweep is not None and victim.sweep.running and victim.sweep.pending
+    assert (
+        victim.handler.sweep is not None
+        and victim.handler.sweep.running
+        and victim.handler.sweep.pending
+    )
     rescuer = make_worker(rclient, engine, clock, consumer="rescuer", sweep=10, lease_ttl=2.0)
     rescuer.run_once()
-    assert rescuer.sweep is not None and rescuer.sweep.history == []  # the lease is held
+    # the lease is held
+    assert rescuer.handler.sweep is not None and rescuer.handler.sweep.history == []
     time.sleep(2.1)  # the victim's lease runs out (Redis time)
     clock.advance(10)
     rescuer.run_once()
-    [redone] = rescuer.sweep.history
+    [redone] = rescuer.handler.sweep.history
     assert redone.start == T and redone.end == clock.now()
     assert_rows_true_at_their_calculation_date(engine, tables)
     assert _tier(engine, WATCHED) == "Needs Attention"

@@ -126,7 +126,7 @@ def test_the_worker_audits_a_sample_and_exports_it(
     worker = make_worker(rclient, engine, clock, consumer="auditor", verify_every=600,
                          verify_sample=50)  # fmt: skip
     worker.run_once()
-    assert worker.last_audit is not None and worker.last_audit.rows == 36
+    assert worker.handler.last_audit is not None and worker.handler.last_audit.rows == 36
     assert worker.metrics.verify_mismatches._value.get() == 0
     alter(engine, "T0011", "90day", "engagement_score = 1.0")
     clock.advance(300)
@@ -135,4 +135,4 @@ def test_the_worker_audits_a_sample_and_exports_it(
     clock.advance(300)
     worker.run_once()
     assert worker.metrics.verify_mismatches._value.get() == 1
-    assert set(worker.last_audit.metrics) == {"engagement_score"}
+    assert set(worker.handler.last_audit.metrics) == {"engagement_score"}

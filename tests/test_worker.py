@@ -29,8 +29,9 @@ from tests.streams import as_fields, read
 from tutormax_cli import keys
 from tutormax_cli.store.seed import save_tables
 from tutormax_cli.stream import events
+from tutormax_cli.stream.consumer import StreamReader
 from tutormax_cli.stream.producer import publish
-from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
+from tutormax_cli.stream.worker import MetricsHandler, WorkerConfig, metrics_worker
 
 STREAM = keys.ENRICHMENT_STREAM
 GROUP = keys.METRICS_GROUP
@@ -52,12 +53,16 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.t += seconds
 
+    def sleep(self, seconds: float) -> None:
+        """The worker's pauses (backoff) pass at once: the test's time jumps instead."""
+        self.advance(seconds)
+
 
 def make_worker(
     rclient: redis.Redis, engine: sa.Engine, clock: FakeClock | None = None, **kw: object
-) -> MetricsWorker:
+) -> StreamReader[MetricsHandler]:
     config = WorkerConfig(consumer=str(kw.pop("consumer", "w1")), block_ms=5, **kw)  # type: ignore[arg-type]
-    worker = MetricsWorker(rclient, engine, config, clock=clock or FakeClock())
+    worker = metrics_worker(rclient, engine, config, clock=clock or FakeClock())
     worker.setup()
     return worker
 
@@ -123,7 +128,7 @@ def test_debounce_trailing_edge_and_max_wait(sqlite_url: str, rclient: redis.Red
     worker = make_worker(rclient, engine, clock, debounce=30, max_wait=45)
     publish(rclient, STREAM, [events.flat("T0001")])
     worker.run_once()
-    assert set(worker.buffer.tutors) == {"T0001"} and count_rows(engine) == 0
+    assert set(worker.handler.buffer.tutors) == {"T0001"} and count_rows(engine) == 0
     for _ in range(3):  # a steady stream keeps pushing the trailing edge ...
         clock.advance(12)
         publish(rclient, STREAM, [events.flat("T0001")])
@@ -156,7 +161,7 @@ def test_nothing_acked_when_the_database_fails(tmp_path: Path, rclient: redis.Re
     publish(rclient, STREAM, [events.flat("T0001"), events.flat("T0002")])
     worker.run_once()
     assert pending_count(rclient) == 2 and worker.counts.errors == 1
-    assert set(worker.buffer.tutors) == {"T0001", "T0002"}
+    assert set(worker.handler.buffer.tutors) == {"T0001", "T0002"}
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE moved_away RENAME TO tutor_performance_metrics"))
     clock.advance(1)  # past the backoff
@@ -382,7 +387,7 @@ def test_a_vanished_group_is_recreated(sqlite_url: str, rclient: redis.Redis) ->
     worker = make_worker(rclient, engine, debounce=0, max_wait=0)
     worker.run_once()
     rclient.delete(STREAM)  # a Redis restart without persistence loses stream and group
-    assert worker._with_retry(worker.run_once) is None  # NOGROUP: recreated, not raised
+    assert worker.with_retry(worker.run_once) is None  # NOGROUP: recreated, not raised
     publish(rclient, STREAM, [events.flat("T0002")])
     worker.run_once()
     worker.run_once()

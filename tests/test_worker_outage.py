@@ -27,8 +27,9 @@ from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
 from tutormax_cli.stream import events, heartbeat
+from tutormax_cli.stream.consumer import StreamReader
 from tutormax_cli.stream.producer import publish
-from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
+from tutormax_cli.stream.worker import MetricsHandler, WorkerConfig, metrics_worker
 
 STREAM = keys.ENRICHMENT_STREAM
 GROUP = keys.METRICS_GROUP
@@ -48,7 +49,7 @@ def _config(consumer: str, **kw: Any) -> WorkerConfig:
 class Running:
     """A worker's `run()` in a thread, stopped (and drained) at the end of the test."""
 
-    def __init__(self, worker: MetricsWorker) -> None:
+    def __init__(self, worker: StreamReader[MetricsHandler]) -> None:
         self.worker = worker
         self.stop = threading.Event()
         self.thread = threading.Thread(target=worker.run, args=(self.stop.is_set,), daemon=True)
@@ -110,10 +111,10 @@ def test_postgresql_outage_dead_letters_nothing(
         )
     )
     caplog.set_level(logging.INFO, logger="tutormax.worker")
-    lone = MetricsWorker(rclient, through_proxy, _config("lone", max_deliveries=2))
+    lone = metrics_worker(rclient, through_proxy, _config("lone", max_deliveries=2))
     lone.setup()
     # a second group of one worker on the same stream, for `health`
-    lonely = MetricsWorker(rclient, through_proxy, _config("lone", group="lonely"))
+    lonely = metrics_worker(rclient, through_proxy, _config("lone", group="lonely"))
     lonely.setup()
     proxy.stop()  # the database goes away while the worker buffers
     running = [Running(lone)]
@@ -121,7 +122,7 @@ def test_postgresql_outage_dead_letters_nothing(
         publish(rclient, STREAM, [events.flat("T0001"), events.flat("T0002")])
         _wait_for(lambda: len(_pending(rclient)) == 2)
         # a second, healthy worker (direct to the database) must not see lone's entries idle
-        other = MetricsWorker(rclient, direct, _config("other"))
+        other = metrics_worker(rclient, direct, _config("other"))
         running.append(Running(other))
         running.append(Running(lonely))
         seen = _hold_through_outage(rclient, OUTAGE)
@@ -180,7 +181,7 @@ def test_redis_outage_dead_letters_nothing(
     )
     caplog.set_level(logging.INFO, logger="tutormax.worker")
     # an entry already delivered as often as allowed: one more delivery dead-letters it
-    lone = MetricsWorker(client, engine, _config("lone", max_deliveries=1, debounce=0.5))
+    lone = metrics_worker(client, engine, _config("lone", max_deliveries=1, debounce=0.5))
     lone.setup()
     running = Running(lone)
     try:
@@ -206,7 +207,7 @@ def test_a_flush_longer_than_the_heartbeat_ttl_stays_healthy(
 ) -> None:
     engine = open_engine(pg_url)
     save_tables(engine, recent_sample(tutors=2))
-    worker = MetricsWorker(
+    worker = metrics_worker(
         rclient, engine, _config("slow", debounce=0, max_wait=0, heartbeat_ttl=1)
     )
     worker.setup()

@@ -42,7 +42,7 @@ def run(
     Example: tutormax pipeline run --burst
     """
 
-    from tutormax_cli.pipeline.stream import PipelineConfig, PipelineConsumer
+    from tutormax_cli.pipeline.stream import PipelineConfig, pipeline_consumer
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
 
@@ -66,6 +66,6 @@ def run(
     client = context.redis(ctx)
     metrics = WorkerMetrics("tutormax_pipeline")
     metrics_server.serve(metrics_host, metrics_port, metrics.registry)
-    consumer_ = PipelineConsumer(client, engine, config, metrics=metrics)
+    consumer_ = pipeline_consumer(client, engine, config, metrics=metrics)
     install_signal_handlers(consumer_)
     consumer_.run()

@@ -76,7 +76,7 @@ def run(
     from tutormax_cli.metrics.tiers import load_tiers
     from tutormax_cli.stream.consumer import default_consumer, install_signal_handlers
     from tutormax_cli.stream.observe import WorkerMetrics
-    from tutormax_cli.stream.worker import MetricsWorker, WorkerConfig
+    from tutormax_cli.stream.worker import WorkerConfig, metrics_worker
 
     context.imports_done()
     context.setup_logging(log_level)
@@ -105,7 +105,7 @@ def run(
     client = context.redis(ctx)
     metrics = WorkerMetrics()
     metrics_server.serve(metrics_host, metrics_port, metrics.registry)
-    worker = MetricsWorker(client, engine, config, metrics=metrics)
+    worker = metrics_worker(client, engine, config, metrics=metrics)
     install_signal_handlers(worker)
     logging.getLogger("tutormax.worker").info(
         "worker %s on %s (group %s), database %s, debounce %.3gs, max-wait %.3gs, "

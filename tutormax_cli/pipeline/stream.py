@@ -1,12 +1,13 @@
 """`tutormax pipeline run`: raw session completions from `tutormax:sessions` through validation,
 enrichment and persistence, then published on the enrichment stream for the metrics worker.
 
-A member of the `validation-workers` group with the same safety rules as the metrics worker
-(`GroupConsumer`): own pending entries first, claims of orphans, dead letters with a reason,
-heartbeat, backoff. Each flush handles the entries read so far as one batch: invalid rows are
-dead-lettered, valid ones upserted in one transaction, published after the commit, and only then
-acknowledged — a crash anywhere before the ack redelivers the batch, which the idempotent upsert
-and the idempotent worker absorb.
+A member of the `validation-workers` group with the same safety rules as the metrics worker: a
+`StreamReader` (own pending entries first, claims of orphans, dead letters with a reason,
+heartbeat, backoff) driving a `PipelineHandler`. Each flush handles the entries read so far as
+one batch: valid ones are upserted in one transaction, published after the commit, and only then
+acknowledged; invalid rows go back to the reader, which dead-letters them. A crash anywhere
+before the ack redelivers the batch, which the idempotent upsert and the idempotent worker
+absorb.
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ import redis
 import sqlalchemy as sa
 
 from tutormax_cli import keys
-from tutormax_cli.stream.consumer import (
-    Clock,
-    ConsumerConfig,
-    Dead,
-    GroupConsumer,
-    is_connection_error,
-)
+from tutormax_cli.stream.clock import Clock, SystemClock
+from tutormax_cli.stream.consumer import ConsumerConfig, StreamReader, is_connection_error
+from tutormax_cli.stream.handler import Dead, Failure, FlushResult, Good
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.pipeline")
@@ -41,12 +38,26 @@ class PipelineConfig(ConsumerConfig):
     output_stream: str = keys.ENRICHMENT_STREAM
 
 
-class PipelineConsumer(GroupConsumer):
+def pipeline_consumer(
+    client: redis.Redis,
+    engine: sa.Engine,
+    config: PipelineConfig,
+    *,
+    clock: Clock | None = None,
+    metrics: WorkerMetrics | None = None,
+    now: datetime | None = None,
+) -> StreamReader[PipelineHandler]:
+    """A member of `validation-workers`: a `StreamReader` driving a `PipelineHandler`."""
+    clock = clock or SystemClock()
+    handler = PipelineHandler(client, engine, config, clock=clock, now=now)
+    return StreamReader(client, config, handler, clock=clock, metrics=metrics)
+
+
+class PipelineHandler:
     """Validates, persists and publishes raw completions in batches."""
 
     role = "pipeline"
     unit = "sessions persisted"
-    config: PipelineConfig
 
     def __init__(
         self,
@@ -54,26 +65,42 @@ class PipelineConsumer(GroupConsumer):
         engine: sa.Engine,
         config: PipelineConfig,
         *,
-        clock: Clock | None = None,
-        metrics: WorkerMetrics | None = None,
+        clock: Clock,
         now: datetime | None = None,
     ) -> None:
-        super().__init__(client, config, clock=clock, metrics=metrics)
+        self.redis = client
         self.engine = engine
+        self.config = config
+        self.clock = clock
         self.batch: dict[bytes, dict[bytes, bytes]] = {}
         self._now = now  # fixed validation clock for tests; None = the wall clock
 
-    def accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]], now: float) -> list[Dead]:
+    def accept(self, entries: list[Good], now: float) -> list[Dead]:
         self.batch.update(entries)
         return []
 
     def buffered(self) -> int:
         return len(self.batch)
 
-    def flush(self, *, everything: bool = False) -> int:
-        """Validate, persist, commit, publish, then ack (invalid rows: dead letters)."""
-        if not self.batch or self.clock.monotonic() < self._retry_at:
-            return 0
+    def next_due(self) -> float | None:
+        return None  # every pass flushes what it read
+
+    def close(self) -> None:
+        pass
+
+    def reconcile(self, since: datetime) -> int:
+        """Raw completions are not in the database before this consumer persists them: what a
+        failover lost, only their producers can send again."""
+        log.warning(
+            "%s: entries published since %s may have been lost with the old master; "
+            "their producers must send them again", self.role, since.isoformat(),
+        )  # fmt: skip
+        return 0
+
+    def flush(self, *, everything: bool = False) -> FlushResult:
+        """Validate, persist, commit, publish, then ack; invalid rows go back as dead letters."""
+        if not self.batch:
+            return FlushResult()
         from tutormax_cli.pipeline.enrich import enrich
         from tutormax_cli.pipeline.persist import persist
         from tutormax_cli.pipeline.publish import publish
@@ -92,34 +119,25 @@ class PipelineConsumer(GroupConsumer):
                 persist(conn, "sessions", valid)
                 conn.commit()
         except Exception as exc:
-            self._failed("database" if is_connection_error(exc) else "compute", exc, flush=True)
-            return 0
+            kind = "database" if is_connection_error(exc) else "compute"
+            return FlushResult(failures=[Failure(kind, exc)])
+        ok = [e.encode() for e in valid.get_column(ENTRY).to_list()]
         try:
             publish(self.redis, valid, stream=self.config.output_stream)
-            dead: list[Dead] = [
-                (entry.encode(), batch[entry.encode()], str(reason))
-                for entry, reason in rejects.select(ENTRY, REASON).iter_rows()
-            ]
-            if dead:
-                self.dead_letter(dead)
-                for entry_id, _, _ in dead:  # a retry must not dead-letter them twice
-                    self.batch.pop(entry_id, None)
-            ok = [e.encode() for e in valid.get_column(ENTRY).to_list()]
             if ok:
                 self.redis.xack(self.config.stream, self.config.group, *ok)
-                self.release(ok)
         except Exception as exc:  # rows are committed; the retry re-publishes: harmless
-            self._failed("redis", exc, flush=True)
-            return 0
-        self._succeeded()
+            return FlushResult(failures=[Failure("redis", exc)])
+        dead: list[Dead] = [
+            (entry.encode(), batch[entry.encode()], str(reason))
+            for entry, reason in rejects.select(ENTRY, REASON).iter_rows()
+        ]
         self.batch.clear()
-        self._last_flush_at = self.clock.now()
-        self.counts.flushes += 1
-        self.counts.tutors += valid.height
-        self.metrics.flushes.inc()
-        self.metrics.acked.inc(valid.height)
         log.info(
             "flush: %d entries, %d persisted and published, %d dead-lettered, %.0f ms",
             len(batch), valid.height, rejects.height, (time.perf_counter() - started) * 1000,
         )  # fmt: skip
-        return len(batch)
+        return FlushResult(
+            units=valid.height, acked=ok, dead=dead, committed=True,
+            committed_at=self.clock.now(),
+        )  # fmt: skip

@@ -8,8 +8,9 @@ dead-letters malformed entries and entries delivered too often, with the reason 
 fields, before acknowledging them; keeps a heartbeat key; retries Redis and database failures
 with backoff, reading nothing new while a flush keeps failing; and stops cleanly on a signal.
 What to do with good entries (`accept`) and when to commit and ack them (`flush`) is the
-subclass's.
-Time comes from an injectable `Clock` so tests drive debounce windows without sleeping.
+handler's (`stream.handler`): the reader drives it and records what each flush returns.
+Time, sleeps included, comes from an injectable `Clock` (`stream.clock`) so tests drive debounce
+windows and backoff without waiting.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, TypeVar
 
 import redis
 import sqlalchemy as sa
@@ -31,31 +31,14 @@ import sqlalchemy as sa
 from tutormax_cli import keys
 from tutormax_cli.stream import dead_letters, retention, topology
 from tutormax_cli.stream import heartbeat as hb
+from tutormax_cli.stream.clock import Clock, SystemClock
 from tutormax_cli.stream.entries import id_ms
+from tutormax_cli.stream.handler import Dead, Entry, FlushResult, Good, Handler
 from tutormax_cli.stream.observe import WorkerMetrics
 
 log = logging.getLogger("tutormax.worker")
 
-Entry = tuple[bytes, dict[bytes, bytes] | None]
-Dead = tuple[bytes, dict[bytes, bytes], str]
-
-
-class Clock(Protocol):
-    """Where the worker gets time: `monotonic` for debounce, `now` for as-of and heartbeats."""
-
-    def monotonic(self) -> float: ...
-
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
+H = TypeVar("H", bound=Handler)
 
 
 def default_consumer() -> str:
@@ -107,22 +90,21 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
-class GroupConsumer:
-    """One member of a consumer group; subclasses implement `accept`, `flush`, `buffered`."""
-
-    role = "consumer"
-    unit = "units"
+class StreamReader(Generic[H]):
+    """One member of a consumer group, driving `handler` (`stream.handler.Handler`)."""
 
     def __init__(
         self,
         client: redis.Redis,
         config: ConsumerConfig,
+        handler: H,
         *,
         clock: Clock | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.redis = client
         self.config = config
+        self.handler = handler
         self.clock = clock or SystemClock()
         self.metrics = metrics or WorkerMetrics()
         self.counts = Counts()
@@ -137,6 +119,8 @@ class GroupConsumer:
         self._started_at = self.clock.now()
         self._last_flush_at: datetime | None = None
         self._flush_failing = False
+        # entries a flush found bad whose dead-lettering failed: tried again before the next
+        self._dead_backlog: list[Dead] = []
         # entries delivered to this consumer and neither acknowledged nor dead-lettered yet
         self._held: set[bytes] = set()
         self._held_lock = threading.Lock()
@@ -165,33 +149,13 @@ class GroupConsumer:
             on_beat=self._on_beat,
         )
 
-    # -- what subclasses decide ----------------------------------------------------------------
-
-    def accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]], now: float) -> list[Dead]:
-        """Take well-delivered entries; return those to dead-letter, with reasons."""
-        raise NotImplementedError
-
-    def flush(self, *, everything: bool = False) -> int:
-        """Commit what is due and acknowledge its entries; returns how many units were flushed."""
-        raise NotImplementedError
+    @property
+    def role(self) -> str:
+        return self.handler.role
 
     def buffered(self) -> int:
-        """Units held but not yet flushed (unacknowledged work)."""
-        raise NotImplementedError
-
-    def next_due(self) -> float | None:
-        """When buffered work next becomes due (monotonic), to bound blocking reads."""
-        return None
-
-    def reconcile(self, since: datetime) -> int:
-        """Make up for stream entries a failover may have lost, published since `since`
-        (the metrics worker recomputes the tutors whose rows changed since then); returns
-        the units scheduled. A consumer whose input is not in the database cannot."""
-        log.warning(
-            "%s: entries published since %s may have been lost with the old master; "
-            "their producers must send them again", self.role, since.isoformat(),
-        )  # fmt: skip
-        return 0
+        """Work held and not yet acknowledged: the handler's, and dead letters still to write."""
+        return self.handler.buffered() + len(self._dead_backlog)
 
     # -- setup and bookkeeping -----------------------------------------------------------------
 
@@ -295,13 +259,13 @@ class GroupConsumer:
         if since is None:
             return
         try:
-            scheduled = self.reconcile(since)
+            scheduled = self.handler.reconcile(since)
         except Exception:
             self._schedule_reconcile(since)  # try again next pass
             raise
         self.metrics.reconciliations.inc()
         log.warning("reconciliation: %d %s scheduled (changed since %s)",
-                    scheduled, self.unit, since.isoformat())  # fmt: skip
+                    scheduled, self.handler.unit, since.isoformat())  # fmt: skip
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
@@ -347,7 +311,7 @@ class GroupConsumer:
     def _block_ms(self) -> int | None:
         if self.config.burst or self.stopping:
             return None
-        next_due = self.next_due()
+        next_due = self.handler.next_due()
         if next_due is None:
             return self.config.block_ms
         wait = max(0.0, next_due - self.clock.monotonic())
@@ -464,7 +428,7 @@ class GroupConsumer:
         counts = self.deliveries(entries) if check_deliveries else {}
         dead: list[Dead] = []
         vanished: list[bytes] = []
-        good: list[tuple[bytes, dict[bytes, bytes]]] = []
+        good: list[Good] = []
         for entry_id, fields in entries:
             if fields is None:  # trimmed or deleted while pending: nothing left to do
                 vanished.append(entry_id)
@@ -476,7 +440,7 @@ class GroupConsumer:
                 good.append((entry_id, fields))
         with self._held_lock:
             self._held.update(e[0] for e in good)
-        dead.extend(self.accept(good, self.clock.monotonic()))
+        dead.extend(self.handler.accept(good, self.clock.monotonic()))
         if vanished:
             self.redis.xack(self.config.stream, self.config.group, *vanished)
             self.release(vanished)
@@ -549,6 +513,46 @@ class GroupConsumer:
         if self.state == hb.RETRYING:
             self._set_state(hb.OK)
 
+    def flush(self, *, everything: bool = False) -> bool:
+        """Let the handler flush (not while backing off from a failure, unless `everything`),
+        then record what it did. Returns whether anything was done."""
+        if not everything and self.clock.monotonic() < self._retry_at:
+            return False
+        if self._dead_backlog:
+            try:
+                self.dead_letter(self._dead_backlog)
+            except redis.RedisError as exc:
+                self._failed("redis", exc, flush=True)
+                return False
+            self._dead_backlog = []
+        result = self.handler.flush(everything=everything)
+        self.record(result)
+        return result.busy()
+
+    def record(self, result: FlushResult) -> None:
+        """The bookkeeping a flush asks for: failures (count, log, back off, `retrying`),
+        acknowledged entries (no longer held), dead letters, and a successful flush (counts,
+        the heartbeat's last flush, reads resume, `ok`)."""
+        for failure in result.failures:
+            self._failed(failure.kind, failure.error, flush=failure.stalls)
+        if result.acked:
+            self.release(result.acked)
+            self.metrics.acked.inc(len(result.acked))
+        if result.committed_at is not None:
+            self.counts.flushes += 1
+            self.counts.tutors += result.units
+            self.metrics.flushes.inc()
+            self._last_flush_at = result.committed_at
+        if result.dead:
+            try:
+                self.dead_letter(result.dead)
+            except redis.RedisError as exc:  # what was committed stays; the dead go next time
+                self._dead_backlog.extend(result.dead)
+                self._failed("redis", exc, flush=True)
+                return
+        if result.committed:
+            self._succeeded()
+
     # -- the loop ------------------------------------------------------------------------------
 
     def run_once(self) -> bool:
@@ -565,7 +569,7 @@ class GroupConsumer:
             if not self.stopping and not self.recovering:
                 new = self.read_new()
                 self.handle(new, "new", check_deliveries=False)
-        flushed = self.flush()
+        flushed = self.flush(everything=self.stopping)
         self.heartbeat()
         self.refresh_held()
         busy = bool(new or claimed or self.recovering or flushed or self.buffered())
@@ -577,7 +581,8 @@ class GroupConsumer:
         while self.buffered() and self.clock.monotonic() < deadline:
             self._retry_at = float("-inf")
             if not self.flush(everything=True) and self.buffered():
-                time.sleep(min(1.0, self._backoff or 0.5))
+                self.clock.sleep(min(1.0, self._backoff or 0.5))
+        self.handler.close()
 
     def run(self, should_stop: Callable[[], bool] | None = None) -> Counts:
         """Loop until stopped (signal or `should_stop`), or until idle in burst mode; then drain.
@@ -588,19 +593,19 @@ class GroupConsumer:
         self.metrics.up.set(1)
         reason = "stopped"
         try:
-            self._with_retry(self.setup)
+            self.with_retry(self.setup)
             self.beats.start()
             while True:
                 if self.stopping or (should_stop is not None and should_stop()):
                     reason = "stop requested"
                     break
-                busy = self._with_retry(self.run_once)
+                busy = self.with_retry(self.run_once)
                 if self.config.burst and busy is False:
                     reason = "burst complete: nothing new, pending, claimable or buffered"
                     break
                 wait = self._retry_at - self.clock.monotonic()
                 if wait > 0:  # a failed flush backs off; do not spin on reads meanwhile
-                    time.sleep(min(0.5, wait))
+                    self.clock.sleep(min(0.5, wait))
             self.stopping = True
             self._set_state(hb.DRAINING)
             self.drain()
@@ -609,7 +614,9 @@ class GroupConsumer:
             self._teardown(reason)
         return self.counts
 
-    def _with_retry(self, step: Callable[[], Any]) -> Any:
+    def with_retry(self, step: Callable[[], Any]) -> Any:
+        """Run one step; a Redis outage is counted and backed off from (None is returned), and a
+        lost group is recreated and its entries recovered."""
         try:
             result = step()
             if not self._flush_failing:  # Redis answered and no flush is failing
@@ -617,7 +624,7 @@ class GroupConsumer:
             return result
         except topology.TRANSIENT as exc:  # down, failing over, resharding: retry
             self._failed("redis", exc)
-            time.sleep(min(self._backoff, 5.0))
+            self.clock.sleep(min(self._backoff, 5.0))
             return None
         except redis.ResponseError as exc:
             if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
@@ -644,7 +651,7 @@ class GroupConsumer:
         log.info(
             "%s %s exiting (%s): %d entries, %d %s in %d flushes, "
             "%d dead-lettered, %d errors, %d still buffered",
-            self.role, self.config.consumer, reason, c.entries, c.tutors, self.unit,
+            self.role, self.config.consumer, reason, c.entries, c.tutors, self.handler.unit,
             c.flushes, c.dead_lettered, c.errors, self.buffered(),
         )  # fmt: skip
 
@@ -657,7 +664,7 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def install_signal_handlers(worker: GroupConsumer) -> None:
+def install_signal_handlers(worker: StreamReader[Any]) -> None:
     """First SIGTERM/SIGINT: stop reading, flush what is buffered, ack, exit 0. Second: exit at
     once, even from inside a blocked database call (`stream.signals`); unacknowledged entries
     stay pending and the janitor of another worker claims them."""

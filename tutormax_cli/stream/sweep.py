@@ -33,7 +33,7 @@ from tutormax_cli.store.state import get_instant, get_state, set_instant, set_st
 if TYPE_CHECKING:
     import redis
 
-    from tutormax_cli.stream.consumer import Clock
+    from tutormax_cli.stream.clock import Clock
 
 log = logging.getLogger("tutormax.worker")
 

@@ -1,6 +1,8 @@
 """The MetricsUpdateWorker: session events in, debounced batch recomputation, ack after commit.
 
-Each pass (see `GroupConsumer.run_once`) buffers the tutors that entries name; due tutors are
+`MetricsHandler` is what the metrics worker does with its entries; `metrics_worker` puts it
+behind a `StreamReader`, which owns the Redis side. Each pass (see `StreamReader.run_once`)
+buffers the tutors that entries name; due tutors are
 flushed together — one bulk read, one engine call, one upsert transaction — and only then are
 the entries that asked for them acknowledged and an update announced per tutor.
 
@@ -29,16 +31,16 @@ from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.recompute import AUTO_OVERLAP, recompute_as_of
 from tutormax_cli.store.load import load_changed_tutor_ids
 from tutormax_cli.stream import tier_changes
+from tutormax_cli.stream.clock import Clock, SystemClock
 from tutormax_cli.stream.consumer import (
-    Clock,
     ConsumerConfig,
-    Dead,
-    GroupConsumer,
+    StreamReader,
     install_signal_handlers,
     is_connection_error,
 )
 from tutormax_cli.stream.debounce import DebounceBuffer, Pending, entry_time_ms
 from tutormax_cli.stream.events import Malformed, decode
+from tutormax_cli.stream.handler import Dead, Failure, FlushResult, Good
 from tutormax_cli.stream.observe import WorkerMetrics
 from tutormax_cli.stream.sweep import Batch, DayRollover, Job, WindowSweep
 from tutormax_cli.stream.tier_changes import TierChange
@@ -46,7 +48,7 @@ from tutormax_cli.verify import VerifyResult, verify
 
 log = logging.getLogger("tutormax.worker")
 
-__all__ = ["MetricsWorker", "WorkerConfig", "install_signal_handlers"]
+__all__ = ["MetricsHandler", "WorkerConfig", "install_signal_handlers", "metrics_worker"]
 
 
 @dataclass
@@ -80,12 +82,27 @@ class WorkerConfig(ConsumerConfig):
             )
 
 
-class MetricsWorker(GroupConsumer):
-    """A member of `metrics-workers`: buffers tutors, recomputes them in batches."""
+def metrics_worker(
+    client: redis.Redis,
+    engine: sa.Engine,
+    config: WorkerConfig,
+    *,
+    clock: Clock | None = None,
+    metrics: WorkerMetrics | None = None,
+) -> StreamReader[MetricsHandler]:
+    """A member of `metrics-workers`: a `StreamReader` driving a `MetricsHandler`."""
+    clock = clock or SystemClock()
+    metrics = metrics or WorkerMetrics()
+    handler = MetricsHandler(client, engine, config, clock=clock, metrics=metrics)
+    return StreamReader(client, config, handler, clock=clock, metrics=metrics)
+
+
+class MetricsHandler:
+    """Buffers the tutors entries name, recomputes them in batches (with the window sweep's
+    and the day rollover's tutors), then acks the entries and announces the updates."""
 
     role = "worker"
     unit = "tutors recomputed"
-    config: WorkerConfig
 
     def __init__(
         self,
@@ -93,11 +110,14 @@ class MetricsWorker(GroupConsumer):
         engine: sa.Engine,
         config: WorkerConfig,
         *,
-        clock: Clock | None = None,
-        metrics: WorkerMetrics | None = None,
+        clock: Clock,
+        metrics: WorkerMetrics,
     ) -> None:
-        super().__init__(client, config, clock=clock, metrics=metrics)
+        self.redis = client
         self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
         self.buffer = DebounceBuffer(config.debounce, config.max_wait)
         jobs = {
             "client": client, "engine": engine, "clock": self.clock, "group": config.group,
@@ -113,7 +133,7 @@ class MetricsWorker(GroupConsumer):
             else None
         )
 
-    def accept(self, entries: list[tuple[bytes, dict[bytes, bytes]]], now: float) -> list[Dead]:
+    def accept(self, entries: list[Good], now: float) -> list[Dead]:
         dead: list[Dead] = []
         for entry_id, fields in entries:
             event = decode(fields)  # type: ignore[arg-type]
@@ -141,24 +161,24 @@ class MetricsWorker(GroupConsumer):
     def next_due(self) -> float | None:
         due = self.buffer.next_due()
         for job in (self.sweep, self.rollover):
-            if job is not None and not self.stopping:
+            if job is not None:
                 at = self.clock.monotonic() if job.running else job.next_at
                 due = at if due is None else min(due, at)
         return due
 
-    def flush(self, *, everything: bool = False) -> int:
+    def flush(self, *, everything: bool = False) -> FlushResult:
         """Recompute due tutors (and a sweep's batch) in one batch, commit, then ack their
-        entries. Returns tutors."""
+        entries and announce the updates in one round trip. `everything` (stopping): every
+        buffered tutor, and no sweep, rollover or audit."""
         now = self.clock.monotonic()
-        if now < self._retry_at and not everything:
-            return 0
-        rolled = self._roll() if not everything else 0
+        failures: list[Failure] = []
+        rolled = self._roll(failures) if not everything else 0
         if not everything:
             self.audit()
         due = self.buffer.due(now, everything=everything or self.config.burst)
-        batch = self._poll(self.sweep) if not everything else None
+        batch = self._poll(self.sweep, failures) if not everything else None
         if not due and batch is None:
-            return rolled
+            return FlushResult(other=rolled, failures=failures)
         taken = self.buffer.take(due)
         tutors = sorted(set(due) | set(batch.tutors)) if batch is not None else due
         started = time.perf_counter()
@@ -175,14 +195,13 @@ class MetricsWorker(GroupConsumer):
             self.buffer.put_back(taken)
             if batch is not None and self.sweep is not None:
                 self.sweep.failed(batch)
-            self._failed("database" if is_connection_error(exc) else "compute", exc, flush=True)
-            return 0
+            kind = "database" if is_connection_error(exc) else "compute"
+            return FlushResult(failures=[*failures, Failure(kind, exc)])
         if batch is not None and self.sweep is not None:
             self.sweep.committed(batch)
             self.metrics.swept_tutors.inc(len(batch.tutors))
         if result is None or metrics is None:
-            self._succeeded()
-            return rolled
+            return FlushResult(committed=True, other=rolled, failures=failures)
         committed = time.time()
         ids = [e for item in taken.values() for e in item.entry_ids]
         changes = [c if c.tutor_id in taken else replace(c, source="sweep") for c in result.changes]
@@ -192,20 +211,20 @@ class MetricsWorker(GroupConsumer):
             # rows are committed; keep the entries and flush them again (an idempotent upsert):
             # dropped here, they would stay pending with nobody to ack them
             self.buffer.put_back(taken)
-            self._failed("redis", exc, flush=True)
-            return 0
-        self.release(ids)
-        self._succeeded()
+            return FlushResult(failures=[*failures, Failure("redis", exc)])
         elapsed = time.perf_counter() - started
         self._record_flush(taken, result.seconds, elapsed, committed, len(ids), len(tutors))
-        return len(tutors) + rolled
+        return FlushResult(
+            units=len(tutors), acked=ids, committed=True, committed_at=self.clock.now(),
+            other=rolled, failures=failures,
+        )  # fmt: skip
 
     def audit(self) -> None:
         """A drift audit of a few random tutors every `verify_every` seconds (not those buffered:
         their rows are about to change); exported as `tutormax_verify_mismatches`."""
         cfg = self.config
         now = self.clock.monotonic()
-        if cfg.verify_every <= 0 or cfg.verify_sample <= 0 or self.stopping:
+        if cfg.verify_every <= 0 or cfg.verify_sample <= 0:
             return
         if now < self._next_audit:
             return
@@ -229,14 +248,16 @@ class MetricsWorker(GroupConsumer):
                 result.rows_differing, result.rows, named,
             )  # fmt: skip
 
-    def _poll(self, job: Job | None) -> Batch | None:
-        """The job's next batch; a Redis or database failure is logged and retried later."""
-        if job is None or self.stopping or not job.due():
+    def _poll(self, job: Job | None, failures: list[Failure]) -> Batch | None:
+        """The job's next batch; a Redis or database failure is noted in `failures` (it does
+        not stall the flush) and the job is polled again later."""
+        if job is None or not job.due():
             return None
         try:
             return job.poll()
         except (redis.RedisError, sa.exc.SQLAlchemyError) as exc:
-            self._failed("redis" if isinstance(exc, redis.RedisError) else "database", exc)
+            kind = "redis" if isinstance(exc, redis.RedisError) else "database"
+            failures.append(Failure(kind, exc, stalls=False))
             return None
 
     def _commit_mark(self, batch: Batch | None) -> None:
@@ -245,11 +266,11 @@ class MetricsWorker(GroupConsumer):
         with self.engine.begin() as conn:
             batch.mark(conn)
 
-    def _roll(self) -> int:
+    def _roll(self, failures: list[Failure]) -> int:
         """One chunk of the day rollover, as of the midnight that ended the day, in its own
         transaction (its as-of is not the flush's). Returns the tutors written."""
         job = self.rollover
-        batch = self._poll(job)
+        batch = self._poll(job, failures)
         if job is None or batch is None:
             return 0
         assert batch.as_of is not None
@@ -264,7 +285,8 @@ class MetricsWorker(GroupConsumer):
                 self._commit_mark(batch)
         except Exception as exc:
             job.failed(batch)
-            self._failed("database" if is_connection_error(exc) else "compute", exc)
+            kind = "database" if is_connection_error(exc) else "compute"
+            failures.append(Failure(kind, exc, stalls=False))
             return 0
         job.committed(batch)
         self.metrics.rolled_tutors.inc(len(batch.tutors))
@@ -279,8 +301,8 @@ class MetricsWorker(GroupConsumer):
                 self._count_changes(result.changes)
         return len(batch.tutors)
 
-    def drain(self) -> None:
-        super().drain()
+    def close(self) -> None:
+        """Give up the sweep's and the rollover's leases, so another worker takes over now."""
         for job in (self.sweep, self.rollover):
             if job is not None:
                 with contextlib.suppress(redis.RedisError):
@@ -332,18 +354,13 @@ class MetricsWorker(GroupConsumer):
         tutors: int,
     ) -> None:
         m = self.metrics
-        m.flushes.inc()
         m.tutors_recomputed.inc(tutors)
-        m.acked.inc(entries)
         m.flush_duration.observe(elapsed)
         m.db_write.observe(seconds.get("write", 0.0))
         for item in taken.values():
             for entry_id in item.entry_ids:
                 m.latency.observe(max(0.0, committed - entry_time_ms(entry_id) / 1000))
         m.buffered_tutors.set(len(self.buffer.tutors))
-        self.counts.flushes += 1
-        self.counts.tutors += tutors
-        self._last_flush_at = self.clock.now()
         phases = " ".join(f"{k} {v * 1000:.0f}" for k, v in seconds.items())
         log.info(
             "flush: %d tutors, %d entries, %.0f ms (%s)",
