@@ -119,3 +119,54 @@ def test_the_pipeline_heartbeat_reports_its_last_flush(
     (beat,) = heartbeat.live_workers(rclient, keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)
     assert beat.state == "ok" and beat.info["last_flush_at"] is not None
     assert beat.info["dead_lettered"] == 1
+
+
+def test_a_failing_pipeline_flush_is_recorded_by_the_reader(
+    sqlite_url: str, rclient: redis.Redis
+) -> None:
+    """The pipeline's failures and successes go through the reader's bookkeeping, as the metrics
+    worker's do: errors counted, `retrying` with the cause, nothing acked or read meanwhile; then
+    `ok`, the entry acked, a flush counted and reported as the heartbeat's last flush."""
+    import sqlalchemy as sa
+
+    from tests.test_worker import FakeClock
+    from tutormax_cli.pipeline.stream import PipelineConfig, pipeline_consumer
+
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    tables = recent_sample(tutors=1)
+    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+    good = {
+        "session_id": "F-1", "tutor_id": "T0001", "student_id": "S00001",
+        "session_number": 1, "scheduled_start": start, "actual_start": start,
+        "duration_minutes": 60, "subject": "Math", "session_type": "1-on-1",
+        "tutor_initiated_reschedule": False, "no_show": False, "late_start_minutes": 0,
+        "technical_issues": False,
+    }  # fmt: skip
+    add(rclient, keys.SESSIONS_STREAM, events.envelope(good, channel=keys.SESSIONS_STREAM))
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE sessions RENAME TO moved_away"))
+    clock = FakeClock()
+    consumer = pipeline_consumer(
+        rclient, engine, PipelineConfig(consumer="p1", block_ms=5), clock=clock
+    )
+    consumer.setup()
+    consumer.run_once()
+    status = consumer.status()
+    assert status["state"] == "retrying" and "sessions" in status["retrying"]["message"], status
+    assert consumer.counts.errors == 1 and status["last_flush_at"] is None
+    assert rclient.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 1
+    add(rclient, keys.SESSIONS_STREAM, events.envelope(good, channel=keys.SESSIONS_STREAM))
+    consumer.run_once()  # still backing off: no flush, and nothing new read
+    assert consumer.counts.errors == 1 and consumer.counts.entries == 1
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE moved_away RENAME TO sessions"))
+    clock.advance(1)  # past the backoff
+    consumer.run_once()
+    status = consumer.status()
+    assert status["state"] == "ok" and status["retrying"] is None
+    assert status["last_flush_at"] == clock.now().isoformat()
+    assert consumer.counts.flushes == 1 and consumer.counts.tutors == 1
+    assert rclient.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 0
+    assert count_rows(engine, "sessions") == 1

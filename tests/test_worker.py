@@ -43,6 +43,7 @@ class FakeClock:
     def __init__(self, start: datetime = T) -> None:
         self.t = 1000.0
         self.start = start
+        self.slept: list[float] = []
 
     def monotonic(self) -> float:
         return self.t
@@ -55,6 +56,7 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         """The worker's pauses (backoff) pass at once: the test's time jumps instead."""
+        self.slept.append(seconds)
         self.advance(seconds)
 
 
@@ -167,6 +169,36 @@ def test_nothing_acked_when_the_database_fails(tmp_path: Path, rclient: redis.Re
     clock.advance(1)  # past the backoff
     worker.run_once()
     assert pending_count(rclient) == 0 and count_rows(engine) == 6
+
+
+def test_backoff_sleeps_on_the_injected_clock(tmp_path: Path, rclient: redis.Redis) -> None:
+    """A flush that keeps failing backs off 0.5, 1, 2 ... s up to `max_backoff`, each wait on the
+    worker's clock (a real sleep would make this test take minutes), reading nothing new."""
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    save_tables(engine, sample(tutors=1))
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE tutor_performance_metrics RENAME TO moved_away"))
+    clock = FakeClock()
+    worker = make_worker(rclient, engine, clock, debounce=0, max_wait=0, max_backoff=4)
+    publish(rclient, STREAM, [events.flat("T0001")])
+    started = time.monotonic()
+    worker.run(
+        should_stop=lambda: (
+            clock.t > 1030 or worker.counts.errors >= 8 or time.monotonic() - started > 10
+        )
+    )
+    assert time.monotonic() - started < 5  # waits of 7.5 s and more, none of them real
+    assert worker.counts.errors >= 5 and pending_count(rclient) == 1
+    assert worker.counts.entries == 1  # nothing new was read while the flush failed
+    # the loop waits out each backoff in steps of at most 0.5 s, the final drain in 1 s steps
+    assert clock.slept and max(clock.slept) <= 1.0
+    assert sum(clock.slept) >= 0.5 + 1 + 2 + 4
+    assert worker.metrics.errors.labels("database")._value.get() == worker.counts.errors
+    assert worker.status()["state"] == "draining" and worker.status()["last_flush_at"] is None
 
 
 def test_redelivery_and_two_workers_converge(engine: sa.Engine, rclient: redis.Redis) -> None:
