@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis
 from typer.testing import CliRunner
 
@@ -170,3 +171,51 @@ def test_a_failing_pipeline_flush_is_recorded_by_the_reader(
     assert consumer.counts.flushes == 1 and consumer.counts.tutors == 1
     assert rclient.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 0
     assert count_rows(engine, "sessions") == 1
+
+
+def test_dead_letters_a_flush_could_not_write_are_written_next_pass(tmp_path: Path) -> None:
+    """The pipeline's rejects are dead-lettered by the reader after the handler's commit; when
+    that write fails (here a Redis ACL refuses it), the entry stays pending and held, nothing new
+    is read, and the next pass after the backoff writes the dead letter and resumes."""
+    from tests import topologies
+    from tests.test_worker import FakeClock
+    from tutormax_cli.pipeline.stream import PipelineConfig, pipeline_consumer
+
+    if topologies.MISSING:  # a server of its own: ACL users are global to a server
+        pytest.skip(topologies.MISSING)
+    (port,) = topologies.free_ports(1)
+    node = topologies._start(topologies._base(port), tmp_path, port)
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    try:
+        # may read every key, write only tutormax:* (the dead letters go elsewhere here)
+        admin.acl_setuser(
+            "p", enabled=True, passwords=["+pw"], categories=["+@all"], keys=["tutormax:*", "%R~*"]
+        )
+        client = redis.Redis.from_url(url.replace("redis://", "redis://p:pw@"))
+        engine = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        upgrade(engine)
+        admin.xadd(keys.SESSIONS_STREAM, {"message": "{oops"})
+        clock = FakeClock()
+        config = PipelineConfig(consumer="p1", block_ms=5, dead_letter_stream="dlq:pipeline")
+        consumer = pipeline_consumer(client, engine, config, clock=clock)
+        consumer.setup()
+        consumer.run_once()
+        assert consumer.counts.errors == 1 and consumer.status()["state"] == "retrying"
+        assert consumer.buffered() == 1 and admin.xlen("dlq:pipeline") == 0
+        assert admin.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 1
+        admin.xadd(keys.SESSIONS_STREAM, {"message": "{oops again"})
+        clock.advance(0.2)  # still backing off: nothing written, nothing new read
+        consumer.run_once()
+        assert consumer.counts.entries == 1 and consumer.counts.errors == 1
+        admin.acl_setuser("p", enabled=True, keys=["*"])
+        clock.advance(1)
+        consumer.run_once()  # the dead letter is written, then the new entry is read
+        consumer.run_once()
+        assert admin.xlen("dlq:pipeline") == 2 and consumer.counts.dead_lettered == 2
+        assert admin.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 0
+        assert consumer.status()["state"] == "ok" and consumer.buffered() == 0
+        client.close()
+    finally:
+        admin.close()
+        node.kill()

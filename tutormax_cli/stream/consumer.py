@@ -518,13 +518,14 @@ class StreamReader(Generic[H]):
         then record what it did. Returns whether anything was done."""
         if not everything and self.clock.monotonic() < self._retry_at:
             return False
-        if self._dead_backlog:
+        if self._dead_backlog:  # what a flush committed is done but for these dead letters
             try:
                 self.dead_letter(self._dead_backlog)
             except redis.RedisError as exc:
                 self._failed("redis", exc, flush=True)
                 return False
             self._dead_backlog = []
+            self._succeeded()
         result = self.handler.flush(everything=everything)
         self.record(result)
         return result.busy()
