@@ -324,18 +324,14 @@ def _settled(client: redis.Redis) -> bool:
 
 
 def _wait(check: Any, timeout: float, what: str, producer: Producer | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
+    """`topologies.wait_for`, failing at once when the producer thread has failed."""
+
+    def step() -> bool:
         if producer is not None:
             producer.check()
-        if time.monotonic() > deadline:
-            import traceback
+        return bool(check())
 
-            stacks = "".join(
-                "".join(traceback.format_stack(f)) for f in sys._current_frames().values()
-            )
-            raise AssertionError(f"not reached in {timeout:g} s: {what}\n{stacks}")
-        time.sleep(0.1)
+    topologies.wait_for(step, timeout, what)
 
 
 def test_sentinel_failover_while_consuming_loses_nothing(tmp_path: Path, opened: Any) -> None:
