@@ -485,3 +485,31 @@ def test_the_api_keeps_answering_through_a_sentinel_failover(tmp_path: Path, ope
         stream: Any = opened(s.url).xrange(STREAM)
         published = {events.decode(dict(f)).session_id for _, f in stream}  # type: ignore[union-attr]
         assert set(accepted) - {f"FAIL-{i}" for i in range(5)} <= published
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_tls_topologies_end_to_end(kind: str, tmp_path: Path, opened: Any) -> None:
+    """rediss+cluster:// and rediss+sentinel:// against servers (Sentinels included) that
+    speak only TLS, with a CA of the test's own given as `?ssl_ca_certs=`."""
+    tls = topologies.make_tls(tmp_path / "tls")
+    db, engine, _ = _database(tmp_path)
+    servers = (
+        topologies.cluster(tmp_path / kind, tls=tls)
+        if kind == "cluster"
+        else topologies.sentinel_set(tmp_path / kind, tls=tls)
+    )
+    with servers as topo:
+        url = topo.url
+        assert url.startswith(f"rediss+{kind}://") and url.endswith(tls.query)
+        done = cli("events", "publish", "--tutor", "T0001", url=url, db=db)
+        assert done.exit_code == 0, done.output
+        run = cli(*BURST, url=url, db=db)
+        assert run.exit_code == 0, run.output
+        assert count_rows(engine) == 3
+        doc = json.loads(cli("pending", "--json", url=url).stdout)
+        assert (doc["pending"], doc["lag"], doc["redis"]) == (0, 0, url)
+        # without the CA the certificate is refused: one line, exit 1
+        plain = url.split("?", 1)[0]
+        refused = cli("pending", url=plain)
+        assert refused.exit_code == 1
+        assert len(refused.output.strip().splitlines()) == 1, refused.output

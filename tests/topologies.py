@@ -58,6 +58,48 @@ def wait_for(check: object, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} within {timeout:g} s (last error: {last})")
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A throw-away CA and a server certificate for 127.0.0.1 (`openssl`), for TLS topologies."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @property
+    def query(self) -> str:
+        """What a tutormax URL appends to trust the CA."""
+        return f"?ssl_ca_certs={self.ca}"
+
+    def server_args(self, port: int) -> list[str]:
+        """redis-server options: TLS only on `port`, for clients, replication and the bus."""
+        return [
+            "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "no", "--tls-replication", "yes",
+        ]  # fmt: skip
+
+
+def make_tls(directory: Path) -> Tls:
+    """A CA and a server certificate signed by it, valid for IP 127.0.0.1."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+            "-days", "2", "-subj", "/CN=tutormax-test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+            "-out", cert, "-days", "2", "-extfile", ext)  # fmt: skip
+    return Tls(ca, cert, key)
+
+
 @dataclass
 class Node:
     """One redis-server process."""
@@ -65,12 +107,16 @@ class Node:
     port: int
     process: subprocess.Popen[bytes]
     log: IO[bytes]
+    tls: Tls | None = None
     _client: redis.Redis | None = None
 
     def client(self) -> redis.Redis:
         """A client of this one node (kept, closed by `kill`)."""
         if self._client is None:
-            self._client = redis.Redis(port=self.port, socket_timeout=5)
+            extra: dict[str, Any] = {}
+            if self.tls is not None:
+                extra = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
+            self._client = redis.Redis(port=self.port, socket_timeout=5, **extra)
         return self._client
 
     def kill(self) -> None:
@@ -85,20 +131,21 @@ class Node:
         return self.process.poll() is None
 
 
-def _start(args: list[str], directory: Path, port: int) -> Node:
+def _start(args: list[str], directory: Path, port: int, tls: Tls | None = None) -> Node:
     assert REDIS_SERVER is not None
     log = open(directory / f"redis-{port}.log", "ab")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen(
         [REDIS_SERVER, *args], cwd=directory, stdout=log, stderr=subprocess.STDOUT
     )
-    node = Node(port, process, log)
+    node = Node(port, process, log, tls)
     wait_for(lambda: node.client().ping(), 10, f"redis-server on port {port} to answer")
     return node
 
 
-def _base(port: int) -> list[str]:
+def _base(port: int, tls: Tls | None = None) -> list[str]:
+    listen = ["--port", str(port)] if tls is None else tls.server_args(port)
     return [
-        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--protected-mode", "no",
     ]  # fmt: skip
 
@@ -109,10 +156,14 @@ class Cluster:
 
     directory: Path
     nodes: list[Node] = field(default_factory=list)
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+        if self.tls is None:
+            return f"redis+cluster://{hosts}"
+        return f"rediss+cluster://{hosts}{self.tls.query}"
 
     def node_serving(self, key: str) -> Node:
         """The node that is the primary of `key`'s slot now."""
@@ -129,20 +180,23 @@ class Cluster:
             node.kill()
 
 
-def start_cluster(directory: Path, masters: int = 3) -> Cluster:
-    """A cluster of `masters` primaries with one replica each, all slots covered, `ok`."""
+def start_cluster(directory: Path, masters: int = 3, tls: Tls | None = None) -> Cluster:
+    """A cluster of `masters` primaries with one replica each, all slots covered, `ok`; with
+    `tls`, every client, bus and replication link over TLS."""
     assert REDIS_CLI is not None
     directory.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(directory)
+    cluster = Cluster(directory, tls=tls)
+    bus = [] if tls is None else ["--tls-cluster", "yes"]
     try:
         for port in free_ports(masters * 2):
             args = [
-                *_base(port), "--cluster-enabled", "yes",
+                *_base(port, tls), *bus, "--cluster-enabled", "yes",
                 "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1500",
             ]  # fmt: skip
-            cluster.nodes.append(_start(args, directory, port))
+            cluster.nodes.append(_start(args, directory, port, tls))
         nodes = [f"127.0.0.1:{n.port}" for n in cluster.nodes]
-        create = [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        cli_tls = [] if tls is None else ["--tls", "--cacert", str(tls.ca)]
+        create = [REDIS_CLI, *cli_tls, "--cluster", "create", *nodes, "--cluster-replicas", "1"]
         subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
 
         def ready() -> bool:
@@ -174,13 +228,16 @@ class SentinelSet:
     replica: Node
     sentinels: list[Node]
     link: TcpProxy | None = None
+    tls: Tls | None = None
     """The replication link (replica → master) when it goes through a proxy the test can cut,
     to make the replica miss the master's last writes."""
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}"
+        if self.tls is None:
+            return f"redis+sentinel://{hosts}/{SERVICE}"
+        return f"rediss+sentinel://{hosts}/{SERVICE}{self.tls.query}"
 
     def master_port(self) -> int:
         for sentinel in self.sentinels:
@@ -201,23 +258,27 @@ class SentinelSet:
             self.link.stop()
 
 
-def start_sentinel_set(directory: Path, *, proxied: bool = False) -> SentinelSet:
+def start_sentinel_set(
+    directory: Path, *, proxied: bool = False, tls: Tls | None = None
+) -> SentinelSet:
     """Master + replica in sync, three Sentinels (quorum 2) that see both; failover after
-    one second of silence. `proxied`: the replica replicates through a `TcpProxy`."""
+    one second of silence. `proxied`: the replica replicates through a `TcpProxy`; `tls`:
+    every server, Sentinels included, speaks TLS only."""
     directory.mkdir(parents=True, exist_ok=True)
     master_port, replica_port, *sentinel_ports = free_ports(5)
     started: list[Node] = []
     link: TcpProxy | None = None
     try:
-        master = _start(_base(master_port), directory, master_port)
+        master = _start(_base(master_port, tls), directory, master_port, tls)
         started.append(master)
         if proxied:
             link = TcpProxy("127.0.0.1", master_port)
         upstream = link.port if link is not None else master_port
         replica = _start(
-            [*_base(replica_port), "--replicaof", "127.0.0.1", str(upstream)],
+            [*_base(replica_port, tls), "--replicaof", "127.0.0.1", str(upstream)],
             directory,
             replica_port,
+            tls,
         )
         started.append(replica)
         wait_for(
@@ -228,14 +289,21 @@ def start_sentinel_set(directory: Path, *, proxied: bool = False) -> SentinelSet
         sentinels = []
         for port in sentinel_ports:
             conf = directory / f"sentinel-{port}.conf"
+            listen = (
+                f"port {port}\n"
+                if tls is None
+                else f"port 0\ntls-port {port}\ntls-cert-file {tls.cert}\n"
+                f"tls-key-file {tls.key}\ntls-ca-cert-file {tls.ca}\n"
+                "tls-auth-clients no\ntls-replication yes\n"
+            )
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\nprotected-mode no\n"
+                f"{listen}bind 127.0.0.1\nprotected-mode no\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
-            node = _start([str(conf), "--sentinel"], directory, port)
+            node = _start([str(conf), "--sentinel"], directory, port, tls)
             started.append(node)
             sentinels.append(node)
 
@@ -254,13 +322,13 @@ def start_sentinel_set(directory: Path, *, proxied: bool = False) -> SentinelSet
         if link is not None:
             link.stop()
         raise
-    return SentinelSet(directory, master, replica, sentinels, link)
+    return SentinelSet(directory, master, replica, sentinels, link, tls)
 
 
 @contextlib.contextmanager
-def cluster(directory: Path) -> Iterator[Cluster]:
+def cluster(directory: Path, tls: Tls | None = None) -> Iterator[Cluster]:
     """A cluster for the duration of a `with`."""
-    c = start_cluster(directory)
+    c = start_cluster(directory, tls=tls)
     try:
         yield c
     finally:
@@ -268,9 +336,11 @@ def cluster(directory: Path) -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def sentinel_set(directory: Path, *, proxied: bool = False) -> Iterator[SentinelSet]:
+def sentinel_set(
+    directory: Path, *, proxied: bool = False, tls: Tls | None = None
+) -> Iterator[SentinelSet]:
     """A Sentinel set for the duration of a `with`."""
-    s = start_sentinel_set(directory, proxied=proxied)
+    s = start_sentinel_set(directory, proxied=proxied, tls=tls)
     try:
         yield s
     finally:
