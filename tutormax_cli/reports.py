@@ -119,6 +119,7 @@ def status_report(
 
     from tutormax_cli.store.query import active_freshness
     from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat, topology
+    from tutormax_cli.stream.connection import one_line
 
     where = (names or {}).get("redis", "Redis")
     problems: list[str] = []
@@ -140,8 +141,7 @@ def status_report(
     except TutormaxError as exc:
         problems.append(str(exc))
     except (redis.RedisError, *topology.TRANSIENT) as exc:  # type: ignore[misc]  # cluster errors are not RedisErrors
-        message = " ".join(str(exc).split())[:200]
-        problems.append(f"Redis error: {type(exc).__name__}: {message}")
+        problems.append(f"Redis error: {type(exc).__name__}: {one_line(exc)[:200]}")
     fresh: dict[str, Any] | None = None
     try:
         with connect() as conn:

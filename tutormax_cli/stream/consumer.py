@@ -32,7 +32,7 @@ from tutormax_cli import keys
 from tutormax_cli.stream import dead_letters, retention, topology
 from tutormax_cli.stream import heartbeat as hb
 from tutormax_cli.stream.clock import Clock, SystemClock
-from tutormax_cli.stream.entries import id_ms
+from tutormax_cli.stream.entries import id_ms, text
 from tutormax_cli.stream.handler import Dead, Entry, FlushResult, Good, Handler
 from tutormax_cli.stream.observe import WorkerMetrics
 
@@ -207,25 +207,29 @@ class StreamReader(Generic[H]):
         summary = self.redis.xpending(cfg.stream, cfg.group)
         self.metrics.pending_entries.set(int(summary["pending"]))
         for group in self.redis.xinfo_groups(cfg.stream):
-            if text_of(group["name"]) != cfg.group:
+            if text(group["name"]) != cfg.group:
                 continue
             if group.get("lag") is not None:
                 self.metrics.lag_entries.set(int(group["lag"]))
             oldest = summary.get("min") if int(summary["pending"]) else None
-            done = text_of(oldest) if oldest else text_of(group["last-delivered-id"])
+            done = str(text(oldest or group["last-delivered-id"]))
             self._watermark = datetime.fromtimestamp(id_ms(done) / 1000, UTC)
         self.trimmer.maybe_trim(self.clock.monotonic())
         self._stream_gauges()
 
     def _stream_gauges(self) -> None:
-        """Length, memory and trimmed totals of the input and dead-letter streams."""
+        """Length, memory and trimmed totals of the input and dead-letter streams, in one
+        pipeline (one round trip; split by node on a cluster)."""
         cfg = self.config
-        for stream in (cfg.stream, cfg.dead_letter_stream):
-            pipe = self.redis.pipeline(transaction=False)  # the stream's own slot only
+        streams = (cfg.stream, cfg.dead_letter_stream)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in streams:
             pipe.xlen(stream)
             pipe.memory_usage(stream)
             pipe.hmget(keys.trim_key(stream), ["dropped", "below"])
-            length, memory, (dropped, below) = pipe.execute()
+        replies = pipe.execute()
+        for i, stream in enumerate(streams):
+            length, memory, (dropped, below) = replies[3 * i : 3 * i + 3]
             self.metrics.stream_length.labels(stream).set(int(length or 0))
             self.metrics.stream_memory.labels(stream).set(int(memory or 0))
             self.metrics.stream_trimmed.labels(stream).set(int(dropped or 0))
@@ -655,10 +659,6 @@ class StreamReader(Generic[H]):
             self.role, self.config.consumer, reason, c.entries, c.tutors, self.handler.unit,
             c.flushes, c.dead_lettered, c.errors, self.buffered(),
         )  # fmt: skip
-
-
-def text_of(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_bytes(value: bytes | str) -> bytes:
