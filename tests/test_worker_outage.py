@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,38 @@ def test_a_flush_longer_than_the_heartbeat_ttl_stays_healthy(
         engine.dispose()
     assert count_rows(engine) == 3
     assert not heartbeat.live_workers(rclient)  # a clean exit removes the heartbeat
+
+
+def test_a_reconciliation_while_postgresql_is_down_waits_for_it(
+    pg_url: str, rclient: redis.Redis
+) -> None:
+    """A failover noticed while the database is unreachable: the reconciliation is a database
+    failure like a flush's (retried with backoff, state `retrying`), not a crash, and it runs
+    once the database is back."""
+    direct = open_engine(pg_url)
+    save_tables(direct, recent_sample(tutors=3))
+    url = sa.make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    through_proxy = open_engine(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
+    worker = metrics_worker(rclient, through_proxy, _config("rec"))
+    worker.setup()
+    try:
+        proxy.stop()
+        worker._schedule_reconcile(datetime(2000, 1, 1, tzinfo=UTC))
+        worker.with_retry(worker.run_once)  # no exception out of the loop
+        assert worker.state == heartbeat.RETRYING and worker.reconcile_since is not None
+        assert count_rows(direct) == 0
+        proxy.start()
+
+        def reconciled() -> bool:
+            worker.with_retry(worker.run_once)
+            return count_rows(direct) == 9
+
+        _wait_for(reconciled)
+        assert worker.reconcile_since is None and worker.state == heartbeat.OK
+        assert worker.metrics.reconciliations._value.get() == 1
+    finally:
+        proxy.stop()
+        through_proxy.dispose()

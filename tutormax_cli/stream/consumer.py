@@ -257,16 +257,26 @@ class StreamReader(Generic[H]):
             self.reconcile_since = since if current is None else min(current, since)
 
     def _reconcile_now(self) -> None:
-        """Run a scheduled reconciliation (main loop only)."""
+        """Run a scheduled reconciliation (main loop only). It reads the database: when that
+        is unreachable it is kept for a later pass and counted as a database failure (backoff,
+        `retrying`), as a flush's would be, instead of ending the loop."""
         with self._held_lock:
             since, self.reconcile_since = self.reconcile_since, None
         if since is None:
             return
+        if self.clock.monotonic() < self._retry_at:  # backing off from a failure: later
+            self._schedule_reconcile(since)
+            return
         try:
             scheduled = self.handler.reconcile(since)
-        except Exception:
+        except Exception as exc:
             self._schedule_reconcile(since)  # try again next pass
-            raise
+            if not is_connection_error(exc):
+                raise
+            self._failed("database", exc, flush=True)  # read nothing new meanwhile
+            return
+        if self._flush_failing:  # the database answered again
+            self._succeeded()
         self.metrics.reconciliations.inc()
         log.warning("reconciliation: %d %s scheduled (changed since %s)",
                     scheduled, self.handler.unit, since.isoformat())  # fmt: skip
