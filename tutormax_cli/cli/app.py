@@ -7,6 +7,7 @@ import typer
 from tutormax_cli.cli import (
     api,
     changes,
+    coercion,
     consumers,
     context,
     db,
@@ -30,6 +31,7 @@ from tutormax_cli.cli.context import ErrorHandlingGroup
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
 
 help_types.install()
+coercion.install()
 
 app = typer.Typer(
     name="tutormax",
