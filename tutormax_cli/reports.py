@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import sqlalchemy as sa
 
 from tutormax_cli import views
@@ -47,13 +46,17 @@ def tutor_report(
     """The `show tutor --json` document: the latest row of each window with its flags, the
     trend of `window` over the last 30 days, and with `explain` why that window's row has its
     tier. None when the tutor has no metric rows."""
-    from tutormax_cli.store.query import history_for_tutor, latest_for_tutor, tutor_sessions
+    from tutormax_cli.store.query import (
+        history_for_tutor_dicts,
+        latest_for_tutor_dicts,
+        tutor_sessions,
+    )
 
-    rows = latest_for_tutor(conn, tutor_id).to_dicts()
+    rows = latest_for_tutor_dicts(conn, tutor_id)
     if not rows:
         return None
     doc = views.tutor_document(rows, rules, now)
-    doc["trend"] = views.trend(history_for_tutor(conn, tutor_id, views.TREND_DAYS), window)
+    doc["trend"] = views.trend(history_for_tutor_dicts(conn, tutor_id, views.TREND_DAYS), window)
     row = next((r for r in rows if r["window"] == window), None)
     if explain and row is not None:
         sessions = tutor_sessions(conn, tutor_id, *views.window_bounds(row))
@@ -89,13 +92,12 @@ def tier_report(conn: sa.Connection, window: str) -> dict[str, Any]:
     earlier = tier_counts(conn, window, week) if week else None
     if not earlier:
         earlier = None
-    dist = views.tier_distribution(current, earlier)
     return {
         "window": window,
         "metric_date": newest,
         "compared_with": week if earlier is not None else None,
         "tutors": sum(current.values()),
-        "tiers": dist.to_dicts(),
+        "tiers": views.tier_distribution_rows(current, earlier),
     }
 
 
@@ -117,7 +119,7 @@ def status_report(
     unreachable Redis is a problem in the document rather than an exception."""
     import redis
 
-    from tutormax_cli.store.query import active_freshness
+    from tutormax_cli.store.query import active_freshness_dicts
     from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat, topology
     from tutormax_cli.stream.connection import one_line
 
@@ -145,7 +147,7 @@ def status_report(
     fresh: dict[str, Any] | None = None
     try:
         with connect() as conn:
-            fresh = views.freshness(active_freshness(conn), now)
+            fresh = views.freshness(active_freshness_dicts(conn), now)
     except TutormaxError as exc:
         problems.append(str(exc))
     except sa.exc.SQLAlchemyError as exc:  # e.g. a table dropped under a current schema
@@ -169,6 +171,8 @@ def needs_action(
     Risk, then more red flags, then tutor id), each with its red flags and the rule behind
     each, and its tier and red metrics day by day over the last 30 days (for a sparkline).
     `count` is every such tutor; `tutors` the first `limit`."""
+    import polars as pl
+
     from tutormax_cli.store.query import history_for_tutors, latest_in_window
 
     latest = latest_in_window(conn, window).filter(pl.col("performance_tier").is_in(NEEDS_ACTION))

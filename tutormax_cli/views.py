@@ -2,28 +2,34 @@
 distribution against a week earlier, one tutor's document with its trends and the reasons for
 its tier, and what-if tiers under other thresholds.
 
-Pure functions of frames read by `store.query`: no database, no clock (`now` is an argument),
-no rendering. The CLI draws them; the tests compare them with the rows they came from.
+Pure functions of frames read by `store.query`, or of the same rows as dicts where a CLI
+command reads only a handful (`show tutor`, `show tiers`, `status`, the top of `show tutors`):
+those paths never import polars, which would cost a whole process more than its reads. No
+database, no clock (`now` is an argument), no rendering. The CLI draws them; the tests compare
+them with the rows they came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from tutormax_cli.errors import UsageError
-from tutormax_cli.metrics import frames
-from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER, SUCCESS_RATING
-from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TIER_NAMES, TierRules, tier_expr
+from tutormax_cli.metrics.columns import METRIC_COLUMNS
+from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TIER_NAMES, TierRules
 from tutormax_cli.metrics.windows import WINDOWS
+
+if TYPE_CHECKING:
+    import polars as pl
+
+Rows = Sequence[dict[str, Any]]
+"""Rows as dicts, as `pl.DataFrame.to_dicts()` gives them (`store.query`'s `*_dicts`)."""
 
 METRICS = tuple(
     name
-    for name in frames.METRICS.names()
+    for name in METRIC_COLUMNS
     if name not in ("tutor_id", "window", "metric_date", "calculation_date", "performance_tier")
 )
 """The metric columns, in contract order."""
@@ -33,6 +39,8 @@ TREND_DAYS = 30
 
 def tier_rank(column: str = "performance_tier") -> pl.Expr:
     """0 for Exemplary … 4 for At Risk, 5 for a tier name this code does not know."""
+    import polars as pl
+
     return (
         pl.col(column)
         .replace_strict(list(TIER_NAMES), list(range(len(TIER_NAMES))), default=len(TIER_NAMES))
@@ -74,6 +82,8 @@ def leaderboard(
     """Tutors of one window's latest rows, ranked. By default best tier first, then higher
     average rating, more completed sessions; `sort` orders by one metric instead (nulls last,
     ties by tutor_id). `tiers` keeps only those tiers."""
+    import polars as pl
+
     check_sort(sort)
     df = latest
     if tiers:
@@ -93,9 +103,36 @@ def leaderboard(
     return df.with_row_index("rank", offset=1)
 
 
-def leaderboard_records(board: pl.DataFrame) -> list[dict[str, Any]]:
-    """The JSON objects of `show tutors --json`."""
+def _tier_rank_of(name: str | None) -> int:
+    """`tier_rank` of one name."""
+    return TIER_NAMES.index(name) if name in TIER_NAMES else len(TIER_NAMES)
+
+
+def _board_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """`leaderboard`'s default order as a sort key: tier rank, higher rating, more completed
+    sessions (nulls last), tutor id."""
+    rating, done = row["avg_rating"], row["sessions_completed"]
+    return (
+        _tier_rank_of(row["performance_tier"]),
+        rating is None,
+        0 if rating is None else -rating,
+        done is None,
+        0 if done is None else -done,
+        row["tutor_id"],
+    )
+
+
+def ranked(rows: Rows) -> list[dict[str, Any]]:
+    """`leaderboard(frame)` (default order, every tier) of a few rows held as dicts, such as
+    `store.query.leaderboard_dicts`' top: sorted the same way, `rank` first from 1."""
+    return [{"rank": i, **r} for i, r in enumerate(sorted(rows, key=_board_key), start=1)]
+
+
+def leaderboard_records(board: pl.DataFrame | Rows) -> list[dict[str, Any]]:
+    """The JSON objects of `show tutors --json`, from a board's frame or its rows."""
     cols = ["tutor_id", "window", "metric_date", "calculation_date", *METRICS, "performance_tier"]
+    if isinstance(board, Sequence):
+        return [{c: r[c] for c in cols if c in r} for r in board]
     return board.select([c for c in cols if c in board.columns]).to_dicts()
 
 
@@ -112,25 +149,38 @@ def tier_counts(latest: pl.DataFrame) -> dict[str, int]:
     return {str(t): int(n) for t, n in zip(now["performance_tier"], now["len"], strict=True)}
 
 
-def tier_distribution(
+def tier_distribution_rows(
     current: TierCounts | pl.DataFrame, earlier: TierCounts | pl.DataFrame | None
-) -> pl.DataFrame:
+) -> list[dict[str, Any]]:
     """Tutors per tier (best first) with their share, and the change against `earlier` (the
     latest rows as they stood a week before; None when there is no history that old). Either
     is counts per tier (`store.query.tier_counts`) or the latest rows themselves."""
-    counts = tier_counts(current) if isinstance(current, pl.DataFrame) else dict(current)
+    counts = dict(current) if isinstance(current, Mapping) else tier_counts(current)
     before: dict[str, int] | None = None
     if earlier is not None:
-        before = tier_counts(earlier) if isinstance(earlier, pl.DataFrame) else dict(earlier)
+        before = dict(earlier) if isinstance(earlier, Mapping) else tier_counts(earlier)
     names = list(TIER_NAMES) + sorted(set(counts) - set(TIER_NAMES))
     total = max(sum(counts.values()), 1)
     rows = []
     for name in names:
         n = int(counts.get(name, 0))
         was = None if before is None else int(before.get(name, 0))
-        rows.append((name, n, round(100 * n / total, 1), was, None if was is None else n - was))
+        change = None if was is None else n - was
+        share = round(100 * n / total, 1)
+        rows.append(
+            {"tier": name, "tutors": n, "share_pct": share, "earlier": was, "change": change}
+        )
+    return rows
+
+
+def tier_distribution(
+    current: TierCounts | pl.DataFrame, earlier: TierCounts | pl.DataFrame | None
+) -> pl.DataFrame:
+    """`tier_distribution_rows` as a frame."""
+    import polars as pl
+
     return pl.DataFrame(
-        rows,
+        tier_distribution_rows(current, earlier),
         schema={
             "tier": pl.String,
             "tutors": pl.Int64,
@@ -138,24 +188,28 @@ def tier_distribution(
             "earlier": pl.Int64,
             "change": pl.Int64,
         },
-        orient="row",
     )
 
 
 # -- freshness -------------------------------------------------------------------------------
 
 
-def freshness(latest: pl.DataFrame, now: datetime) -> dict[str, dict[str, Any]]:
+def freshness(latest: pl.DataFrame | Rows, now: datetime) -> dict[str, dict[str, Any]]:
     """Per window, over the active tutors' newest rows: how many, and the age of the newest and
     the oldest `calculation_date` among them. `latest` is `store.query.active_freshness`'s
-    summary (`window`, `tutors`, `newest`, `oldest`) or the rows (`window`,
-    `calculation_date`), which are summarized the same way here."""
-    if "tutors" not in latest.columns:
-        calc = pl.col("calculation_date").drop_nulls()
-        latest = latest.group_by("window").agg(
-            tutors=calc.len(), newest=calc.max(), oldest=calc.min()
-        )
-    by_window = {r["window"]: r for r in latest.to_dicts()}
+    summary (`window`, `tutors`, `newest`, `oldest`; a frame, or its rows as from
+    `active_freshness_dicts`) or the rows (`window`, `calculation_date`) in a frame, which are
+    summarized the same way here."""
+    if not isinstance(latest, Sequence):
+        if "tutors" not in latest.columns:
+            import polars as pl
+
+            calc = pl.col("calculation_date").drop_nulls()
+            latest = latest.group_by("window").agg(
+                tutors=calc.len(), newest=calc.max(), oldest=calc.min()
+            )
+        latest = latest.to_dicts()
+    by_window = {r["window"]: r for r in latest}
     out: dict[str, dict[str, Any]] = {}
     for window in WINDOWS:
         row = by_window.get(window) or {}
@@ -202,15 +256,17 @@ def tutor_document(rows: list[dict[str, Any]], rules: TierRules, now: datetime) 
     }
 
 
-def trend(history: pl.DataFrame, window: str, days: int = TREND_DAYS) -> dict[str, Any]:
+def trend(history: pl.DataFrame | Rows, window: str, days: int = TREND_DAYS) -> dict[str, Any]:
     """Each metric's value on each of the last `days` calendar days up to the newest snapshot
-    of `window` (null where a day has no row), oldest first."""
-    rows = history.filter(pl.col("window") == window)
-    if rows.is_empty():
+    of `window` (null where a day has no row), oldest first. `history` is a tutor's daily rows,
+    in a frame or as dicts."""
+    records = history if isinstance(history, Sequence) else history.to_dicts()
+    rows = [r for r in records if r["window"] == window]
+    if not rows:
         return {"window": window, "dates": [], "metrics": {m: [] for m in METRICS}}
-    last: date = rows["metric_date"].max()  # type: ignore[assignment]
+    last: date = max(r["metric_date"] for r in rows)
     dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
-    by_date = {r["metric_date"]: r for r in rows.to_dicts()}
+    by_date = {r["metric_date"]: r for r in rows}
     return {
         "window": window,
         "dates": dates,
@@ -273,6 +329,10 @@ WEIGHTY_RATING = 3
 def weighty_sessions(sessions: pl.DataFrame, limit: int = 5) -> dict[str, pl.DataFrame]:
     """The sessions that pulled a tutor's metrics down: no-shows, reschedules and rated first
     sessions below 4 (newest first), and the lowest ratings (≤ 3, lowest first)."""
+    import polars as pl
+
+    from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER, SUCCESS_RATING
+
     newest = pl.col("scheduled_start")
     return {
         "no_shows": sessions.filter(pl.col("no_show")).sort(newest, descending=True),
@@ -344,6 +404,10 @@ class Simulation:
 def simulate(latest: pl.DataFrame, rules: TierRules, window: str) -> Simulation:
     """Recompute the tier of each latest row under `rules` (tiers are a pure function of the
     stored, rounded metrics) and compare with the stored tier. Nothing is written."""
+    import polars as pl
+
+    from tutormax_cli.metrics.tiers import tier_expr
+
     df = latest.select(
         "tutor_id",
         pl.col("performance_tier").alias("current"),

@@ -3,6 +3,7 @@ flags, trends and explanations, kept apart from the commands that parse and fetc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rich.markup import escape
@@ -142,7 +143,7 @@ BOARD_COLUMNS = {
 NARROW = ("sessions_completed", "avg_rating", "no_show_count", "reschedule_rate")
 
 
-def print_leaderboard(board: Any, window: str, sort: str | None) -> None:
+def print_leaderboard(board: Iterable[dict[str, Any]], window: str, sort: str | None) -> None:
     from rich.table import Table
 
     wide = render.out.width >= 120
@@ -156,7 +157,7 @@ def print_leaderboard(board: Any, window: str, sort: str | None) -> None:
     for m in metrics:
         table.add_column(BOARD_COLUMNS.get(m, m), justify="right")
     table.add_column("date")
-    for r in board.iter_rows(named=True):
+    for r in board:
         table.add_row(
             str(r["rank"]),
             escape(r["tutor_id"]),

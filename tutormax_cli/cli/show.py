@@ -125,18 +125,17 @@ def tutors(
     with context.database(ctx).connect() as conn:
         if shown is not None and sort is None and not desc:
             # the default order's first rows, read from the ranking index, and how many
-            # there are in all (counted in the database): never every tutor's row
-            board = views.leaderboard(query.leaderboard(conn, window, tiers=chosen, limit=shown))
+            # there are in all (counted in the database): never every tutor's row, nor polars
+            board = views.ranked(query.leaderboard_dicts(conn, window, tiers=chosen, limit=shown))
             counts = query.tier_counts(conn, window)
             total = sum(n for t, n in counts.items() if chosen is None or t in chosen)
         else:
             latest = query.latest_in_window(conn, window)
-            board = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc)
-            total = board.height
+            frame = views.leaderboard(latest, tiers=chosen, sort=sort, descending=desc)
+            total = frame.height
             counts = views.tier_counts(latest)
+            board = (frame if shown is None else frame.head(shown)).to_dicts()
     more = 0 if shown is None else max(total - shown, 0)
-    if shown is not None:
-        board = board.head(shown)
     if as_json:
         context.print_json(views.leaderboard_records(board))
         return

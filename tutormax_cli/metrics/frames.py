@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from tutormax_cli.metrics.columns import METRIC_COLUMNS
+
 TS = pl.Datetime("us", "UTC")
 
 SESSIONS = pl.Schema(
@@ -40,27 +42,9 @@ EVENTS = pl.Schema(
 """Only `partials.RELEVANT_EVENT_TYPES` matter. `response_time_minutes` is
 `metadata.response_time_minutes` when it is a JSON number, else null."""
 
-METRICS = pl.Schema(
-    {
-        "tutor_id": pl.String(),
-        "window": pl.String(),
-        "metric_date": pl.Date(),
-        "calculation_date": TS,
-        "sessions_scheduled": pl.Int64(),
-        "sessions_completed": pl.Int64(),
-        "avg_rating": pl.Float64(),
-        "first_session_success_rate": pl.Float64(),
-        "first_sessions_count": pl.Int64(),
-        "reschedule_rate": pl.Float64(),
-        "reschedule_count": pl.Int64(),
-        "no_show_count": pl.Int64(),
-        "no_show_rate": pl.Float64(),
-        "engagement_score": pl.Float64(),
-        "learning_objectives_met_pct": pl.Float64(),
-        "response_time_avg_minutes": pl.Float64(),
-        "performance_tier": pl.String(),
-    }
-)
+_KINDS = {"str": pl.String(), "date": pl.Date(), "ts": TS, "int": pl.Int64(), "float": pl.Float64()}
+
+METRICS = pl.Schema({name: _KINDS[kind] for name, kind in METRIC_COLUMNS.items()})
 """One row per (tutor_id, window, metric_date): the `tutor_performance_metrics` contract."""
 
 FLOAT_METRICS = tuple(name for name, dtype in METRICS.items() if dtype == pl.Float64)

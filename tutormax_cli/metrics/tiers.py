@@ -10,11 +10,12 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Literal
 
 from tutormax_cli.errors import TiersFileError
+
+if TYPE_CHECKING:  # the rules are plain data; only the polars kernel's expressions need it
+    import polars as pl
 
 Direction = Literal["higher", "lower"]
 
@@ -150,6 +151,8 @@ DEFAULT_TIERS = _load_default()
 
 def flag_exprs(rules: TierRules) -> dict[str, pl.Expr]:
     """Per metric, an expression giving 1 for green, -1 for red, 0 for none (null metric: 0)."""
+    import polars as pl
+
     exprs = {}
     for th in rules.thresholds:
         col = pl.col(th.metric)
@@ -165,6 +168,8 @@ def flag_exprs(rules: TierRules) -> dict[str, pl.Expr]:
 
 def tier_expr(rules: TierRules) -> pl.Expr:
     """The `performance_tier` of each row from its (already rounded) metric columns."""
+    import polars as pl
+
     flags = list(flag_exprs(rules).values())
     greens = pl.sum_horizontal([(f == 1).cast(pl.Int32) for f in flags])
     reds = pl.sum_horizontal([(f == -1).cast(pl.Int32) for f in flags])

@@ -14,6 +14,10 @@ import sqlalchemy as sa
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
 from tutormax_cli.settings import redact_url
 
+VERSION_TABLE = "tutormax_alembic_version"
+"""Alembic's version table, named for tutormax so it never collides with the pipeline's own
+(here, not in `store.schema`, so that checking the revision does not build the tables)."""
+
 SCHEMA_REVISION = "0004"
 """The Alembic head this code needs; a test keeps it equal to the newest migration."""
 
@@ -138,8 +142,6 @@ def check_connection(engine: sa.Engine) -> None:
 
 def current_revision(conn: sa.Connection) -> str | None:
     """The tutormax schema revision recorded in the database, or None before `db init`."""
-    from tutormax_cli.store.schema import VERSION_TABLE
-
     if not sa.inspect(conn).has_table(VERSION_TABLE):
         return None
     row = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).first()

@@ -20,42 +20,93 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.metrics import frames
+from tutormax_cli.metrics.columns import METRIC_COLUMNS
 from tutormax_cli.metrics.tiers import TIER_NAMES
-from tutormax_cli.store.load import parse_utc
 
-_SCHEMA = pl.Schema({**frames.METRICS, "updated_at": frames.TS})
+if TYPE_CHECKING:  # frames are built on demand: the CLI's few-row reads skip polars
+    import polars as pl
+
+_KINDS = {**METRIC_COLUMNS, "updated_at": "ts"}
+"""The columns of a metric row as read here, in order, by kind (`metrics.columns`)."""
+
+_CALCULATED = list(_KINDS).index("calculation_date")
+_FLOATS = tuple(i for i, kind in enumerate(_KINDS.values()) if kind == "float")
+_STAMPS = tuple(i for i, kind in enumerate(_KINDS.values()) if kind == "ts")
+
+UTC_ZONE = ZoneInfo("UTC")
+"""The time zone of the timestamps polars gives back from a UTC column, so that records built
+here without polars carry the same `tzinfo` as `_frame(...).to_dicts()`."""
 
 
-_TEXT_SCHEMA = pl.Schema(
-    {n: (pl.String() if t in (frames.TS, pl.Date) else t) for n, t in _SCHEMA.items()}
-)
-_CALCULATED = list(_SCHEMA).index("calculation_date")
+@cache
+def _schemas() -> tuple[pl.Schema, pl.Schema]:
+    """The polars schema of metric rows, and that of the same rows as SQLite's text."""
+    import polars as pl
+
+    from tutormax_cli.metrics import frames
+
+    schema = pl.Schema({**frames.METRICS, "updated_at": frames.TS})
+    text = pl.Schema(
+        {n: (pl.String() if t in (frames.TS, pl.Date) else t) for n, t in schema.items()}
+    )
+    return schema, text
+
+
+def _native(rows: Sequence[Any]) -> bool:
+    """Whether the driver gave dates and datetimes (PostgreSQL), not ISO text (SQLite)."""
+    return not rows or not isinstance(rows[0][_CALCULATED], str)
 
 
 def _frame(rows: Sequence[Any]) -> pl.DataFrame:
-    """Metric rows as a frame of `_SCHEMA`. PostgreSQL's driver gives aware datetimes and
+    """Metric rows as a frame of `_schemas()`'s first. PostgreSQL's driver gives aware datetimes and
     dates, which polars takes as they are (converted to UTC); SQLite gives ISO text in any
     form, parsed here. Building a three-row frame from values costs ~30 µs, parsing its
     text columns ~1.5 ms: most of a metric read's CPU before this distinction."""
+    import polars as pl
+
+    from tutormax_cli.metrics import frames
+    from tutormax_cli.store.load import parse_utc
+
+    schema, text = _schemas()
     data = [tuple(r) for r in rows]
-    if data and not isinstance(data[0][_CALCULATED], str):
-        return pl.DataFrame(data, schema=_SCHEMA, orient="row")
-    df = pl.DataFrame(data, schema=_TEXT_SCHEMA, orient="row")
+    if _native(data):
+        return pl.DataFrame(data, schema=schema, orient="row")
+    df = pl.DataFrame(data, schema=text, orient="row")
     return df.with_columns(
-        *[parse_utc(pl.col(c)).alias(c) for c, t in _SCHEMA.items() if t == frames.TS],
+        *[parse_utc(pl.col(c)).alias(c) for c, t in schema.items() if t == frames.TS],
         pl.col("metric_date").str.slice(0, 10).str.to_date("%Y-%m-%d"),
     )
 
 
-_COLUMNS = ", ".join(f'"{name}"' for name in _SCHEMA)
-"""The select list of metric rows, in `_SCHEMA`'s order: the columns as stored, on both
-backends (`_frame` reads either's values)."""
+def _records(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Metric rows as `_frame(rows).to_dicts()` gives them, without polars when the driver gave
+    dates and datetimes (PostgreSQL: timestamps to UTC, floats as floats); SQLite's text goes
+    through `_frame`, whose parsing is the one definition of it. A handful of rows costs
+    microseconds either way; not importing polars saves a CLI process ~0.15 s."""
+    if not _native(rows):
+        return _frame(rows).to_dicts()
+    out = []
+    for r in rows:
+        values = list(r)
+        for i in _FLOATS:
+            if values[i] is not None:
+                values[i] = float(values[i])
+        for i in _STAMPS:
+            if values[i] is not None:
+                values[i] = values[i].astimezone(UTC_ZONE)
+        out.append(dict(zip(_KINDS, values, strict=True)))
+    return out
+
+
+_COLUMNS = ", ".join(f'"{name}"' for name in _KINDS)
+"""The select list of metric rows, in `_KINDS`' order: the columns as stored, on both
+backends (`_frame` and `_records` read either's values)."""
 
 
 METRICS_TABLE = "tutor_performance_metrics"
@@ -74,14 +125,23 @@ def _newest(alias: str, day: str = "") -> str:
     )
 
 
-def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
-    """The newest row of each window for one tutor (empty when the tutor has none)."""
+def _tutor_latest(conn: sa.Connection, tutor_id: str) -> Sequence[Any]:
     sql = (
         f"SELECT {_COLUMNS} FROM tutor_performance_metrics WHERE tutor_id = :t "
         "AND metric_date = (SELECT max(metric_date) FROM tutor_performance_metrics "
         "WHERE tutor_id = :t)"
     )
-    return _frame(conn.execute(sa.text(sql), {"t": tutor_id}).fetchall())
+    return conn.execute(sa.text(sql), {"t": tutor_id}).fetchall()
+
+
+def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
+    """The newest row of each window for one tutor (empty when the tutor has none)."""
+    return _frame(_tutor_latest(conn, tutor_id))
+
+
+def latest_for_tutor_dicts(conn: sa.Connection, tutor_id: str) -> list[dict[str, Any]]:
+    """`latest_for_tutor(...).to_dicts()`, without polars on PostgreSQL."""
+    return _records(_tutor_latest(conn, tutor_id))
 
 
 def latest_rows(conn: sa.Connection, window: str | None = None) -> pl.DataFrame:
@@ -96,14 +156,25 @@ def latest_rows(conn: sa.Connection, window: str | None = None) -> pl.DataFrame:
     return _frame(conn.execute(sa.text(sql), params).fetchall())
 
 
-def history_for_tutor(conn: sa.Connection, tutor_id: str, days: int = 30) -> pl.DataFrame:
-    """One tutor's daily rows of the last `days` metric dates, oldest first."""
+def _tutor_history(conn: sa.Connection, tutor_id: str, days: int) -> Sequence[Any]:
     sql = (
         f"SELECT {_COLUMNS} FROM tutor_performance_metrics WHERE tutor_id = :t "
         "ORDER BY metric_date DESC"
     )
-    rows = conn.execute(sa.text(sql + " LIMIT :n"), {"t": tutor_id, "n": days * 3}).fetchall()
-    return _frame(rows).sort("metric_date")
+    return conn.execute(sa.text(sql + " LIMIT :n"), {"t": tutor_id, "n": days * 3}).fetchall()
+
+
+def history_for_tutor(conn: sa.Connection, tutor_id: str, days: int = 30) -> pl.DataFrame:
+    """One tutor's daily rows of the last `days` metric dates, oldest first."""
+    return _frame(_tutor_history(conn, tutor_id, days)).sort("metric_date")
+
+
+def history_for_tutor_dicts(
+    conn: sa.Connection, tutor_id: str, days: int = 30
+) -> list[dict[str, Any]]:
+    """`history_for_tutor`'s rows as dicts, oldest first, without polars on PostgreSQL."""
+    rows = _records(_tutor_history(conn, tutor_id, days))
+    return sorted(rows, key=lambda r: r["metric_date"])
 
 
 def _day_filter(conn: sa.Connection) -> str:
@@ -159,6 +230,13 @@ def _board_branch(where: str, order: str) -> str:
 def leaderboard(
     conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
 ) -> pl.DataFrame:
+    """`leaderboard_dicts` as a frame."""
+    return _frame(_board(conn, window, tiers=tiers, limit=limit))
+
+
+def leaderboard_dicts(
+    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
+) -> list[dict[str, Any]]:
     """The first `limit` tutors of `views.leaderboard`'s default order among the newest rows of
     one window (only `tiers`, when given), in that order.
 
@@ -167,6 +245,12 @@ def leaderboard(
     one, until the rows still wanted are kept. With a full best tier that is one read, and its
     cost follows `limit` (and how many older rows rank above the newest), not the number of
     tutors. Tier names this code does not know rank last, in one read of their own."""
+    return _records(_board(conn, window, tiers=tiers, limit=limit))
+
+
+def _board(
+    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None, limit: int
+) -> list[Any]:
     wanted = list(dict.fromkeys(tiers)) if tiers else None
     known = [t for t in TIER_NAMES if wanted is None or t in wanted]
     rows: list[Any] = []
@@ -190,7 +274,7 @@ def leaderboard(
         names = list(TIER_NAMES) if others is None else others
         params = {"w": window, "n": limit - len(rows), "names": names}
         rows.extend(conn.execute(last, params).fetchall())
-    return _frame(rows)
+    return rows
 
 
 def tier_counts(
@@ -217,6 +301,34 @@ def active_freshness(conn: sa.Connection) -> pl.DataFrame:
     """Per window, over each active tutor's newest row: `tutors` (how many), and the `newest`
     and `oldest` `calculation_date` among them; aggregated in the database (one row a window,
     whatever the number of tutors)."""
+    import polars as pl
+
+    from tutormax_cli.store.load import parse_utc
+
+    raw = pl.DataFrame(
+        _freshness(conn),
+        schema={"window": pl.String, "tutors": pl.Int64, "newest": pl.String, "oldest": pl.String},
+        orient="row",
+    )
+    return raw.with_columns(parse_utc(pl.col("newest")), parse_utc(pl.col("oldest")))
+
+
+def active_freshness_dicts(conn: sa.Connection) -> list[dict[str, Any]]:
+    """`active_freshness(...).to_dicts()`, without polars on PostgreSQL (whose text is
+    `to_char`'s fixed form; SQLite's goes through `active_freshness`)."""
+    if conn.dialect.name != "postgresql":
+        return active_freshness(conn).to_dicts()
+
+    def utc(text: str | None) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC_ZONE)
+
+    return [
+        {"window": w, "tutors": int(n), "newest": utc(newest), "oldest": utc(oldest)}
+        for w, n, newest, oldest in _freshness(conn)
+    ]
+
+
+def _freshness(conn: sa.Connection) -> list[tuple[Any, ...]]:
     pg = conn.dialect.name == "postgresql"
     if pg:
         latest = (
@@ -237,37 +349,42 @@ def active_freshness(conn: sa.Connection) -> pl.DataFrame:
         f"{utc('min(l.calculation_date)')} FROM ({latest}) l JOIN tutors t ON "
         "t.tutor_id = l.tutor_id WHERE t.status = 'active' GROUP BY l.\"window\""
     )
-    rows = conn.execute(sa.text(sql)).fetchall()
-    raw = pl.DataFrame(
-        [tuple(r) for r in rows],
-        schema={"window": pl.String, "tutors": pl.Int64, "newest": pl.String, "oldest": pl.String},
-        orient="row",
+    return [tuple(r) for r in conn.execute(sa.text(sql)).fetchall()]
+
+
+@cache
+def session_detail() -> pl.Schema:
+    """A tutor's sessions with their rating, as `show tutor --explain` lists them."""
+    import polars as pl
+
+    from tutormax_cli.metrics import frames
+
+    return pl.Schema(
+        {
+            "session_id": pl.String(),
+            "student_id": pl.String(),
+            "subject": pl.String(),
+            "session_number": pl.Int64(),
+            "scheduled_start": frames.TS,
+            "no_show": pl.Boolean(),
+            "tutor_initiated_reschedule": pl.Boolean(),
+            "late_start_minutes": pl.Int64(),
+            "engagement_score": pl.Float64(),
+            "learning_objectives_met": pl.Boolean(),
+            "overall_rating": pl.Int64(),
+        }
     )
-    return raw.with_columns(parse_utc(pl.col("newest")), parse_utc(pl.col("oldest")))
-
-
-SESSION_DETAIL = pl.Schema(
-    {
-        "session_id": pl.String(),
-        "student_id": pl.String(),
-        "subject": pl.String(),
-        "session_number": pl.Int64(),
-        "scheduled_start": frames.TS,
-        "no_show": pl.Boolean(),
-        "tutor_initiated_reschedule": pl.Boolean(),
-        "late_start_minutes": pl.Int64(),
-        "engagement_score": pl.Float64(),
-        "learning_objectives_met": pl.Boolean(),
-        "overall_rating": pl.Int64(),
-    }
-)
-"""A tutor's sessions with their rating, as `show tutor --explain` lists them."""
 
 
 def tutor_sessions(
     conn: sa.Connection, tutor_id: str, start: datetime, end: datetime
 ) -> pl.DataFrame:
     """One tutor's sessions with `start ≤ scheduled_start < end` and their feedback rating."""
+    import polars as pl
+
+    from tutormax_cli.store.load import parse_utc
+
+    detail = session_detail()
     pg = conn.dialect.name == "postgresql"
     ts = (
         "to_char(s.scheduled_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
@@ -291,7 +408,7 @@ def tutor_sessions(
         }
     raw_schema = {
         n: pl.String if n == "scheduled_start" else pl.Int64 if t == pl.Boolean else t
-        for n, t in SESSION_DETAIL.items()
+        for n, t in detail.items()
     }
     rows = [
         tuple(int(v) if isinstance(v, bool) else v for v in r)
@@ -300,7 +417,7 @@ def tutor_sessions(
     df = pl.DataFrame(rows, schema=raw_schema, orient="row")
     df = df.with_columns(
         parse_utc(pl.col("scheduled_start")).alias("scheduled_start"),
-        *[pl.col(n).cast(pl.Boolean) for n, t in SESSION_DETAIL.items() if t == pl.Boolean],
+        *[pl.col(n).cast(pl.Boolean) for n, t in detail.items() if t == pl.Boolean],
     )
     return df.filter(pl.col("scheduled_start").is_between(start, end, closed="left"))
 
@@ -338,6 +455,10 @@ def tier_steps(
     newest `days` metric dates, newest first (at most `limit`): `tutor_id`, `window`,
     `metric_date`, `calculation_date`, `performance_tier`, `previous_tier`. One statement
     (LAG over each tutor's rows; SQLite ≥ 3.25 and PostgreSQL both have it)."""
+    import polars as pl
+
+    from tutormax_cli.store.load import parse_utc
+
     newest = [d for d in (newest_metric_date(conn, w) for w in windows) if d is not None]
     schema = {
         "tutor_id": pl.String, "window": pl.String, "metric_date": pl.String,

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tutormax_cli import contract
+from tutormax_cli.store import db
 
 metadata = sa.MetaData()
 
@@ -57,5 +58,4 @@ CONTRACT_TABLES = (
     tutor_events,
     tutor_performance_metrics,
 )
-VERSION_TABLE = "tutormax_alembic_version"
-"""Alembic's version table, named for tutormax so it never collides with the pipeline's own."""
+VERSION_TABLE = db.VERSION_TABLE
