@@ -13,10 +13,10 @@ One patch of Typer's parameter, applied once when the CLI is built.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
-from typer._coercion import build_runtime_param
-from typer.core import _TyperParameter
+if TYPE_CHECKING:
+    from typer.core import _TyperParameter
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
 
@@ -34,6 +34,8 @@ class _Direct:
 
     def _fallback(self) -> Any:
         if self.typer is None:
+            from typer._coercion import build_runtime_param
+
             self.typer = build_runtime_param(self.param.type_descriptor)
         return self.typer
 
@@ -82,5 +84,16 @@ def _runtime_param(self: _TyperParameter) -> Any:
 
 
 def install() -> None:
-    """Convert certain values without pydantic in every command (idempotent)."""
+    """Convert certain values without pydantic in every command (idempotent). A Typer without
+    the hook this patches (older or newer than the one it was written for) is left as it is:
+    slower, never wrong."""
+    import importlib.util
+
+    try:
+        from typer.core import _TyperParameter
+    except ImportError:
+        return
+    hook = getattr(_TyperParameter, "get_runtime_param", None)
+    if hook is None or importlib.util.find_spec("typer._coercion") is None:
+        return
     _TyperParameter.get_runtime_param = _runtime_param  # type: ignore[method-assign]
