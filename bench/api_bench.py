@@ -16,7 +16,9 @@ own:
    day;
 3. `POST /api/sessions:batch` with `--batch` such completions a request (`bench/wrk/batch.lua`);
 4. `GET /api/tutors/{id}/metrics` for random tutors (`bench/wrk/get.lua`);
-5. `GET /api/tutors?window=30day&limit=50`, the leaderboard.
+5. `GET /api/tutors?window=30day&limit=50`, the leaderboard;
+6. and 7. the same two reads from a second server started with `--read-cache-seconds 0`:
+   every answer a database read. The notes give the share of answers the cache served.
 
 The Lua scripts count answers by status and keep the session id of every 202 (read from the
 answer's body); their `done()` writes those ids and the latency percentiles to a file. After
@@ -63,10 +65,12 @@ from typing import cast
 import httpx
 import redis
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tutormax_cli import keys
+from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
 from tutormax_cli.store.db import open_engine
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
@@ -192,7 +196,12 @@ class Server:
 
 @contextmanager
 def api_server(
-    database_url: str, redis_url: str, token: str, workers: int, log: Path
+    database_url: str,
+    redis_url: str,
+    token: str,
+    workers: int,
+    log: Path,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """Start `tutormax api serve`, wait for `/healthz` and its workers, yield it; SIGTERM after
     (as tests/api_server.py does) and check it shut down cleanly."""
@@ -201,10 +210,10 @@ def api_server(
     env.update(
         TUTORMAX_DATABASE_URL=database_url, TUTORMAX_REDIS_URL=redis_url, TUTORMAX_API_TOKEN=token
     )
-    out = open(log, "wb")  # noqa: SIM115 - closed below, after the process
+    out = open(log, "ab")  # noqa: SIM115 - closed below, after the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "tutormax_cli", "api", "serve", "--port", str(port),
-         "--workers", str(workers), "--log-level", "WARNING"],
+         "--workers", str(workers), "--log-level", "WARNING", *extra],
         env=env, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     server = Server(f"http://127.0.0.1:{port}", proc, log)
@@ -408,8 +417,9 @@ def run(args: argparse.Namespace, engine: sa.Engine, r: redis.Redis, prefix: str
     out_dir = args.log_dir
     rows: list[Row] = []
     with api_server(
-        args.database_url, args.redis_url, token, args.workers, out_dir / "api.log"
-    ) as server:
+        args.database_url, args.redis_url, token, args.workers, out_dir / "api.log",
+        ("--read-cache-seconds", f"{args.read_cache_seconds:g}"),
+    ) as server:  # fmt: skip
         wrk = Wrk(
             server.base,
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
@@ -425,7 +435,7 @@ def run(args: argparse.Namespace, engine: sa.Engine, r: redis.Redis, prefix: str
             tag = name.split()[0].lower()
             warm = [f"{prefix}-{tag}warm", *extra[1:]] if per_request else extra
             wrk.run(f"{tag}-warm", script, warm, args.warmup, None)
-            pids = server.pids()
+            pids = server.pids()  # the server of the `with` running now (late binding)
             result = wrk.run(tag, script, extra, args.duration, CpuMeter(pids, database))
             row = Row(name, result, per_request, expect)
             rows.append(row)
@@ -453,19 +463,51 @@ def run(args: argparse.Namespace, engine: sa.Engine, r: redis.Redis, prefix: str
                 f"{sum(published.values()):,} envelopes"
                 + ("" if not row.problems else " — FAILED: " + "; ".join(row.problems))
             )
-        phase("metrics GET /api/tutors/{id}/metrics", "get.lua",
-              ["/api/tutors/{tutor}/metrics"], "200")  # fmt: skip
-        board = phase("leaderboard GET /api/tutors?window=30day&limit=50", "get.lua",
-                      ["/api/tutors?window=30day&limit=50"], "200")  # fmt: skip
-        count = httpx.get(f"{server.base}/api/tutors?window=30day&limit=50").json()["count"]
-        board.note = f"{count} rows each"
-        for row in rows:
-            row.phase = row.phase.split(" ", 1)[1] if not row.phase.startswith("GET") else row.phase
+
+        def reads(cache: str) -> None:
+            """The two read phases; `cache` names the server's read cache in the rows."""
+            before = cache_lookups(server.base)
+            for name, path in (
+                ("metrics GET /api/tutors/{id}/metrics", "/api/tutors/{tutor}/metrics"),
+                ("leaderboard GET /api/tutors?window=30day&limit=50",
+                 "/api/tutors?window=30day&limit=50"),
+            ):  # fmt: skip
+                tag, rest = name.split(" ", 1)
+                row = phase(f"{tag}-{cache.split()[0]} {rest} (read cache {cache})", "get.lua",
+                            [path], "200")  # fmt: skip
+                after = cache_lookups(server.base)
+                hits, misses = (after[k] - before[k] for k in ("hit", "miss"))
+                before = after
+                row.note = f"{hits / max(1, hits + misses):.0%} cache hits"
+                if tag == "leaderboard":
+                    answer = httpx.get(f"{server.base}{path}").json()
+                    row.note += f", {answer['count']} rows each"
+
+        reads(f"on, {args.read_cache_seconds:g} s")
+    # the same reads from a server that keeps nothing: every answer a database read
+    with api_server(
+        args.database_url, args.redis_url, token, args.workers, out_dir / "api.log",
+        ("--read-cache-seconds", "0"),
+    ) as server:  # fmt: skip
+        wrk.base = server.base
+        reads("off")
+    for row in rows:
+        row.phase = row.phase.split(" ", 1)[1] if not row.phase.startswith("GET") else row.phase
     log = (out_dir / "api.log").read_text().splitlines()
     errors = [line for line in log if "ERROR" in line or "Trace" in line]
     if errors:
         print(f"  {len(errors)} error lines in {out_dir / 'api.log'}, first: {errors[0]}")
     return rows
+
+
+def cache_lookups(base: str) -> Counter[str]:
+    """The server's `tutormax_api_read_cache_lookups_total` by result (hit, miss)."""
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "tutormax_api_read_cache_lookups_total":
+                counts[sample.labels["result"]] += int(sample.value)
+    return counts
 
 
 def cleanup(engine: sa.Engine, prefix: str) -> tuple[int, int, int]:
@@ -524,6 +566,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15, help="Seconds a phase.")
     ap.add_argument("--warmup", type=float, default=3, help="Seconds of warm-up before each.")
     ap.add_argument("--batch", type=int, default=50, help="Completions a batch request.")
+    ap.add_argument(
+        "--read-cache-seconds", type=float, default=READ_CACHE_SECONDS,
+        help="The first server's read cache (the reads then run again without one).",
+    )  # fmt: skip
     ap.add_argument("--log-dir", type=Path, default=None, help="Server log and wrk outputs.")
     args = ap.parse_args()
     args.log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="tutormax-api-bench-"))

@@ -8,13 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 TOKEN = "test-token-7f3a9c"
+
+ClientFor = Callable[[str], httpx.Client]
+"""The `client_for` fixture: an HTTP client for a server's base URL, closed after the test."""
 
 STARTUP_SECONDS = 120
 """Generous: a server starts in ~2 s, but on a loaded 2-core machine imports alone can take 30 s,

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.api_server import ClientFor
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.schema import CONTRACT_TABLES, tutormax_state
@@ -220,3 +222,16 @@ def pg_cumulative_source() -> Iterator[Any]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def client_for() -> Iterator[ClientFor]:
+    clients: list[httpx.Client] = []
+
+    def make(base: str) -> httpx.Client:
+        clients.append(httpx.Client(base_url=base, timeout=30))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 from websockets.sync.client import connect as ws_connect
 
-from tests.api_server import TOKEN, api_server, free_port
+from tests.api_server import TOKEN, ClientFor, api_server, free_port
 from tests.helpers import count_rows, recent_sample, stored_metrics
 from tutormax_cli import keys
 from tutormax_cli.api.observe import API_METRIC_NAMES
@@ -28,9 +28,6 @@ from tutormax_cli.metrics.tiers import TIER_NAMES
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
-
-ClientFor = Callable[[str], httpx.Client]
-"""The `client_for` fixture: an HTTP client for a server's base URL, closed after the test."""
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -67,19 +64,6 @@ def run_worker(db_url: str, redis_url: str) -> None:
 
 def receive(ws: Any, timeout: float = 10) -> dict[str, Any]:
     return dict(json.loads(ws.recv(timeout=timeout)))
-
-
-@pytest.fixture
-def client_for() -> Iterator[ClientFor]:
-    clients: list[httpx.Client] = []
-
-    def make(base: str) -> httpx.Client:
-        clients.append(httpx.Client(base_url=base, timeout=30))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
 
 
 def test_completions_reach_metrics_and_websockets(

@@ -1,7 +1,10 @@
 """The FastAPI application: routes, error answers, start-up and shutdown.
 
-Handlers are plain `def`s: FastAPI runs them on its thread pool, which is what the synchronous
-SQLAlchemy engine and Redis client want. Every error answers JSON with a one-line `detail`
+The synchronous SQLAlchemy engine and Redis client run on the thread pool. The read routes are
+`async def`s that hand only their database work to it (`_blocking`): as plain `def`s FastAPI
+would validate and serialize their answer in a second trip through the pool, and a request
+would queue twice for the same 16 threads. `/healthz` never leaves the event loop, so it
+answers while every thread is busy. Every error answers JSON with a one-line `detail`
 (422: FastAPI's list of `{loc, msg, type}`, the same for the ingest rules as for types), and a
 database or Redis outage is a 503 naming which, never a traceback.
 
@@ -14,18 +17,19 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import polars as pl
+import anyio.to_thread
 import redis
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
 
 from tutormax_cli.api import models
@@ -43,10 +47,14 @@ from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
 from tutormax_cli.api.live import Subscription, UpdateHub
 from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
+from tutormax_cli.api.read_cache import ReadCache
 from tutormax_cli.errors import RedisUnavailable, TutormaxError, UsageError
 from tutormax_cli.metrics.windows import WINDOWS
 
 log = logging.getLogger("tutormax.api")
+
+ORDER = {name: i for i, name in enumerate(WINDOWS)}
+"""A window's place in answers that list windows: the contract's order."""
 
 THREADS = 16
 """Requests handled at once per process (FastAPI runs the handlers on a thread pool), and as
@@ -73,6 +81,14 @@ OUTAGE = (
 )
 
 
+T = TypeVar("T")
+
+
+async def _blocking(work: Callable[[], T]) -> T:
+    """`work` (database reads) on the thread pool, the event loop free meanwhile."""
+    return await anyio.to_thread.run_sync(work)
+
+
 def _version() -> str:
     try:
         return version("tutormax-cli")
@@ -89,6 +105,9 @@ class Services:
 
         self.config = config
         self.engine = open_engine(config.settings.database_url, pool_size=THREADS)
+        self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        """The engine for the read routes: each is one or two SELECTs that need no transaction
+        around them, and autocommit spares the BEGIN and ROLLBACK round trips."""
         self._redis: redis.Redis | None = None
         self._lock = threading.Lock()
 
@@ -136,7 +155,13 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     stats = TableStats(services.engine, config.stats_ttl)
     if multiprocess_dir() is None:
         metrics.registry.register(stats)
-    hub = UpdateHub(services.new_redis, config.updates_stream, on_delivered=metrics.pushed.inc)
+    cache = ReadCache(config.read_cache_seconds)
+    hub = UpdateHub(
+        services.new_redis,
+        config.updates_stream,
+        on_delivered=metrics.pushed.inc,
+        on_updates=lambda updates: cache.invalidate(u.tutor_id for u in updates),
+    )
     batcher = Batcher(
         lambda batch: ingest_completions(
             services.engine, services.redis_client(), batch, stream=config.publish_stream
@@ -152,8 +177,6 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
                  config.settings.redis_label)  # fmt: skip
         if config.token is None:
             log.warning("no TUTORMAX_API_TOKEN: anyone who reaches the API can post sessions")
-        import anyio.to_thread
-
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         hub.start()
         batcher.start()
@@ -192,6 +215,25 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         if not hmac.compare_digest(given, config.token.encode()):
             raise HTTPException(401, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    async def cached(
+        key: Hashable,
+        tutor_id: str | None,
+        model: type[BaseModel],
+        read: Callable[[], dict[str, Any]],
+    ) -> Response:
+        """The answer to a read route: from `cache`, or read (on the thread pool), checked and
+        rendered as FastAPI renders a `response_model`, and kept. Errors are never kept."""
+        body = cache.get(key)
+        hit = body is not None
+        if body is None:
+            generation = cache.generation
+            content = model.model_validate(await _blocking(read))
+            body = bytes(JSONResponse(content.model_dump(mode="json", by_alias=True)).body)
+            cache.put(key, body, tutor_id=tutor_id, generation=generation)
+        metrics.read_cache.labels("hit" if hit else "miss").inc()
+        return Response(body, media_type="application/json",
+                        headers={"X-Cache": "HIT" if hit else "MISS"})  # fmt: skip
 
     @app.exception_handler(InvalidCompletion)
     async def invalid(_request: Request, exc: InvalidCompletion) -> JSONResponse:
@@ -308,22 +350,23 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         responses={k: PROBLEMS[k] for k in (400, 404, 503)},
         summary="A tutor's latest metrics, one row per window",
     )
-    def tutor_metrics(tutor_id: TutorId, window: str | None = WindowQuery) -> dict[str, Any]:
+    async def tutor_metrics(tutor_id: TutorId, window: str | None = WindowQuery) -> Response:
         """The newest row of each window (or of `window`): the design's "latest three"."""
         from tutormax_cli.store import query
 
         window = _window(window)
-        with services.engine.connect() as conn:
-            latest = query.latest_for_tutor(conn, tutor_id)
-            if latest.is_empty():
-                _require_tutor(conn, tutor_id)
-        if window is not None:
-            latest = latest.filter(pl.col("window") == window)
-        rows = latest.sort(
-            pl.col("window").replace_strict(list(WINDOWS), range(len(WINDOWS)))
-        ).to_dicts()
-        day = rows[0]["metric_date"] if rows else None
-        return {"tutor_id": tutor_id, "metric_date": day, "metrics": rows}
+
+        def read() -> dict[str, Any]:
+            with services.reads.connect() as conn:
+                latest = query.latest_for_tutor(conn, tutor_id)
+                if latest.is_empty():
+                    _require_tutor(conn, tutor_id)
+            rows = [r for r in latest.to_dicts() if window is None or r["window"] == window]
+            rows.sort(key=lambda r: ORDER[r["window"]])
+            day = rows[0]["metric_date"] if rows else None
+            return {"tutor_id": tutor_id, "metric_date": day, "metrics": rows}
+
+        return await cached(("metrics", tutor_id, window), tutor_id, models.TutorMetrics, read)
 
     @app.get(
         "/api/tutors/{tutor_id}/metrics/history",
@@ -331,21 +374,26 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         responses={k: PROBLEMS[k] for k in (400, 404, 503)},
         summary="A tutor's daily rows of one window",
     )
-    def tutor_history(
+    async def tutor_history(
         tutor_id: TutorId,
         window: str | None = WindowQuery,
         days: int = Query(30, ge=1, le=366, description="Metric dates to return."),
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The last `days` metric dates of `window` (default 30day), oldest first."""
         from tutormax_cli.store import query
 
         name = _window(window) or "30day"
-        with services.engine.connect() as conn:
-            history = query.history_for_tutor(conn, tutor_id, days)
-            if history.is_empty():
-                _require_tutor(conn, tutor_id)
-        rows = history.filter(pl.col("window") == name).tail(days)
-        return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows.to_dicts()}
+
+        def read() -> dict[str, Any]:
+            with services.reads.connect() as conn:
+                history = query.history_for_tutor(conn, tutor_id, days)
+                if history.is_empty():
+                    _require_tutor(conn, tutor_id)
+            rows = [r for r in history.to_dicts() if r["window"] == name][-days:]
+            return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows}
+
+        key = ("history", tutor_id, name, days)
+        return await cached(key, tutor_id, models.MetricHistory, read)
 
     @app.get(
         "/api/tutors",
@@ -353,11 +401,11 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         responses={k: PROBLEMS[k] for k in (400, 503)},
         summary="The leaderboard of one window",
     )
-    def tutors(
+    async def tutors(
         tier: list[str] | None = Query(None, description="Keep these tiers (repeatable)."),
         window: str | None = WindowQuery,
         limit: int = Query(50, ge=1, le=10_000),
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Each tutor's newest row of `window` (default 30day), best tier first, then higher
         average rating, then more completed sessions."""
         from tutormax_cli import views
@@ -365,15 +413,21 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         name = _window(window) or "30day"
         tiers = views.tier_names(tier)
-        with services.engine.connect() as conn:
-            latest = query.leaderboard(conn, name, tiers=tiers, limit=limit)
-        board = views.leaderboard(latest, limit=limit)
-        rows = board.to_dicts()
-        return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
+
+        def read() -> dict[str, Any]:
+            # `query.leaderboard` answers in `views.leaderboard`'s default order already
+            with services.reads.connect() as conn:
+                board = query.leaderboard(conn, name, tiers=tiers, limit=limit).to_dicts()
+            rows = [{"rank": i, **r} for i, r in enumerate(board, start=1)]
+            return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
+
+        key = ("board", name, tuple(tiers) if tiers else None, limit)
+        return await cached(key, None, models.Leaderboard, read)
 
     @app.get("/healthz", response_model=models.Health, summary="The process answers")
-    def healthz() -> models.Health:
-        """No dependency is checked: a load balancer restarts on this, not on an outage."""
+    async def healthz() -> models.Health:
+        """No dependency is checked, and the answer never waits for a thread: a load balancer
+        restarts on this, not on an outage or a busy process."""
         return models.Health()
 
     @app.get(

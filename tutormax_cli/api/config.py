@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tutormax_cli import keys
+from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -37,6 +38,7 @@ class ApiConfig:
     publish_stream: str = keys.ENRICHMENT_STREAM
     updates_stream: str = keys.METRICS_UPDATED_STREAM
     stats_ttl: float = STATS_TTL_SECONDS
+    read_cache_seconds: float = READ_CACHE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiConfig:
@@ -58,6 +60,9 @@ class ApiConfig:
             max_batch_bytes=int(env.get("TUTORMAX_API_MAX_BATCH_BYTES", DEFAULT_MAX_BATCH_BYTES)),
             publish_stream=env.get("TUTORMAX_API_PUBLISH_STREAM", keys.ENRICHMENT_STREAM),
             updates_stream=env.get("TUTORMAX_API_UPDATES_STREAM", keys.METRICS_UPDATED_STREAM),
+            read_cache_seconds=float(
+                env.get("TUTORMAX_API_READ_CACHE_SECONDS", READ_CACHE_SECONDS)
+            ),
         )
 
     def environ(self) -> dict[str, str]:
@@ -69,6 +74,7 @@ class ApiConfig:
             "TUTORMAX_API_MAX_BATCH_BYTES": str(self.max_batch_bytes),
             "TUTORMAX_API_PUBLISH_STREAM": self.publish_stream,
             "TUTORMAX_API_UPDATES_STREAM": self.updates_stream,
+            "TUTORMAX_API_READ_CACHE_SECONDS": repr(self.read_cache_seconds),
         }
         if self.token:
             out["TUTORMAX_API_TOKEN"] = self.token

@@ -60,11 +60,15 @@ class UpdateHub:
         *,
         block_ms: int = 1_000,
         on_delivered: Callable[[int], None] | None = None,
+        on_updates: Callable[[list[MetricUpdate]], None] | None = None,
     ) -> None:
         self.connect = connect
         self.stream = stream
         self.block_ms = block_ms
         self.on_delivered = on_delivered
+        self.on_updates = on_updates
+        """Called on the event loop with every batch read, before the subscribers get it (the
+        read cache drops what the batch changed)."""
         self.subscriptions: set[Subscription] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,6 +130,8 @@ class UpdateHub:
                 self._loop.call_soon_threadsafe(self._deliver, updates)
 
     def _deliver(self, updates: list[MetricUpdate]) -> None:
+        if self.on_updates is not None:
+            self.on_updates(updates)
         sent = 0
         for sub in list(self.subscriptions):
             for update in updates:

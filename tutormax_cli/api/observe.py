@@ -39,6 +39,7 @@ API_METRIC_NAMES = frozenset(
         "tutormax_api_batch_wait_seconds",
         "tutormax_api_websocket_clients",
         "tutormax_api_updates_pushed_total",
+        "tutormax_api_read_cache_lookups_total",
         "tutormax_metrics_tutors",
         "tutormax_metrics_freshness_seconds",
     }
@@ -87,6 +88,11 @@ class ApiMetrics:
         self.ws_clients = Gauge(
             "tutormax_api_websocket_clients", "Open WebSocket subscriptions",
             registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.read_cache = Counter(
+            "tutormax_api_read_cache_lookups",
+            "Read-route answers served from the read cache (hit) or read from the database",
+            ["result"], registry=r,
         )  # fmt: skip
         self.pushed = Counter(
             "tutormax_api_updates_pushed", "Metric updates sent to WebSocket clients", registry=r

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
 from tutormax_cli.cli import context
 
 app = typer.Typer(
@@ -24,6 +25,13 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
     max_body_bytes: int = typer.Option(
         65_536, "--max-body-bytes", min=1024, help="Larger request bodies get 413."
+    ),
+    read_cache_seconds: float = typer.Option(
+        READ_CACHE_SECONDS,
+        "--read-cache-seconds",
+        min=0,
+        envvar="TUTORMAX_API_READ_CACHE_SECONDS",
+        help="Reuse read answers this long unless the worker announces a change; 0: off.",
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
@@ -47,7 +55,10 @@ def serve(
     context.database(ctx).dispose()  # fail now, in one line, on a wrong URL or an old schema
     token = os.environ.get("TUTORMAX_API_TOKEN") or from_file("TUTORMAX_API_TOKEN")
     config = ApiConfig(
-        settings=context.settings(ctx), token=token or None, max_body_bytes=max_body_bytes
+        settings=context.settings(ctx),
+        token=token or None,
+        max_body_bytes=max_body_bytes,
+        read_cache_seconds=read_cache_seconds,
     )
     os.environ.update(config.environ())  # how uvicorn's worker processes get the settings
     # a request's frames are a few rows: polars' thread pool only adds contention between the

@@ -1,0 +1,113 @@
+"""The read routes' answers, kept for a few seconds per API process.
+
+A tutor's metrics change when the worker writes them, and the worker announces every write on
+`tutormax:metrics:updated`, which the process already follows for its WebSockets
+(`live.UpdateHub`). So an answer can be reused until either its tutor is announced (or, for a
+leaderboard, any tutor: one write can move any rank) or `seconds` have passed. The time bound
+covers what is written without an announcement (`recompute`, backfills, a missed feed while
+Redis is away): no answer is older than `seconds` plus the read that made it.
+
+A read that started before an announcement is not stored when it ends (it may hold the rows as
+they were before the write): every invalidation moves `generation` on, and `put` only stores
+under the generation its read started in. Everything runs on the event loop, so there are no
+locks. The size bound is in bytes of answer, oldest entries first out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+DEFAULT_SECONDS = 2.0
+"""How long an answer is reused when no announcement drops it first: what a write that is not
+announced (a recompute, a backfill) may take to show through the API."""
+
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+"""Answer bytes one process keeps: every tutor's metrics at 50,000 tutors is ~100 MB, so this
+keeps the ~15,000 most recently asked for, plus a few leaderboards."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    expires: float
+    body: bytes
+    tutor_id: str | None  # None: depends on every tutor (a leaderboard)
+
+
+class ReadCache:
+    """Answer bodies by request key, dropped on announcement, on age or for room."""
+
+    def __init__(
+        self,
+        seconds: float = DEFAULT_SECONDS,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.generation = 0
+        self.size = 0
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._by_tutor: dict[str | None, set[Hashable]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether answers are kept at all (`seconds` 0 turns the cache off)."""
+        return self.seconds > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> bytes | None:
+        """The body stored under `key`, unless it has expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self.clock() >= entry.expires:
+            self._drop(key)
+            return None
+        return entry.body
+
+    def put(self, key: Hashable, body: bytes, *, tutor_id: str | None, generation: int) -> None:
+        """Keep `body` for `key` if nothing was invalidated since `generation` (read it before
+        the database read that made the body) and it fits."""
+        if not self.enabled or generation != self.generation or len(body) > self.max_bytes // 8:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = _Entry(self.clock() + self.seconds, body, tutor_id)
+        self._by_tutor.setdefault(tutor_id, set()).add(key)
+        self.size += len(body)
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def invalidate(self, tutor_ids: Iterable[str]) -> None:
+        """Drop the answers that `tutor_ids`' new rows may change: their own and every
+        leaderboard."""
+        self.generation += 1
+        for tutor in {*tutor_ids, None}:
+            for key in self._by_tutor.pop(tutor, set()):
+                self._drop(key, index=False)
+
+    def clear(self) -> None:
+        """Drop everything (and let no read in flight store its answer)."""
+        self.generation += 1
+        self._entries.clear()
+        self._by_tutor.clear()
+        self.size = 0
+
+    def _drop(self, key: Hashable, *, index: bool = True) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self.size -= len(entry.body)
+        if index:
+            keys = self._by_tutor.get(entry.tutor_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tutor[entry.tutor_id]
