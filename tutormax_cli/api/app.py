@@ -358,10 +358,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         def read() -> dict[str, Any]:
             with services.reads.connect() as conn:
-                latest = query.latest_for_tutor(conn, tutor_id)
-                if latest.is_empty():
+                latest = query.latest_for_tutor_dicts(conn, tutor_id)
+                if not latest:
                     _require_tutor(conn, tutor_id)
-            rows = [r for r in latest.to_dicts() if window is None or r["window"] == window]
+            rows = [r for r in latest if window is None or r["window"] == window]
             rows.sort(key=lambda r: ORDER[r["window"]])
             day = rows[0]["metric_date"] if rows else None
             return {"tutor_id": tutor_id, "metric_date": day, "metrics": rows}
@@ -386,10 +386,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
         def read() -> dict[str, Any]:
             with services.reads.connect() as conn:
-                history = query.history_for_tutor(conn, tutor_id, days)
-                if history.is_empty():
+                history = query.history_for_tutor_dicts(conn, tutor_id, days)
+                if not history:
                     _require_tutor(conn, tutor_id)
-            rows = [r for r in history.to_dicts() if r["window"] == name][-days:]
+            rows = [r for r in history if r["window"] == name][-days:]
             return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows}
 
         key = ("history", tutor_id, name, days)
@@ -417,7 +417,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         def read() -> dict[str, Any]:
             # `query.leaderboard` answers in `views.leaderboard`'s default order already
             with services.reads.connect() as conn:
-                board = query.leaderboard(conn, name, tiers=tiers, limit=limit).to_dicts()
+                board = query.leaderboard_dicts(conn, name, tiers=tiers, limit=limit)
             rows = [{"rank": i, **r} for i, r in enumerate(board, start=1)]
             return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
 
