@@ -20,9 +20,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
-DEFAULT_SECONDS = 2.0
-"""How long an answer is reused when no announcement drops it first: what a write that is not
-announced (a recompute, a backfill) may take to show through the API."""
+DEFAULT_SECONDS = 5.0
+"""How long an answer is reused when no announcement drops it first: the most a write that is
+not announced (a recompute, a backfill) takes to show through the API. The worker's writes,
+the real-time path, show at once; five seconds keeps "fresh within seconds" true of the rest."""
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Answer bytes one process keeps: every tutor's metrics at 50,000 tutors is ~100 MB, so this
