@@ -27,12 +27,17 @@ class Clock:
         return self.now
 
 
+def body(cache: ReadCache, key: object) -> bytes | None:
+    hit = cache.get(key)
+    return None if hit is None else hit.body
+
+
 def test_an_answer_lives_until_it_expires() -> None:
     clock = Clock()
     cache = ReadCache(2.0, clock=clock)
     cache.put("a", b"one", tutor_id="T1", generation=cache.generation)
     clock.now += 1.99
-    assert cache.get("a") == b"one"
+    assert body(cache, "a") == b"one"
     clock.now += 0.01
     assert cache.get("a") is None
     assert len(cache) == 0 and cache.size == 0
@@ -49,7 +54,7 @@ def test_an_announcement_drops_its_tutor_and_every_leaderboard_only() -> None:
     assert cache.get(("metrics", "T1", None)) is None
     assert cache.get(("history", "T1", "7day", 30)) is None
     assert cache.get(("board", "30day", None, 50)) is None
-    assert cache.get(("metrics", "T2", None)) == b"t2"
+    assert body(cache, ("metrics", "T2", None)) == b"t2"
     assert cache.size == 2 and len(cache) == 1
 
 
@@ -60,18 +65,18 @@ def test_a_read_that_started_before_an_announcement_is_not_kept() -> None:
     cache.put("a", b"maybe old", tutor_id="T1", generation=started)
     assert cache.get("a") is None
     cache.put("a", b"new", tutor_id="T1", generation=cache.generation)
-    assert cache.get("a") == b"new"
+    assert body(cache, "a") == b"new"
 
 
 def test_the_byte_bound_drops_the_oldest_and_refuses_giants() -> None:
     cache = ReadCache(60.0, max_bytes=80, clock=Clock())
     for i in range(9):
         cache.put(i, b"x" * 10, tutor_id=f"T{i}", generation=cache.generation)
-    assert cache.size == 80 and cache.get(0) is None and cache.get(1) == b"x" * 10
+    assert cache.size == 80 and cache.get(0) is None and body(cache, 1) == b"x" * 10
     cache.put("big", b"y" * 11, tutor_id="T1", generation=cache.generation)  # > max_bytes / 8
     assert cache.get("big") is None
     cache.put(5, b"z" * 5, tutor_id="T5", generation=cache.generation)  # replaces, not adds
-    assert cache.size == 75 and cache.get(5) == b"z" * 5
+    assert cache.size == 75 and body(cache, 5) == b"z" * 5
     cache.invalidate(["T5"])
     assert cache.size == 70
 
@@ -111,6 +116,15 @@ def _hits(http: httpx.Client) -> float:
             if s.name == "tutormax_api_read_cache_lookups_total" and s.labels["result"] == "hit":
                 return s.value
     return 0.0
+
+
+def _requests(http: httpx.Client, route: str) -> dict[str, int]:
+    counts = {}
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "tutormax_api_requests_total" and s.labels["route"] == route:
+                counts[s.labels["status"]] = int(s.value)
+    return counts
 
 
 def test_answers_are_reused_until_the_worker_announces_its_write(
@@ -164,6 +178,9 @@ def test_answers_are_reused_until_the_worker_announces_its_write(
         missing = http.get("/api/tutors/NOBODY/metrics")  # errors are never kept
         assert missing.status_code == 404
         assert http.get("/api/tutors/NOBODY/metrics").status_code == 404
+        # answers served before routing are still counted under their route's template
+        assert _requests(http, "/api/tutors/{tutor_id}/metrics") == {"200": 6, "404": 2}
+        assert _requests(http, "/api/tutors") == {"200": 3}
     engine.dispose()
 
 

@@ -17,7 +17,7 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, TypeVar
@@ -47,7 +47,7 @@ from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
 from tutormax_cli.api.live import Subscription, UpdateHub
 from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
-from tutormax_cli.api.read_cache import ReadCache
+from tutormax_cli.api.read_cache import ReadCache, ServeCached, request_key
 from tutormax_cli.errors import RedisUnavailable, TutormaxError, UsageError
 from tutormax_cli.metrics.windows import WINDOWS
 
@@ -200,6 +200,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         ),
         lifespan=lifespan,
     )
+    app.add_middleware(ServeCached, cache=cache, on_hit=metrics.read_cache.labels("hit").inc)
     app.add_middleware(
         BodyLimit, limit=config.max_body_bytes, overrides={BATCH_PATH: config.max_batch_bytes}
     )
@@ -217,20 +218,24 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     async def cached(
-        key: Hashable,
+        request: Request,
         tutor_id: str | None,
         model: type[BaseModel],
         read: Callable[[], dict[str, Any]],
     ) -> Response:
-        """The answer to a read route: from `cache`, or read (on the thread pool), checked and
-        rendered as FastAPI renders a `response_model`, and kept. Errors are never kept."""
-        body = cache.get(key)
-        hit = body is not None
-        if body is None:
+        """The answer to a read route: from `cache` (when `ServeCached` did not answer first,
+        e.g. a HEAD), or read on the thread pool, checked and rendered as FastAPI renders a
+        `response_model`, and kept under the request as it came. Errors are never kept."""
+        key = request_key(request.scope)
+        hit = cache.get(key)
+        if hit is not None:
+            body = hit.body
+        else:
             generation = cache.generation
             content = model.model_validate(await _blocking(read))
             body = bytes(JSONResponse(content.model_dump(mode="json", by_alias=True)).body)
-            cache.put(key, body, tutor_id=tutor_id, generation=generation)
+            route = request.scope.get("route")
+            cache.put(key, body, tutor_id=tutor_id, generation=generation, route=route)
         metrics.read_cache.labels("hit" if hit else "miss").inc()
         return Response(body, media_type="application/json",
                         headers={"X-Cache": "HIT" if hit else "MISS"})  # fmt: skip
@@ -350,7 +355,9 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         responses={k: PROBLEMS[k] for k in (400, 404, 503)},
         summary="A tutor's latest metrics, one row per window",
     )
-    async def tutor_metrics(tutor_id: TutorId, window: str | None = WindowQuery) -> Response:
+    async def tutor_metrics(
+        request: Request, tutor_id: TutorId, window: str | None = WindowQuery
+    ) -> Response:
         """The newest row of each window (or of `window`): the design's "latest three"."""
         from tutormax_cli.store import query
 
@@ -366,7 +373,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             day = rows[0]["metric_date"] if rows else None
             return {"tutor_id": tutor_id, "metric_date": day, "metrics": rows}
 
-        return await cached(("metrics", tutor_id, window), tutor_id, models.TutorMetrics, read)
+        return await cached(request, tutor_id, models.TutorMetrics, read)
 
     @app.get(
         "/api/tutors/{tutor_id}/metrics/history",
@@ -375,6 +382,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         summary="A tutor's daily rows of one window",
     )
     async def tutor_history(
+        request: Request,
         tutor_id: TutorId,
         window: str | None = WindowQuery,
         days: int = Query(30, ge=1, le=366, description="Metric dates to return."),
@@ -392,8 +400,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             rows = [r for r in history if r["window"] == name][-days:]
             return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows}
 
-        key = ("history", tutor_id, name, days)
-        return await cached(key, tutor_id, models.MetricHistory, read)
+        return await cached(request, tutor_id, models.MetricHistory, read)
 
     @app.get(
         "/api/tutors",
@@ -402,6 +409,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         summary="The leaderboard of one window",
     )
     async def tutors(
+        request: Request,
         tier: list[str] | None = Query(None, description="Keep these tiers (repeatable)."),
         window: str | None = WindowQuery,
         limit: int = Query(50, ge=1, le=10_000),
@@ -421,8 +429,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             rows = [{"rank": i, **r} for i, r in enumerate(board, start=1)]
             return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
 
-        key = ("board", name, tuple(tiers) if tiers else None, limit)
-        return await cached(key, None, models.Leaderboard, read)
+        return await cached(request, None, models.Leaderboard, read)
 
     @app.get("/healthz", response_model=models.Health, summary="The process answers")
     async def healthz() -> models.Health:

@@ -11,6 +11,11 @@ A read that started before an announcement is not stored when it ends (it may ho
 they were before the write): every invalidation moves `generation` on, and `put` only stores
 under the generation its read started in. Everything runs on the event loop, so there are no
 locks. The size bound is in bytes of answer, oldest entries first out.
+
+Answers are keyed by the request as it came (path and query string), so `ServeCached`, an ASGI
+middleware, answers a repeated request before FastAPI routes it, parses its parameters or
+starts a response model: a hit costs about what `/healthz` costs. Only a route stores answers,
+after it has checked the request, so nothing reaches the cache that the route would refuse.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 DEFAULT_SECONDS = 5.0
 """How long an answer is reused when no announcement drops it first: the most a write that is
@@ -31,10 +39,19 @@ keeps the ~15,000 most recently asked for, plus a few leaderboards."""
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Cached:
+    """A kept answer: its JSON body, the tutor it depends on (None: every tutor, as a
+    leaderboard does) and the route that made it (for the request metrics' labels)."""
+
     expires: float
     body: bytes
-    tutor_id: str | None  # None: depends on every tutor (a leaderboard)
+    tutor_id: str | None
+    route: Any = None
+
+
+def request_key(scope: Scope) -> tuple[str, bytes]:
+    """What answers are kept under: the path and the raw query string."""
+    return scope["path"], scope.get("query_string", b"")
 
 
 class ReadCache:
@@ -52,7 +69,7 @@ class ReadCache:
         self.clock = clock
         self.generation = 0
         self.size = 0
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Cached] = OrderedDict()
         self._by_tutor: dict[str | None, set[Hashable]] = {}
 
     @property
@@ -63,24 +80,32 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable) -> bytes | None:
-        """The body stored under `key`, unless it has expired."""
+    def get(self, key: Hashable) -> Cached | None:
+        """The answer stored under `key`, unless it has expired."""
         entry = self._entries.get(key)
         if entry is None:
             return None
         if self.clock() >= entry.expires:
             self._drop(key)
             return None
-        return entry.body
+        return entry
 
-    def put(self, key: Hashable, body: bytes, *, tutor_id: str | None, generation: int) -> None:
+    def put(
+        self,
+        key: Hashable,
+        body: bytes,
+        *,
+        tutor_id: str | None,
+        generation: int,
+        route: Any = None,
+    ) -> None:
         """Keep `body` for `key` if nothing was invalidated since `generation` (read it before
         the database read that made the body) and it fits."""
         if not self.enabled or generation != self.generation or len(body) > self.max_bytes // 8:
             return
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = _Entry(self.clock() + self.seconds, body, tutor_id)
+        self._entries[key] = Cached(self.clock() + self.seconds, body, tutor_id, route)
         self._by_tutor.setdefault(tutor_id, set()).add(key)
         self.size += len(body)
         while self.size > self.max_bytes:
@@ -112,3 +137,31 @@ class ReadCache:
                 keys.discard(key)
                 if not keys:
                     del self._by_tutor[entry.tutor_id]
+
+
+HIT_HEADERS = [(b"content-type", b"application/json"), (b"x-cache", b"HIT")]
+
+
+class ServeCached:
+    """Answers a GET whose answer `cache` holds, before routing; everything else passes on.
+    `on_hit` counts it (the route counts its misses)."""
+
+    def __init__(self, app: ASGIApp, cache: ReadCache, on_hit: Callable[[], None]) -> None:
+        self.app = app
+        self.cache = cache
+        self.on_hit = on_hit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and self.cache.enabled:
+            hit = self.cache.get(request_key(scope))
+            if hit is not None:
+                scope["route"] = hit.route  # the request metrics label it by its template
+                self.on_hit()
+                length = (b"content-length", str(len(hit.body)).encode())
+                await send(
+                    {"type": "http.response.start", "status": 200,
+                     "headers": [*HIT_HEADERS, length]}
+                )  # fmt: skip
+                await send({"type": "http.response.body", "body": hit.body})
+                return
+        await self.app(scope, receive, send)
