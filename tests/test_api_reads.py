@@ -87,6 +87,21 @@ def test_indexed_reads_equal_the_naive_definition(
                 naive_latest(rows, window, week)
             )
         fresh = views.freshness(query.active_freshness(conn), NOW)
+        # a tutor's newest rows, several tutors in one read: each tutor's newest metric date
+        # over all windows (lags differ per tutor), absent without rows, unknown ids absent
+        asked = [*rows["tutor_id"].unique().sort().to_list()[:7], "NOBODY"]
+        together = query.latest_for_tutors_dicts(conn, asked)
+        assert query.known_tutors(conn, asked) == set(asked) - {"NOBODY"}
+    assert set(together) == set(asked) - {"NOBODY"}
+    for tutor in asked[:-1]:
+        mine = rows.filter(pl.col("tutor_id") == tutor)
+        newest = mine.filter(pl.col("metric_date") == pl.col("metric_date").max())
+        assert sorted(
+            (r["window"], r["metric_date"], r["avg_rating"]) for r in together[tutor]
+        ) == [
+            (r["window"], r["metric_date"], r["avg_rating"])
+            for r in newest.sort("window").to_dicts()
+        ]
     for window in ("7day", "30day", "90day"):
         latest = naive_latest(rows, window).filter(pl.col("tutor_id").is_in(active))
         assert fresh[window]["tutors"] == latest.height

@@ -17,7 +17,7 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, TypeVar
@@ -47,6 +47,7 @@ from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
 from tutormax_cli.api.live import Subscription, UpdateHub
 from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
+from tutormax_cli.api.read_batcher import ReadBatcher
 from tutormax_cli.api.read_cache import ReadCache, ServeCached, request_key
 from tutormax_cli.errors import RedisUnavailable, TutormaxError, UsageError
 from tutormax_cli.metrics.windows import WINDOWS
@@ -156,6 +157,18 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     if multiprocess_dir() is None:
         metrics.registry.register(stats)
     cache = ReadCache(config.read_cache_seconds)
+
+    def latest_of(tutor_ids: list[str]) -> dict[str, list[dict[str, Any]] | None]:
+        """Each tutor's newest rows (None for an id `tutors` does not have), in one read."""
+        from tutormax_cli.store import query
+
+        with services.reads.connect() as conn:
+            found = query.latest_for_tutors_dicts(conn, tutor_ids)
+            missing = [t for t in tutor_ids if t not in found]
+            known = query.known_tutors(conn, missing)
+        return {t: found.get(t, [] if t in known else None) for t in tutor_ids}
+
+    latest_reads = ReadBatcher(latest_of)
     hub = UpdateHub(
         services.new_redis,
         config.updates_stream,
@@ -180,9 +193,11 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         hub.start()
         batcher.start()
+        latest_reads.start()
         try:
             yield
         finally:
+            await latest_reads.stop()
             await batcher.stop()
             await asyncio.to_thread(hub.stop)
             services.close()
@@ -221,10 +236,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         request: Request,
         tutor_id: str | None,
         model: type[BaseModel],
-        read: Callable[[], dict[str, Any]],
+        produce: Callable[[], Awaitable[dict[str, Any]]],
     ) -> Response:
         """The answer to a read route: from `cache` (when `ServeCached` did not answer first,
-        e.g. a HEAD), or read on the thread pool, checked and rendered as FastAPI renders a
+        e.g. a HEAD), or `produce`d from the database, checked and rendered as FastAPI renders a
         `response_model`, and kept under the request as it came. Errors are never kept."""
         key = request_key(request.scope)
         hit = cache.get(key)
@@ -232,7 +247,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             body = hit.body
         else:
             generation = cache.generation
-            content = model.model_validate(await _blocking(read))
+            content = model.model_validate(await produce())
             body = bytes(JSONResponse(content.model_dump(mode="json", by_alias=True)).body)
             route = request.scope.get("route")
             cache.put(key, body, tutor_id=tutor_id, generation=generation, route=route)
@@ -359,15 +374,12 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         request: Request, tutor_id: TutorId, window: str | None = WindowQuery
     ) -> Response:
         """The newest row of each window (or of `window`): the design's "latest three"."""
-        from tutormax_cli.store import query
-
         window = _window(window)
 
-        def read() -> dict[str, Any]:
-            with services.reads.connect() as conn:
-                latest = query.latest_for_tutor_dicts(conn, tutor_id)
-                if not latest:
-                    _require_tutor(conn, tutor_id)
+        async def read() -> dict[str, Any]:
+            latest = await latest_reads.get(tutor_id)
+            if latest is None:
+                raise _unknown_tutor(tutor_id)
             rows = [r for r in latest if window is None or r["window"] == window]
             rows.sort(key=lambda r: ORDER[r["window"]])
             day = rows[0]["metric_date"] if rows else None
@@ -400,7 +412,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             rows = [r for r in history if r["window"] == name][-days:]
             return {"tutor_id": tutor_id, "window": name, "days": days, "rows": rows}
 
-        return await cached(request, tutor_id, models.MetricHistory, read)
+        return await cached(request, tutor_id, models.MetricHistory, lambda: _blocking(read))
 
     @app.get(
         "/api/tutors",
@@ -429,7 +441,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             rows = [{"rank": i, **r} for i, r in enumerate(board, start=1)]
             return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
 
-        return await cached(request, None, models.Leaderboard, read)
+        return await cached(request, None, models.Leaderboard, lambda: _blocking(read))
 
     @app.get("/healthz", response_model=models.Health, summary="The process answers")
     async def healthz() -> models.Health:
@@ -524,7 +536,11 @@ def _require_tutor(conn: sa.Connection, tutor_id: str) -> None:
     tutors = metadata.tables["tutors"]
     found = conn.execute(sa.select(tutors.c.tutor_id).where(tutors.c.tutor_id == tutor_id))
     if found.first() is None:
-        raise HTTPException(404, f"unknown tutor {tutor_id!r}")
+        raise _unknown_tutor(tutor_id)
+
+
+def _unknown_tutor(tutor_id: str) -> HTTPException:
+    return HTTPException(404, f"unknown tutor {tutor_id!r}")
 
 
 def _check_database(services: Services) -> models.Check:

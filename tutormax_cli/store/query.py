@@ -108,6 +108,9 @@ _COLUMNS = ", ".join(f'"{name}"' for name in _KINDS)
 """The select list of metric rows, in `_KINDS`' order: the columns as stored, on both
 backends (`_frame` and `_records` read either's values)."""
 
+_M_COLUMNS = ", ".join(f'm."{name}"' for name in _KINDS)
+"""`_COLUMNS` of alias `m`."""
+
 
 METRICS_TABLE = "tutor_performance_metrics"
 
@@ -125,13 +128,20 @@ def _newest(alias: str, day: str = "") -> str:
     )
 
 
+def _tutors_latest(conn: sa.Connection, tutor_ids: Sequence[str]) -> Sequence[Any]:
+    """The rows of each tutor's newest metric date: its max from the (tutor_id, metric_date)
+    index, then those rows by the same index; one statement for any number of tutors."""
+    sql = sa.text(
+        f"SELECT {_M_COLUMNS} FROM ("
+        "SELECT tutor_id, max(metric_date) AS newest FROM tutor_performance_metrics "
+        "WHERE tutor_id IN :ids GROUP BY tutor_id) l JOIN tutor_performance_metrics m "
+        "ON m.tutor_id = l.tutor_id AND m.metric_date = l.newest"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    return conn.execute(sql, {"ids": list(tutor_ids)}).fetchall()
+
+
 def _tutor_latest(conn: sa.Connection, tutor_id: str) -> Sequence[Any]:
-    sql = (
-        f"SELECT {_COLUMNS} FROM tutor_performance_metrics WHERE tutor_id = :t "
-        "AND metric_date = (SELECT max(metric_date) FROM tutor_performance_metrics "
-        "WHERE tutor_id = :t)"
-    )
-    return conn.execute(sa.text(sql), {"t": tutor_id}).fetchall()
+    return _tutors_latest(conn, [tutor_id])
 
 
 def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
@@ -142,6 +152,28 @@ def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
 def latest_for_tutor_dicts(conn: sa.Connection, tutor_id: str) -> list[dict[str, Any]]:
     """`latest_for_tutor(...).to_dicts()`, without polars on PostgreSQL."""
     return _records(_tutor_latest(conn, tutor_id))
+
+
+def latest_for_tutors_dicts(
+    conn: sa.Connection, tutor_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """`latest_for_tutor_dicts` of several tutors in one read, by tutor; a tutor without
+    metric rows is absent."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if tutor_ids:
+        for record in _records(_tutors_latest(conn, tutor_ids)):
+            out.setdefault(record["tutor_id"], []).append(record)
+    return out
+
+
+def known_tutors(conn: sa.Connection, tutor_ids: Sequence[str]) -> set[str]:
+    """Which of `tutor_ids` are in `tutors`."""
+    if not tutor_ids:
+        return set()
+    sql = sa.text("SELECT tutor_id FROM tutors WHERE tutor_id IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True)
+    )
+    return {str(t) for t in conn.execute(sql, {"ids": list(tutor_ids)}).scalars()}
 
 
 def latest_rows(conn: sa.Connection, window: str | None = None) -> pl.DataFrame:
