@@ -5,8 +5,10 @@ otherwise) or to CSV files with the contract's columns."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
-from contextlib import ExitStack
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,53 +41,132 @@ def save_batches(
 
     On PostgreSQL a table that holds no row when the run starts is filled by plain COPY: the
     batches carry each key once, so there is nothing to merge and the staging table and
-    `ON CONFLICT` of the upsert (most of its cost) are skipped. Its indexes other than the
-    primary key and unique constraints are dropped first and rebuilt once at the end, inside
-    the same transaction: one sort per index instead of millions of random B-tree inserts.
+    `ON CONFLICT` of the upsert (most of its cost) are skipped. All its indexes are dropped
+    first (see `_drop_indexes`) and rebuilt once when its last batch is in, inside the same
+    transaction: one sort per index instead of millions of B-tree inserts.
     Any other table is upserted, so a rerun with the same seed changes nothing.
+
+    The batches are taken (generated) and COPY's data encoded in a second thread, a few batches
+    ahead, while this one waits for the server: the command and its PostgreSQL backend then
+    work at the same time, on two cores. Each table's rows still go in order, one COPY at a time.
     """
     written: dict[str, int] = {}
     with engine.begin() as conn:
         pg = is_postgres(conn)
-        copying: str | None = None
+        copying = {name for name in TABLE_KEYS if pg and _is_empty(conn, name)}
         rebuild: list[str] = []
-        for name, df in batches:
-            if name not in written:
-                _rebuild(conn, rebuild)
-                written[name] = 0
+        with _Ahead(batches, copying) as ahead:
+            for name, df, payload in ahead:
+                if name not in written:
+                    _rebuild(conn, rebuild)
+                    written[name] = 0
+                    if changed is not None:
+                        changed[name] = 0
+                    rebuild = _drop_indexes(conn, name) if name in copying else []
+                if payload is not None:
+                    sent = new = _copy(conn, name, df.columns, payload)
+                else:
+                    sent, new = upsert_changed(conn, name, df, TABLE_KEYS[name])
+                written[name] += sent
                 if changed is not None:
-                    changed[name] = 0
-                copying = name if pg and _is_empty(conn, name) else None
-                rebuild = _drop_plain_indexes(conn, name) if copying else []
-            if copying == name:
-                sent = new = _copy_frame(conn, name, df)
-            else:
-                sent, new = upsert_changed(conn, name, df, TABLE_KEYS[name])
-            written[name] += sent
-            if changed is not None:
-                changed[name] += new
+                    changed[name] += new
         _rebuild(conn, rebuild)
     return written
 
 
-def _drop_plain_indexes(conn: sa.Connection, name: str) -> list[str]:
-    """Drop `name`'s indexes that back no constraint; returns the statements recreating them."""
+class _Ahead:
+    """Iterates `(table, frame, COPY data or None)` over `batches`, taken in a thread that runs
+    up to `depth` batches ahead. Leaving the `with` (at the end, on an error or on Ctrl-C in
+    the main thread) stops that thread and waits for it, so the caller may close `batches`
+    (a generator) afterwards."""
+
+    def __init__(self, batches: Batches, copying: set[str], depth: int = 3) -> None:
+        self._batches = batches
+        self._copying = copying
+        self._queue: queue.Queue[tuple[str, pl.DataFrame, bytes | None] | BaseException | None]
+        self._queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sample-batches", daemon=True)
+
+    def __enter__(self) -> Iterator[tuple[str, pl.DataFrame, bytes | None]]:
+        self._thread.start()
+        return self._items()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with suppress(queue.Empty):  # unblock a put, then wait for the batch under way
+                self._queue.get(timeout=0.05)
+
+    def _items(self) -> Iterator[tuple[str, pl.DataFrame, bytes | None]]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self) -> None:
+        item: tuple[str, pl.DataFrame, bytes | None] | BaseException | None = None
+        try:
+            for name, df in self._batches:
+                if self._stop.is_set():
+                    return
+                payload = _copy_data(name, df) if name in self._copying else None
+                self._put((name, df, payload))
+        except BaseException as error:  # handed to the main thread, raised there
+            item = error
+        self._put(item)
+
+    def _put(self, item: tuple[str, pl.DataFrame, bytes | None] | BaseException | None) -> None:
+        while not self._stop.is_set():
+            with suppress(queue.Full):
+                self._queue.put(item, timeout=0.05)
+                return
+
+
+def _drop_indexes(conn: sa.Connection, name: str) -> list[str]:
+    """Drop `name`'s indexes, the primary key's and unique constraints' too (unless a foreign
+    key depends on one); returns the statements recreating them, constraints first.
+
+    Checking a key row by row while COPY inserts costs as much as the COPY itself; building
+    each index once from the loaded rows is a sort. A duplicate key still fails the run: when
+    its constraint is added back, inside the same transaction.
+    """
     rows = conn.execute(
         sa.text(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) "
-            "FROM pg_index i WHERE i.indrelid = CAST(:t AS regclass) AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+            "SELECT i.indexrelid::regclass::text, c.conname, "
+            "pg_get_indexdef(i.indexrelid), pg_get_constraintdef(c.oid) "
+            "FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid "
+            "AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u') "
+            "WHERE i.indrelid = CAST(:t AS regclass) AND NOT EXISTS (SELECT 1 FROM "
+            "pg_constraint o WHERE o.conindid = i.indexrelid AND (o.contype NOT IN ('p', 'u') "
+            "OR o.conrelid <> i.indrelid)) ORDER BY c.conname IS NULL, 1"
         ),
         {"t": f'"{name}"'},
     ).all()
-    for index, _ in rows:
-        conn.execute(sa.text(f"DROP INDEX {index}"))
-    return [definition for _, definition in rows]
+    table = _quote(name)
+    recreate: list[str] = []
+    for index, constraint, index_def, constraint_def in rows:
+        if constraint is None:
+            conn.execute(sa.text(f"DROP INDEX {index}"))
+            recreate.append(index_def)
+        else:
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT {_quote(constraint)}"))
+            recreate.append(
+                f"ALTER TABLE {table} ADD CONSTRAINT {_quote(constraint)} {constraint_def}"
+            )
+    return recreate
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _rebuild(conn: sa.Connection, definitions: list[str]) -> None:
     if definitions:
-        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
+        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '1GB'"))
     for definition in definitions:
         conn.execute(sa.text(definition))
 
@@ -95,19 +176,28 @@ def _is_empty(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None
 
 
-def _copy_frame(conn: sa.Connection, name: str, df: pl.DataFrame) -> int:
-    """COPY `df` into PostgreSQL table `name` as it is (no conflict handling)."""
-    if df.is_empty():
+def _copy_data(name: str, df: pl.DataFrame) -> bytes:
+    """`df` as COPY's CSV input for PostgreSQL table `name`."""
+    buffer = io.BytesIO()
+    _prepare(df, metadata.tables[name], pg=True).write_csv(buffer, include_header=False)
+    return buffer.getvalue()
+
+
+def _copy(conn: sa.Connection, name: str, columns: list[str], data: bytes) -> int:
+    """COPY encoded rows into PostgreSQL table `name` as they are (no conflict handling);
+    returns the rows copied."""
+    if not data:
         return 0
-    table = metadata.tables[name]
-    prepared = _prepare(df, table, pg=True)
-    columns = ", ".join(f'"{c}"' for c in df.columns)
     raw: Any = conn.connection.dbapi_connection
     assert raw is not None
+    names = ", ".join(_quote(c) for c in columns)
     with raw.cursor() as cursor:
-        buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
-        cursor.copy_expert(f'COPY "{name}" ({columns}) FROM STDIN WITH (FORMAT csv)', buffer)
-    return df.height
+        cursor.copy_expert(
+            f"COPY {_quote(name)} ({names}) FROM STDIN WITH (FORMAT csv)",
+            io.BytesIO(data),
+            size=1 << 20,
+        )
+        return int(cursor.rowcount)
 
 
 def write_csv_tables(tables: dict[str, pl.DataFrame], out: Path) -> list[Path]:
