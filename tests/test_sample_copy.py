@@ -63,14 +63,17 @@ def test_a_duplicate_key_fails_the_copy_and_leaves_nothing(pg_engine: sa.Engine)
     _empty_tables(pg_engine)
     before = _schema(pg_engine)
 
+    rows = batches(SPEC)
+
     def twice() -> Iterator[tuple[str, pl.DataFrame]]:
-        for name, df in batches(SPEC):
+        for name, df in rows:
             yield name, df
             if name == "sessions":
                 yield name, df.head(1)
 
     with pytest.raises(sa.exc.IntegrityError, match="sessions_pkey"):
         save_batches(pg_engine, twice())
+    rows.close()  # removes its spill directory now (the CLI's process exits instead)
     assert _schema(pg_engine) == before
     assert count_rows(pg_engine, "tutors") == 0
 
