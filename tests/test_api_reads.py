@@ -155,3 +155,34 @@ def test_postgres_reads_are_served_by_the_contract_indexes(
             assert f"Index Only Scan Backward using {index}" in plan, (statement, plan)
         if "LIMIT" in statement:
             assert "Index Scan Backward using ix_tutor_performance_metrics_ranking" in plan
+
+
+def test_postgres_reads_several_tutors_newest_rows_by_index_probes(
+    loaded: tuple[sa.Engine, pl.DataFrame, list[str]],
+) -> None:
+    """Several tutors' newest rows (the API's grouped metric reads) are one backward probe of
+    the (tutor_id, metric_date) index per tutor, with the planner left to choose: joined back
+    by an aggregate instead, PostgreSQL picked a scan of the whole table from ~16 ids."""
+    engine, rows, _active = loaded
+    if engine.dialect.name != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE tutor_performance_metrics")
+    issued: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        issued.append((statement, params))
+
+    tutors = rows["tutor_id"].unique().to_list()
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as conn:
+            query.latest_for_tutors_dicts(conn, tutors)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    ((statement, params),) = issued
+    with engine.connect() as conn:
+        plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {statement}", params).scalars())  # type: ignore[arg-type]
+    assert "Seq Scan on tutor_performance_metrics" not in plan, plan
+    index = "ix_tutor_performance_metrics_tutor_id_metric_date"
+    assert f"Index Only Scan Backward using {index}" in plan, plan

@@ -25,8 +25,9 @@ V = TypeVar("V")
 READERS = 2
 """Reader tasks (and database connections) per process: one group in the database while the
 next gathers."""
-MAX_KEYS = 256
-"""Keys in one query at most."""
+MAX_KEYS = 64
+"""Keys in one query at most (64 tutors read in ~4 ms here, 256 in ~40: smaller groups, more of
+them, answer sooner)."""
 
 
 class ReadBatcher(Generic[K, V]):

@@ -129,13 +129,25 @@ def _newest(alias: str, day: str = "") -> str:
 
 
 def _tutors_latest(conn: sa.Connection, tutor_ids: Sequence[str]) -> Sequence[Any]:
-    """The rows of each tutor's newest metric date: its max from the (tutor_id, metric_date)
-    index, then those rows by the same index; one statement for any number of tutors."""
+    """The rows of each tutor's newest metric date, for any number of tutors in one statement,
+    each tutor one backward probe of the (tutor_id, metric_date) index and then its rows.
+    PostgreSQL gets the probes as LATERAL joins over the ids: a join of the ids' maxima back to
+    the table made its planner switch to a scan of the whole table from about 16 ids (it
+    over-estimates the groups), and `OFFSET 0` keeps it from flattening the rows' LATERAL
+    into such a join too. SQLite runs the same correlated maximum per row of the ids."""
+    if conn.dialect.name == "postgresql":
+        sql = sa.text(
+            f"SELECT {_M_COLUMNS} FROM unnest(CAST(:ids AS varchar[])) AS t(tutor_id) "
+            "CROSS JOIN LATERAL (SELECT max(metric_date) AS newest FROM tutor_performance_metrics "
+            "WHERE tutor_id = t.tutor_id) l JOIN LATERAL (SELECT * FROM "
+            "tutor_performance_metrics n WHERE n.tutor_id = t.tutor_id AND n.metric_date = "
+            "l.newest OFFSET 0) m ON true"
+        )
+        return conn.execute(sql, {"ids": list(tutor_ids)}).fetchall()
     sql = sa.text(
-        f"SELECT {_M_COLUMNS} FROM ("
-        "SELECT tutor_id, max(metric_date) AS newest FROM tutor_performance_metrics "
-        "WHERE tutor_id IN :ids GROUP BY tutor_id) l JOIN tutor_performance_metrics m "
-        "ON m.tutor_id = l.tutor_id AND m.metric_date = l.newest"
+        f"SELECT {_M_COLUMNS} FROM tutor_performance_metrics m WHERE m.tutor_id IN :ids AND "
+        "m.metric_date = (SELECT max(n.metric_date) FROM tutor_performance_metrics n "
+        "WHERE n.tutor_id = m.tutor_id)"
     ).bindparams(sa.bindparam("ids", expanding=True))
     return conn.execute(sql, {"ids": list(tutor_ids)}).fetchall()
 
