@@ -3,11 +3,13 @@ real worker announcing its writes, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect as ws_connect
@@ -17,6 +19,11 @@ from tests.test_api import AUTH, completion, run_worker, seed
 from tutormax_cli.api.read_cache import ReadCache
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.query import latest_for_tutor
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 class Clock:
@@ -217,3 +224,78 @@ def test_unannounced_writes_show_after_the_cache_seconds_and_at_once_with_zero(
             assert reply.headers["x-cache"] == "MISS"
             assert {r["avg_rating"] for r in _rows(reply)} == {2.0}
     engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_requests_that_miss_together_share_one_read() -> None:
+    cache = ReadCache(60.0, clock=Clock())
+    reads: list[str] = []
+    gate = asyncio.Event()
+
+    async def make() -> bytes:
+        reads.append("read")
+        await gate.wait()
+        return b"board"
+
+    first = asyncio.create_task(cache.read_once("k", make, tutor_id=None))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.read_once("k", make, tutor_id=None))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == (b"board", False) and await second == (b"board", True)
+    assert reads == ["read"] and body(cache, "k") == b"board"  # one read, kept
+
+
+@pytest.mark.anyio
+async def test_an_announcement_during_a_read_makes_the_next_miss_read_again() -> None:
+    cache = ReadCache(60.0, clock=Clock())
+    gate = asyncio.Event()
+    values = iter([b"old", b"new"])
+
+    async def make() -> bytes:
+        value = next(values)
+        if value == b"old":
+            await gate.wait()
+        return value
+
+    first = asyncio.create_task(cache.read_once("k", make, tutor_id="T1"))
+    await asyncio.sleep(0)
+    cache.invalidate(["T1"])  # a write lands while "old" is being read
+    assert await cache.read_once("k", make, tutor_id="T1") == (b"new", False)
+    gate.set()
+    assert await first == (b"old", False)
+    assert body(cache, "k") == b"new"  # "old" started before the announcement: not kept
+
+
+@pytest.mark.anyio
+async def test_a_shared_read_shares_its_error_and_survives_a_waiter_leaving() -> None:
+    cache = ReadCache(60.0, clock=Clock())
+    gate = asyncio.Event()
+
+    async def make() -> bytes:
+        await gate.wait()
+        raise ConnectionError("database unavailable")
+
+    leaving = asyncio.create_task(cache.read_once("k", make, tutor_id=None))
+    await asyncio.sleep(0)
+    staying = asyncio.create_task(cache.read_once("k", make, tutor_id=None))
+    await asyncio.sleep(0)
+    leaving.cancel()  # its client went away: the read goes on for the other
+    gate.set()
+    with pytest.raises(ConnectionError):
+        await staying
+    assert cache.get("k") is None
+
+
+@pytest.mark.anyio
+async def test_with_the_cache_off_every_request_reads() -> None:
+    cache = ReadCache(0.0)
+    reads: list[int] = []
+
+    async def make() -> bytes:
+        reads.append(1)
+        await asyncio.sleep(0.01)
+        return b"x"
+
+    results = await asyncio.gather(*(cache.read_once("k", make, tutor_id=None) for _ in range(3)))
+    assert results == [(b"x", False)] * 3 and len(reads) == 3

@@ -91,7 +91,8 @@ class ApiMetrics:
         )  # fmt: skip
         self.read_cache = Counter(
             "tutormax_api_read_cache_lookups",
-            "Read-route answers served from the read cache (hit) or read from the database",
+            "Read-route answers: kept (hit), read for this request (miss), or sharing another "
+            "request's read of the same answer (shared)",
             ["result"], registry=r,
         )  # fmt: skip
         self.pushed = Counter(

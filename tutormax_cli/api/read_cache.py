@@ -12,6 +12,11 @@ they were before the write): every invalidation moves `generation` on, and `put`
 under the generation its read started in. Everything runs on the event loop, so there are no
 locks. The size bound is in bytes of answer, oldest entries first out.
 
+Requests that miss together share one read (`read_once`): while an answer is being read, the
+requests for the same key wait for it instead of reading it again, unless an announcement came
+in since it started. So a leaderboard dropped by every update of a busy worker costs one read
+per update, not one per request.
+
 Answers are keyed by the request as it came (path and query string), so `ServeCached`, an ASGI
 middleware, answers a repeated request before FastAPI routes it, parses its parameters or
 starts a response model: a hit costs about what `/healthz` costs. Only a route stores answers,
@@ -20,9 +25,10 @@ after it has checked the request, so nothing reaches the cache that the route wo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +77,7 @@ class ReadCache:
         self.size = 0
         self._entries: OrderedDict[Hashable, Cached] = OrderedDict()
         self._by_tutor: dict[str | None, set[Hashable]] = {}
+        self._inflight: dict[Hashable, tuple[int, asyncio.Future[bytes]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -110,6 +117,41 @@ class ReadCache:
         self.size += len(body)
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
+
+    async def read_once(
+        self,
+        key: Hashable,
+        make: Callable[[], Awaitable[bytes]],
+        *,
+        tutor_id: str | None,
+        route: Any = None,
+    ) -> tuple[bytes, bool]:
+        """`make()`'s body for `key`, kept (`put`) when it is done; with the cache on, shared
+        with the requests for `key` that miss while it runs, as long as nothing was invalidated
+        since it started. True when this request shared another's read. A request that goes
+        away does not cancel a read others wait for; an error reaches every one of them."""
+        if not self.enabled:
+            return await make(), False
+        generation = self.generation
+        running = self._inflight.get(key)
+        if running is not None and running[0] == generation:
+            return await asyncio.shield(running[1]), True
+
+        async def read() -> bytes:
+            body = await make()
+            self.put(key, body, tutor_id=tutor_id, generation=generation, route=route)
+            return body
+
+        task = asyncio.ensure_future(read())
+        self._inflight[key] = (generation, task)
+        task.add_done_callback(lambda done: self._landed(key, done))
+        return await asyncio.shield(task), False
+
+    def _landed(self, key: Hashable, task: asyncio.Future[bytes]) -> None:
+        if key in self._inflight and self._inflight[key][1] is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter that is left has been handed it
 
     def invalidate(self, tutor_ids: Iterable[str]) -> None:
         """Drop the answers that `tutor_ids`' new rows may change: their own and every
