@@ -1,9 +1,11 @@
 """`save_batches` into empty PostgreSQL tables: every index and key constraint dropped for the
-COPY and put back as it was, in the same transaction; batches taken in a second thread."""
+COPY and put back as it was, in the same transaction; batches generated in the caller's
+thread and written in a second one."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import polars as pl
@@ -78,7 +80,11 @@ def test_a_duplicate_key_fails_the_copy_and_leaves_nothing(pg_engine: sa.Engine)
     assert count_rows(pg_engine, "tutors") == 0
 
 
-def test_batches_are_taken_in_another_thread_and_its_errors_raised_here(
+def _writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sample-writer"]
+
+
+def test_batches_are_generated_here_written_in_another_thread_and_errors_raised_here(
     pg_engine: sa.Engine,
 ) -> None:
     _empty_tables(pg_engine)
@@ -94,7 +100,44 @@ def test_batches_are_taken_in_another_thread_and_its_errors_raised_here(
 
     with pytest.raises(ValueError, match="broken generator"):
         save_batches(pg_engine, failing())
-    assert threads and threading.current_thread().name not in threads
+    assert threads == {threading.current_thread().name}  # generation stays in this thread
     assert count_rows(pg_engine, "tutors") == 0
-    rows.close()  # the thread is done with the generator: it can be closed
-    assert not [t for t in threading.enumerate() if t.name == "sample-batches"]
+    rows.close()
+    assert not _writers()
+
+
+def test_a_write_error_in_the_writer_thread_is_raised_here(pg_engine: sa.Engine) -> None:
+    _empty_tables(pg_engine)
+    rows = batches(SPEC, bucket_rows=100)
+
+    def bad() -> Iterator[tuple[str, pl.DataFrame]]:
+        for name, df in rows:
+            yield name, (df.with_columns(pl.lit(None).alias("tutor_id")) if name == "sessions"
+                         else df)  # fmt: skip
+
+    with pytest.raises(Exception, match="not-null constraint"):  # refused by the COPY
+        save_batches(pg_engine, bad())
+    rows.close()
+    assert count_rows(pg_engine, "tutors") == 0 and not _writers()
+
+
+def test_ctrl_c_while_generating_stops_at_once(pg_engine: sa.Engine) -> None:
+    """The interrupt reaches the generating thread: nothing waits for generation to end."""
+    _empty_tables(pg_engine)
+    rows = batches(SPEC, bucket_rows=100)
+    generated_after: list[str] = []
+
+    def interrupted() -> Iterator[tuple[str, pl.DataFrame]]:
+        for name, df in rows:
+            yield name, df
+            if name == "students":
+                raise KeyboardInterrupt
+            generated_after.append(name)
+
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        save_batches(pg_engine, interrupted())
+    assert time.perf_counter() - started < 10
+    assert generated_after == ["tutors"] and not _writers()
+    assert count_rows(pg_engine, "tutors") == 0
+    rows.close()

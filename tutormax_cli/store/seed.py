@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -46,84 +46,98 @@ def save_batches(
     transaction: one sort per index instead of millions of B-tree inserts.
     Any other table is upserted, so a rerun with the same seed changes nothing.
 
-    The batches are taken (generated) and COPY's data encoded in a second thread, a few batches
-    ahead, while this one waits for the server: the command and its PostgreSQL backend then
-    work at the same time, on two cores. Each table's rows still go in order, one COPY at a time.
+    The batches are taken (generated) and COPY's data encoded in this thread while a second one
+    writes the previous batch (`_Writer`): the command and its PostgreSQL backend then work at
+    the same time, on two cores. Each table's rows still go in order, one COPY at a time; a
+    Ctrl-C while generating stops at once (the batch being written finishes, then the
+    transaction rolls back).
     """
     written: dict[str, int] = {}
     with engine.begin() as conn:
         pg = is_postgres(conn)
         copying = {name for name in TABLE_KEYS if pg and _is_empty(conn, name)}
-        rebuild: list[str] = []
-        with _Ahead(batches, copying) as ahead:
-            for name, df, payload in ahead:
-                if name not in written:
-                    _rebuild(conn, rebuild)
-                    written[name] = 0
-                    if changed is not None:
-                        changed[name] = 0
-                    rebuild = _drop_indexes(conn, name) if name in copying else []
-                if payload is not None:
-                    sent = new = _copy(conn, name, df.columns, payload)
-                else:
-                    sent, new = upsert_changed(conn, name, df, TABLE_KEYS[name])
-                written[name] += sent
-                if changed is not None:
-                    changed[name] += new
-        _rebuild(conn, rebuild)
+        with _Writer(conn, copying, written, changed) as writer:
+            for name, df in batches:
+                writer.put((name, df, _copy_data(name, df) if name in copying else None))
+        _rebuild(conn, writer.rebuild)
     return written
 
 
-class _Ahead:
-    """Iterates `(table, frame, COPY data or None)` over `batches`, taken in a thread that runs
-    up to `depth` batches ahead. Leaving the `with` (at the end, on an error or on Ctrl-C in
-    the main thread) stops that thread and waits for it, so the caller may close `batches`
-    (a generator) afterwards."""
+_Item = tuple[str, pl.DataFrame, bytes | None]
 
-    def __init__(self, batches: Batches, copying: set[str], depth: int = 3) -> None:
-        self._batches = batches
-        self._copying = copying
-        self._queue: queue.Queue[tuple[str, pl.DataFrame, bytes | None] | BaseException | None]
-        self._queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sample-batches", daemon=True)
 
-    def __enter__(self) -> Iterator[tuple[str, pl.DataFrame, bytes | None]]:
+class _Writer:
+    """Writes `(table, frame, COPY data or None)` items, in order, in a thread of its own, at
+    most `depth` waiting. Leaving the `with` normally waits for every item to be written and
+    raises the thread's error, if any; leaving on an error (Ctrl-C) lets the item being
+    written finish and drops the rest. `put` raises the thread's error as soon as there is
+    one. The caller uses `conn` again only after the `with`."""
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        copying: set[str],
+        written: dict[str, int],
+        changed: dict[str, int] | None,
+        depth: int = 1,
+    ) -> None:
+        self.conn = conn
+        self.copying = copying
+        self.written = written
+        self.changed = changed
+        self.rebuild: list[str] = []
+        """The index statements of the table being filled, run by the caller at the end."""
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=depth)
+        self._abort = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
         self._thread.start()
-        return self._items()
+        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            with suppress(queue.Empty):  # unblock a put, then wait for the batch under way
-                self._queue.get(timeout=0.05)
-
-    def _items(self) -> Iterator[tuple[str, pl.DataFrame, bytes | None]]:
+    def put(self, item: _Item) -> None:
+        """Queue `item` (blocks while `depth` items wait)."""
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def _run(self) -> None:
-        item: tuple[str, pl.DataFrame, bytes | None] | BaseException | None = None
-        try:
-            for name, df in self._batches:
-                if self._stop.is_set():
-                    return
-                payload = _copy_data(name, df) if name in self._copying else None
-                self._put((name, df, payload))
-        except BaseException as error:  # handed to the main thread, raised there
-            item = error
-        self._put(item)
-
-    def _put(self, item: tuple[str, pl.DataFrame, bytes | None] | BaseException | None) -> None:
-        while not self._stop.is_set():
+            if self._error is not None:
+                raise self._error
             with suppress(queue.Full):
                 self._queue.put(item, timeout=0.05)
                 return
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self._abort.set()
+        while self._thread.is_alive():  # the end mark, unless the thread is gone already
+            with suppress(queue.Full):
+                self._queue.put(None, timeout=0.05)
+                break
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None and not self._abort.is_set():
+                self._write(*item)
+        except BaseException as error:  # raised in the caller's thread by `put` or `__exit__`
+            self._error = error
+
+    def _write(self, name: str, df: pl.DataFrame, payload: bytes | None) -> None:
+        conn = self.conn
+        if name not in self.written:
+            _rebuild(conn, self.rebuild)
+            self.written[name] = 0
+            if self.changed is not None:
+                self.changed[name] = 0
+            self.rebuild = _drop_indexes(conn, name) if name in self.copying else []
+        if payload is not None:
+            sent = new = _copy(conn, name, df.columns, payload)
+        else:
+            sent, new = upsert_changed(conn, name, df, TABLE_KEYS[name])
+        self.written[name] += sent
+        if self.changed is not None:
+            self.changed[name] += new
 
 
 def _drop_indexes(conn: sa.Connection, name: str) -> list[str]:
