@@ -47,3 +47,22 @@ def test_a_lost_redis_is_logged_once_not_every_second(
     assert "retrying with backoff up to 30 s" in lines[0]
     assert "following tutormax:test:live again after" in lines[1]
     assert 3 <= len(attempts) <= 5, attempts
+
+
+def test_the_start_of_following_is_signalled_once(redis_url: str) -> None:
+    """`on_start` (the read cache's clear) runs when the feed gets its position, once, not on
+    every read of the feed (an empty feed included)."""
+    starts: list[int] = []
+
+    async def run() -> None:
+        client = redis.Redis.from_url(redis_url)
+        client.delete("tutormax:test:start")
+        hub = live.UpdateHub(
+            lambda: client, "tutormax:test:start", block_ms=50, on_start=lambda: starts.append(1)
+        )
+        hub.start()
+        await asyncio.sleep(0.6)  # a dozen empty reads
+        hub.stop()
+
+    asyncio.run(run())
+    assert starts == [1]

@@ -64,3 +64,12 @@ async def test_a_failed_fetch_fails_its_group_and_the_readers_go_on() -> None:
         assert list(await asyncio.gather(reads.get("x"), reads.get("y"))) == ["x", "y"]
     finally:
         await reads.stop()
+
+
+async def test_a_stopped_batcher_refuses_instead_of_hanging() -> None:
+    reads: ReadBatcher[str, str] = ReadBatcher(lambda keys: {k: k for k in keys})
+    reads.start()
+    assert await reads.get("a") == "a"
+    await reads.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        await reads.get("b")

@@ -16,7 +16,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.api_server import ClientFor, api_server
 from tests.test_api import AUTH, completion, run_worker, seed
-from tutormax_cli.api.read_cache import ReadCache
+from tutormax_cli.api.read_cache import ENTRY_OVERHEAD, MAX_QUERY_BYTES, ReadCache
 from tutormax_cli.store.db import open_engine
 from tutormax_cli.store.query import latest_for_tutor
 
@@ -62,7 +62,8 @@ def test_an_announcement_drops_its_tutor_and_every_leaderboard_only() -> None:
     assert cache.get(("history", "T1", "7day", 30)) is None
     assert cache.get(("board", "30day", None, 50)) is None
     assert body(cache, ("metrics", "T2", None)) == b"t2"
-    assert cache.size == 2 and len(cache) == 1
+    assert cache.size == len(b"t2") + len("metrics") + len("T2") + ENTRY_OVERHEAD
+    assert len(cache) == 1
 
 
 def test_a_read_that_started_before_an_announcement_is_not_kept() -> None:
@@ -76,16 +77,30 @@ def test_a_read_that_started_before_an_announcement_is_not_kept() -> None:
 
 
 def test_the_byte_bound_drops_the_oldest_and_refuses_giants() -> None:
-    cache = ReadCache(60.0, max_bytes=80, clock=Clock())
+    entry = ENTRY_OVERHEAD + 10  # an int key has no text
+    cache = ReadCache(60.0, max_bytes=8 * entry, clock=Clock())
     for i in range(9):
         cache.put(i, b"x" * 10, tutor_id=f"T{i}", generation=cache.generation)
-    assert cache.size == 80 and cache.get(0) is None and body(cache, 1) == b"x" * 10
+    assert cache.size == 8 * entry and cache.get(0) is None and body(cache, 1) == b"x" * 10
     cache.put("big", b"y" * 11, tutor_id="T1", generation=cache.generation)  # > max_bytes / 8
     assert cache.get("big") is None
     cache.put(5, b"z" * 5, tutor_id="T5", generation=cache.generation)  # replaces, not adds
-    assert cache.size == 75 and body(cache, 5) == b"z" * 5
+    assert cache.size == 8 * entry - 5 and body(cache, 5) == b"z" * 5
     cache.invalidate(["T5"])
-    assert cache.size == 70
+    assert cache.size == 7 * entry and len(cache) == 7
+
+
+def test_keys_and_overhead_count_and_long_queries_are_not_kept() -> None:
+    """Many tiny answers under junk query strings (which the routes ignore) cannot outgrow the
+    bound: the key's text and a fixed overhead count, and a long query string is not kept."""
+    cache = ReadCache(60.0, max_bytes=100_000, clock=Clock())
+    for i in range(5_000):
+        key = ("/api/tutors/T1/metrics", f"junk{i}=1".encode())
+        cache.put(key, b"{}", tutor_id="T1", generation=cache.generation)
+    assert cache.size <= 100_000 and len(cache) < 500
+    long_query = ("/api/tutors/T1/metrics", b"x=" + b"y" * MAX_QUERY_BYTES)
+    cache.put(long_query, b"{}", tutor_id="T1", generation=cache.generation)
+    assert cache.get(long_query) is None
 
 
 def test_zero_seconds_keeps_nothing() -> None:

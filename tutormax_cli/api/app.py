@@ -174,6 +174,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         config.updates_stream,
         on_delivered=metrics.pushed.inc,
         on_updates=lambda updates: cache.invalidate(u.tutor_id for u in updates),
+        on_start=cache.clear,
     )
     batcher = Batcher(
         lambda batch: ingest_completions(

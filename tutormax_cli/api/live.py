@@ -61,12 +61,17 @@ class UpdateHub:
         block_ms: int = 1_000,
         on_delivered: Callable[[int], None] | None = None,
         on_updates: Callable[[list[MetricUpdate]], None] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.connect = connect
         self.stream = stream
         self.block_ms = block_ms
         self.on_delivered = on_delivered
         self.on_updates = on_updates
+        self.on_start = on_start
+        """Called on the event loop once the feed is followed from a position: whatever was
+        announced before it (while the process started) is not delivered, so the read cache
+        drops what it may have kept meanwhile."""
         """Called on the event loop with every batch read, before the subscribers get it (the
         read cache drops what the batch changed)."""
         self.subscriptions: set[Subscription] = set()
@@ -107,6 +112,8 @@ class UpdateHub:
                     client = self.connect()
                 if after is None:  # from now on: history is what the GET endpoints are for
                     _, after = recent_updates(client, self.stream, limit=1)
+                    if self.on_start is not None and self._loop is not None:
+                        self._loop.call_soon_threadsafe(self.on_start)
                 updates, after = read_updates(
                     client, after, block_ms=self.block_ms, stream=self.stream
                 )

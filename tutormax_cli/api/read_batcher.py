@@ -68,8 +68,8 @@ class ReadBatcher(Generic[K, V]):
 
     async def get(self, key: K) -> V:
         """`fetch`'s value for `key`, read together with the keys asked for meanwhile."""
-        if self._queue is None:
-            raise RuntimeError("the read batcher is not started")
+        if self._queue is None or all(task.done() for task in self._tasks):
+            raise RuntimeError("the read batcher is not running")
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((key, future))
         return await asyncio.shield(future)
@@ -81,9 +81,9 @@ class ReadBatcher(Generic[K, V]):
             jobs = [await queue.get()]
             while len(jobs) < self.max_keys and not queue.empty():
                 jobs.append(queue.get_nowait())
-            keys = list(dict.fromkeys(key for key, _ in jobs))
-            self.observe(len(keys))
             try:
+                keys = list(dict.fromkeys(key for key, _ in jobs))
+                self.observe(len(keys))
                 values = await anyio.to_thread.run_sync(self.fetch, keys)
                 answers = [values[key] for key, _ in jobs]
             except Exception as exc:  # every request of the group answers it (a 503)
@@ -91,6 +91,10 @@ class ReadBatcher(Generic[K, V]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            except BaseException:  # stopped mid-read: its requests get no answer, not a hang
+                for _, future in jobs:
+                    future.cancel()
+                raise
             for (_, future), answer in zip(jobs, answers, strict=True):
                 if not future.done():
                     future.set_result(answer)

@@ -39,6 +39,14 @@ DEFAULT_SECONDS = 5.0
 not announced (a recompute, a backfill) takes to show through the API. The worker's writes,
 the real-time path, show at once; five seconds keeps "fresh within seconds" true of the rest."""
 
+ENTRY_OVERHEAD = 200
+"""Bytes an entry costs beyond its key and body (the entry, the dicts' slots), counted against
+`max_bytes` so that many tiny answers cannot outgrow it."""
+
+MAX_QUERY_BYTES = 256
+"""Answers to a longer query string are not kept: the routes' parameters fit in far less, and
+junk parameters (which FastAPI ignores) would otherwise each make an entry."""
+
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 """Answer bytes one process keeps: every tutor's metrics at 50,000 tutors is ~100 MB, so this
 keeps the ~15,000 most recently asked for, plus a few leaderboards."""
@@ -53,6 +61,20 @@ class Cached:
     body: bytes
     tutor_id: str | None
     route: Any = None
+
+
+def _weight(key: Hashable, body: bytes) -> int:
+    """What an entry counts against `max_bytes`: its body, its key's text and the overhead."""
+    parts = key if isinstance(key, tuple) else (key,)
+    text = sum(len(p) for p in parts if isinstance(p, str | bytes))
+    return len(body) + text + ENTRY_OVERHEAD
+
+
+def _query_bytes(key: Hashable) -> int:
+    """The query string's length, for a `request_key`."""
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], bytes):
+        return len(key[1])
+    return 0
 
 
 def request_key(scope: Scope) -> tuple[str, bytes]:
@@ -108,13 +130,15 @@ class ReadCache:
     ) -> None:
         """Keep `body` for `key` if nothing was invalidated since `generation` (read it before
         the database read that made the body) and it fits."""
-        if not self.enabled or generation != self.generation or len(body) > self.max_bytes // 8:
+        if not self.enabled or generation != self.generation:
+            return
+        if _weight(key, body) > self.max_bytes // 8 or _query_bytes(key) > MAX_QUERY_BYTES:
             return
         if key in self._entries:
             self._drop(key)
         self._entries[key] = Cached(self.clock() + self.seconds, body, tutor_id, route)
         self._by_tutor.setdefault(tutor_id, set()).add(key)
-        self.size += len(body)
+        self.size += _weight(key, body)
         while self.size > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
@@ -172,7 +196,7 @@ class ReadCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        self.size -= len(entry.body)
+        self.size -= _weight(key, entry.body)
         if index:
             keys = self._by_tutor.get(entry.tutor_id)
             if keys is not None:

@@ -143,7 +143,7 @@ def _tutors_latest(conn: sa.Connection, tutor_ids: Sequence[str]) -> Sequence[An
             "tutor_performance_metrics n WHERE n.tutor_id = t.tutor_id AND n.metric_date = "
             "l.newest OFFSET 0) m ON true"
         )
-        return conn.execute(sql, {"ids": list(tutor_ids)}).fetchall()
+        return conn.execute(sql, {"ids": list(dict.fromkeys(tutor_ids))}).fetchall()
     sql = sa.text(
         f"SELECT {_M_COLUMNS} FROM tutor_performance_metrics m WHERE m.tutor_id IN :ids AND "
         "m.metric_date = (SELECT max(n.metric_date) FROM tutor_performance_metrics n "
