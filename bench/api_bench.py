@@ -70,7 +70,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tutormax_cli import keys
-from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
+from tutormax_cli.api.config import READ_CACHE_SECONDS
 from tutormax_cli.store.db import open_engine
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"

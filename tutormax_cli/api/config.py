@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tutormax_cli import keys
-from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
 from tutormax_cli.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, from_file
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -25,6 +24,14 @@ DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
 STATS_TTL_SECONDS = 15.0
 """How long the tier distribution and freshness gauges of `/metrics` are reused between
 scrapes: they cost three indexed queries, and Prometheus scrapes every 15 s by default."""
+
+
+READ_CACHE_SECONDS = 5.0
+"""How long an answer is reused when no announcement drops it first: the most a write that is
+not announced (a recompute, a backfill) takes to show through the API. The worker's writes,
+the real-time path, show at once; five seconds keeps "fresh within seconds" true of the rest.
+It lives here, not in `api.read_cache`, so that the CLI shows it as `--read-cache-seconds`'
+default without importing asyncio and Starlette at every start."""
 
 
 @dataclass(frozen=True)

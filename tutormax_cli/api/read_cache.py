@@ -34,10 +34,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-DEFAULT_SECONDS = 5.0
-"""How long an answer is reused when no announcement drops it first: the most a write that is
-not announced (a recompute, a backfill) takes to show through the API. The worker's writes,
-the real-time path, show at once; five seconds keeps "fresh within seconds" true of the rest."""
+from tutormax_cli.api.config import READ_CACHE_SECONDS
 
 ENTRY_OVERHEAD = 200
 """Bytes an entry costs beyond its key and body (the entry, the dicts' slots), counted against
@@ -87,7 +84,7 @@ class ReadCache:
 
     def __init__(
         self,
-        seconds: float = DEFAULT_SECONDS,
+        seconds: float = READ_CACHE_SECONDS,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tutormax_cli.api.read_cache import DEFAULT_SECONDS as READ_CACHE_SECONDS
+from tutormax_cli.api.config import READ_CACHE_SECONDS
 from tutormax_cli.cli import context
 
 app = typer.Typer(
