@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -106,8 +105,8 @@ def _json(rows: Any) -> str:
 
 def test_dict_reads_equal_the_frames_they_replace(loaded: tuple[sa.Engine, str]) -> None:
     """Each `store.query.*_dicts` gives `to_dicts()` of its frame read, with the same types
-    and time zones (the CLI's output is built from them), and `views.ranked` orders and
-    numbers a board as `views.leaderboard` does."""
+    and time zones (the CLI's output is built from them), and a board read in its order and
+    `views.numbered` is `views.leaderboard` of the same rows."""
     engine, tutor = loaded
     with engine.connect() as conn:
         pairs = [
@@ -121,7 +120,7 @@ def test_dict_reads_equal_the_frames_they_replace(loaded: tuple[sa.Engine, str])
                 got = query.leaderboard_dicts(conn, window, tiers=tiers, limit=9)
                 frame = query.leaderboard(conn, window, tiers=tiers, limit=9)
                 boards.append((got, frame.to_dicts()))
-                assert views.ranked(got) == views.leaderboard(frame).to_dicts()
+                assert views.numbered(got) == views.leaderboard(frame).to_dicts()
     unordered = [(sorted(d, key=_key), sorted(f.to_dicts(), key=_key)) for d, f in pairs]
     for got, want in [*unordered, *boards]:
         assert got == want
@@ -138,22 +137,6 @@ def test_dict_reads_equal_the_frames_they_replace(loaded: tuple[sa.Engine, str])
 
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k)) for k in ("window", "metric_date", "tutor_id"))
-
-
-def test_ranked_orders_as_the_leaderboard_does() -> None:
-    """`views.ranked`'s key is `views.leaderboard`'s default sort: tiers best first (unknown
-    names last), higher rating, more sessions (nulls last), then id, byte order."""
-    rows = [
-        {"tutor_id": t, "performance_tier": tier, "avg_rating": r, "sessions_completed": n}
-        for t, tier, r, n in [
-            ("b", "Strong", 4.5, 9), ("a", "Strong", 4.5, 9), ("B", "Strong", 4.5, 9),
-            ("c", "Strong", None, 9), ("d", "Strong", 4.5, None), ("e", "Legendary", 5.0, 1),
-            ("f", "Exemplary", 3.0, 2), ("g", "At Risk", 4.9, 30), ("h", "Strong", 4.6, 1),
-            ("i", "Zeta", None, None), ("j", "Alpha", 1.0, 0),
-        ]
-    ]  # fmt: skip
-    frame = pl.DataFrame(rows)
-    assert views.ranked(rows) == views.leaderboard(frame).to_dicts()
 
 
 def test_direct_coercion_equals_typers() -> None:

@@ -103,29 +103,10 @@ def leaderboard(
     return df.with_row_index("rank", offset=1)
 
 
-def _tier_rank_of(name: str | None) -> int:
-    """`tier_rank` of one name."""
-    return TIER_NAMES.index(name) if name in TIER_NAMES else len(TIER_NAMES)
-
-
-def _board_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """`leaderboard`'s default order as a sort key: tier rank, higher rating, more completed
-    sessions (nulls last), tutor id."""
-    rating, done = row["avg_rating"], row["sessions_completed"]
-    return (
-        _tier_rank_of(row["performance_tier"]),
-        rating is None,
-        0 if rating is None else -rating,
-        done is None,
-        0 if done is None else -done,
-        row["tutor_id"],
-    )
-
-
-def ranked(rows: Rows) -> list[dict[str, Any]]:
-    """`leaderboard(frame)` (default order, every tier) of a few rows held as dicts, such as
-    `store.query.leaderboard_dicts`' top: sorted the same way, `rank` first from 1."""
-    return [{"rank": i, **r} for i, r in enumerate(sorted(rows, key=_board_key), start=1)]
+def numbered(board: Rows) -> list[dict[str, Any]]:
+    """A board's rows, already in their order (`store.query.leaderboard_dicts` reads them in
+    `leaderboard`'s default order), with `rank` first from 1, as `leaderboard` numbers them."""
+    return [{"rank": i, **r} for i, r in enumerate(board, start=1)]
 
 
 def leaderboard_records(board: pl.DataFrame | Rows) -> list[dict[str, Any]]:

@@ -441,10 +441,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         tiers = views.tier_names(tier)
 
         def read() -> dict[str, Any]:
-            # `query.leaderboard` answers in `views.leaderboard`'s default order already
             with services.reads.connect() as conn:
-                board = query.leaderboard_dicts(conn, name, tiers=tiers, limit=limit)
-            rows = [{"rank": i, **r} for i, r in enumerate(board, start=1)]
+                rows = views.numbered(query.leaderboard_dicts(conn, name, tiers=tiers, limit=limit))
             return {"window": name, "tiers": tiers, "count": len(rows), "tutors": rows}
 
         return await cached(request, None, models.Leaderboard, lambda: _blocking(read))
@@ -537,11 +535,9 @@ async def _pump(ws: WebSocket, sub: Subscription) -> None:
 
 def _require_tutor(conn: sa.Connection, tutor_id: str) -> None:
     """404 unless the tutor exists (a known tutor without metrics yet gets an empty answer)."""
-    from tutormax_cli.store.schema import metadata
+    from tutormax_cli.store import query
 
-    tutors = metadata.tables["tutors"]
-    found = conn.execute(sa.select(tutors.c.tutor_id).where(tutors.c.tutor_id == tutor_id))
-    if found.first() is None:
+    if not query.known_tutors(conn, [tutor_id]):
         raise _unknown_tutor(tutor_id)
 
 

@@ -126,7 +126,7 @@ def tutors(
         if shown is not None and sort is None and not desc:
             # the default order's first rows, read from the ranking index, and how many
             # there are in all (counted in the database): never every tutor's row, nor polars
-            board = views.ranked(query.leaderboard_dicts(conn, window, tiers=chosen, limit=shown))
+            board = views.numbered(query.leaderboard_dicts(conn, window, tiers=chosen, limit=shown))
             counts = query.tier_counts(conn, window)
             total = sum(n for t, n in counts.items() if chosen is None or t in chosen)
         else:
