@@ -239,24 +239,19 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         model: type[BaseModel],
         produce: Callable[[], Awaitable[dict[str, Any]]],
     ) -> Response:
-        """The answer to a read route: from `cache` (when `ServeCached` did not answer first,
-        e.g. a HEAD), or `produce`d from the database (one read for the requests that miss
-        together), checked and rendered as FastAPI renders a `response_model`, and kept under
-        the request as it came. Errors are never kept."""
-        key = request_key(request.scope)
-        hit = cache.get(key)
-        if hit is not None:
-            body, state = hit.body, "hit"
-        else:
+        """The answer to a read route that `ServeCached` did not find kept: `produce`d from the
+        database (one read for the requests that miss together), checked and rendered as
+        FastAPI renders a `response_model`, and kept under the request as it came. Errors are
+        never kept."""
 
-            async def make() -> bytes:
-                content = model.model_validate(await produce())
-                return bytes(JSONResponse(content.model_dump(mode="json", by_alias=True)).body)
+        async def make() -> bytes:
+            content = model.model_validate(await produce())
+            return bytes(JSONResponse(content.model_dump(mode="json", by_alias=True)).body)
 
-            body, shared = await cache.read_once(
-                key, make, tutor_id=tutor_id, route=request.scope.get("route")
-            )
-            state = "shared" if shared else "miss"
+        body, shared = await cache.read_once(
+            request_key(request.scope), make, tutor_id=tutor_id, route=request.scope.get("route")
+        )
+        state = "shared" if shared else "miss"
         metrics.read_cache.labels(state).inc()
         return Response(body, media_type="application/json",
                         headers={"X-Cache": state.upper()})  # fmt: skip
