@@ -280,15 +280,17 @@ def _parse_bool(raw: pl.Expr) -> pl.Expr:
 @functools.cache
 def _typing_plan(
     columns: tuple[ColumnSpec, ...],
-) -> tuple[tuple[pl.Expr, ...], dict[str, ColumnSpec], tuple[ColumnSpec, ...]]:
-    """The one pass of expressions that types `columns`, the columns to parse again where
-    that pass missed, and the columns parsed in Python; built once per table's columns."""
+) -> tuple[tuple[pl.Expr, ...], tuple[pl.Expr, ...], dict[str, ColumnSpec], tuple[ColumnSpec, ...]]:
+    """The pass that says which cells are blank (`__b_<name>`), the pass of expressions that
+    types `columns`, the columns to parse again where that pass missed, and the columns parsed
+    in Python; built once per table's columns."""
+    blanks = tuple(_blank_text(pl.col(spec.name)).alias(_blank(spec.name)) for spec in columns)
     exprs: list[pl.Expr] = []
     retry: dict[str, ColumnSpec] = {}
     python: list[ColumnSpec] = []
     for spec in columns:
         name, raw = f"__t_{spec.name}", pl.col(spec.name)
-        blank = raw.is_null() | (raw.str.strip_chars() == "")
+        blank = pl.col(_blank(spec.name))
         kind = spec.kind
         if kind in ("list", "json"):
             python.append(spec)
@@ -310,40 +312,63 @@ def _typing_plan(
         else:
             value = raw
         exprs.append(pl.when(~blank).then(value.cast(spec.dtype)).alias(name))
-    return tuple(exprs), retry, tuple(python)  # shared by every call: never mutated
+    return blanks, tuple(exprs), retry, tuple(python)  # shared by every call: never mutated
 
 
-def _typed(text: pl.DataFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
+def _blank_text(raw: pl.Expr) -> pl.Expr:
+    """A cell with no value: null, or nothing but whitespace."""
+    return raw.is_null() | (raw.str.strip_chars() == "")
+
+
+def _blank(name: str) -> str:
+    """The column of the work frame that says where `name` is blank (`_blank_text`): computed
+    once, read by the typing and by every check that asks (five per column, some)."""
+    return f"__b_{name}"
+
+
+def _typed(text: pl.LazyFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
     """`text` with `__t_<name>` for every column (the typed value, null where blank or
     unparsable), `__nf_<name>` for floats (not finite) and `__pe_<name>` for list and JSON
     columns (the parse error).
 
     One pass of expressions types the whole frame (a small frame costs one query, not one per
-    column); only integer and timestamp columns where some present value did not parse that
-    way are parsed again with the fallbacks (`60.0`, other ISO-8601 spellings), and only list
-    and JSON cells go through Python."""
-    exprs, retry, python = _typing_plan(tuple(columns))
-    out = text.with_columns(exprs)
+    column), and says in the same query (`__miss_<name>`) which integer and timestamp columns
+    have a present value that did not parse that way: only those are parsed again with the
+    fallbacks (`60.0`, other ISO-8601 spellings). Only list and JSON cells go through Python."""
+    blanks, exprs, retry, python = _typing_plan(tuple(columns))
+    plan = text.with_columns(blanks).with_columns(exprs)
     if retry:
-        missed = out.select(
-            (pl.col(name).is_null() & pl.col(spec.name).str.strip_chars().ne("")).any().alias(name)
+        plan = plan.with_columns(
+            (pl.col(name).is_null() & ~pl.col(_blank(spec.name))).any().alias(f"__miss_{name}")
             for name, spec in retry.items()
-        ).row(0, named=True)
-        redo = []
-        for name, spec in retry.items():
-            if missed[name]:
-                cells = out.get_column(spec.name)
-                empty = cells.is_null() | (cells.str.strip_chars() == "")
-                again = _parse_int if spec.kind == "int" else parse_timestamps
-                typed = again(cells).cast(spec.dtype)
-                redo.append(pl.select(pl.when(~empty).then(typed)).to_series().alias(name))
-        if redo:
-            out = out.with_columns(redo)
+        )
+    out = _run(plan)
+    redo = []
+    for name, spec in retry.items():
+        if out.height and out.get_column(f"__miss_{name}")[0]:
+            cells = out.get_column(spec.name)
+            empty = out.get_column(_blank(spec.name))
+            again = _parse_int if spec.kind == "int" else parse_timestamps
+            typed = again(cells).cast(spec.dtype)
+            redo.append(pl.select(pl.when(~empty).then(typed)).to_series().alias(name))
+    if redo:
+        out = out.with_columns(redo)
     for spec in python:
         cell = _parse_list if spec.kind == "list" else _json_text
         parsed, error = _python_column(out.get_column(spec.name).to_list(), cell, spec.dtype)
         out = out.with_columns(parsed.alias(f"__t_{spec.name}"), error.alias(f"__pe_{spec.name}"))
     return out
+
+
+_PLAIN = pl.QueryOptFlags.none(simplify_expression=True)
+
+
+def _run(plan: pl.LazyFrame) -> pl.DataFrame:
+    """Run one of validation's plans as an eager `DataFrame.with_columns` runs: on the in-memory
+    engine, with no optimization but expression simplification. The plans are chains of
+    `with_columns` over a frame in memory, which the other passes do not speed up; for a batch
+    of 16 rows the optimizer and the "auto" engine's set-up cost several times the query."""
+    return plan.collect(engine="in-memory", optimizations=_PLAIN)
 
 
 def _parse_list(text: str) -> list[str]:
@@ -459,7 +484,7 @@ def _column_checks(spec: ColumnSpec) -> tuple[Check, ...]:
     one-row frame (an API completion) costs."""
     name, kind = spec.name, spec.kind
     raw, value = pl.col(name), _t(name)
-    blank = raw.is_null() | (raw.str.strip_chars() == "")
+    blank = pl.col(_blank(name))
     present = ~blank
     checks = []
     if spec.required:
@@ -525,8 +550,19 @@ def _one_of(name: str, allowed: Sequence[str]) -> Check:
     )
 
 
-def _domain_checks(table: str, now: datetime) -> list[Check]:
-    """Rules of the contract beyond types (docs/metrics.md §1 and issue #6), on typed values."""
+_LATEST = "__latest"
+"""The latest scheduled start accepted (`now` + 30 days), a column of the work frame: the domain
+checks read it there, so they are built once per table instead of once per call."""
+
+
+@functools.cache
+def _domain_checks(table: str) -> tuple[Check, ...]:
+    """Rules of the contract beyond types (docs/metrics.md §1 and issue #6), on typed values.
+    Built once per table (building them cost a small batch more than evaluating them)."""
+    return tuple(_domain_rules(table))
+
+
+def _domain_rules(table: str) -> list[Check]:
     if table == "sessions":
         late, duration, start = (
             _t("late_start_minutes"),
@@ -550,7 +586,7 @@ def _domain_checks(table: str, now: datetime) -> list[Check]:
             Check("session_number", _t("session_number") < 1, pl.lit("must be ≥ 1")),
             Check(
                 "scheduled_start",
-                start > now + MAX_SCHEDULE_AHEAD,
+                start > pl.col(_LATEST),
                 pl.format("{} is more than 30 days ahead", start.dt.strftime("%Y-%m-%dT%H:%M:%SZ")),
             ),
             Check(
@@ -586,27 +622,50 @@ class _Work:
 
     After each `apply` the frame also holds `__ok<n>`: the rows no check has failed yet. The
     later stages ask for it several times each (reference lookups, duplicates, the split), and
-    one column costs nothing where re-folding sixty flags costs most of a small batch's time."""
+    one column costs nothing where re-folding sixty flags costs most of a small batch's time.
+
+    Steps are added to a lazy `plan` and run together when `frame` is read, as one query: a
+    batch of 16 completions paid more for a query per step than for the checks themselves."""
 
     def __init__(self, frame: pl.DataFrame) -> None:
-        self.frame = frame.with_columns(pl.col(ERROR).is_null().alias("__ok0"))
+        self.plan = frame.lazy().with_columns(pl.col(ERROR).is_null().alias("__ok0"))
+        self.height = frame.height  # no step adds or drops rows
         self.checks: list[tuple[str, Check]] = []
         self._ok = "__ok0"
 
+    @property
+    def plan(self) -> pl.LazyFrame:
+        """The frame with every step so far, not run yet."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: pl.LazyFrame) -> None:
+        self._plan = plan
+        self._frame: pl.DataFrame | None = None
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The frame with every step so far (the pending ones run now, in one query)."""
+        if self._frame is None:
+            frame = _run(self._plan)
+            self._plan, self._frame = frame.lazy(), frame
+        return self._frame
+
     def apply(self, checks: Sequence[Check]) -> None:
-        """Evaluate the flags of `checks` (null counts as passing) in one pass, then fold them
-        into a new snapshot of the rows still passing."""
+        """Evaluate the flags of `checks` in one pass, then fold them into a new snapshot of
+        the rows still passing. A null flag counts as passing; it is kept null rather than
+        filled (a fill per flag was a tenth of a small batch's checks): the fold's sum ignores
+        nulls, `ok(column)` fills its one result, and a reason's `when` reads null as false."""
         start = len(self.checks)
         named = [(f"__f{start + i}", check) for i, check in enumerate(checks)]
         if not named:
             return
-        self.frame = self.frame.with_columns(
-            check.flag.fill_null(False).alias(name) for name, check in named
-        )
         self.checks.extend(named)
         failed = pl.sum_horizontal(pl.col(name) for name, _ in named) > 0
         ok = f"__ok{len(self.checks)}"
-        self.frame = self.frame.with_columns((pl.col(self._ok) & ~failed).alias(ok))
+        self.plan = self.plan.with_columns(
+            check.flag.alias(name) for name, check in named
+        ).with_columns((pl.col(self._ok) & ~failed).alias(ok))
         self._ok = ok
 
     def ok(self, column: str | None = None) -> pl.Expr:
@@ -614,7 +673,7 @@ class _Work:
         if column is None:
             return pl.col(self._ok)
         flags = [pl.col(name) for name, c in self.checks if c.column == column]
-        failed = pl.any_horizontal(flags) if flags else pl.lit(False)
+        failed = pl.any_horizontal(flags).fill_null(False) if flags else pl.lit(False)
         return pl.col(ERROR).is_null() & ~failed
 
     def reasons(self, *, detail: bool = False) -> pl.DataFrame:
@@ -666,69 +725,83 @@ def validate(
     table = table_name(table)
     now = now or datetime.now(UTC)
     columns = specs(table)
-    text = _prepare(df)
-    present = set(text.columns)
+    text, names = _prepare(df)
+    present = set(names)
     keep = [s.name for s in columns if s.required or s.name in present]
+    missing = [s.name for s in columns if s.name not in present]
     text = text.with_columns(
-        pl.lit(None, dtype=pl.String).alias(s.name) for s in columns if s.name not in present
+        *(pl.lit(None, dtype=pl.String).alias(name) for name in missing),
+        pl.lit(now + MAX_SCHEDULE_AHEAD).alias(_LATEST),
     )
     work = _Work(_typed(text, columns))
     work.apply([check for spec in columns for check in _column_checks(spec)]
-               + _domain_checks(table, now))  # fmt: skip
+               + list(_domain_checks(table)))  # fmt: skip
     _check_references(work, table, refs)
     _check_duplicates(work, table, keep)
     for column in _UNIQUE.get(table, ()):
         _check_unique(work, table, column, refs)
-    bookkeeping = [
-        c for c in text.columns if is_bookkeeping(c) and not c.startswith("__") and c != ERROR
-    ]
+    bookkeeping = [c for c in names if is_bookkeeping(c) and not c.startswith("__") and c != ERROR]
     originals = [c for c in df.columns if not is_bookkeeping(c)]
     columns_out = [*[_t(c).alias(c) for c in keep], *bookkeeping]
-    if work.frame.select(work.ok().all()).item():  # a clean frame: no reason to build
-        rejects = (
-            text.select(*bookkeeping, *originals)
-            .clear()
-            .with_columns(
-                pl.lit(None, dtype=pl.String).alias(REASON),
-                *([pl.lit(None, dtype=_ERRORS_DTYPE).alias(ERRORS)] if detail else []),
-            )
-        )
-        return work.frame.select(columns_out), rejects
-    valid = work.frame.filter(work.ok()).select(columns_out)
+    frame = work.frame
+    if frame.select(work.ok().all()).item():  # a clean frame: no reason to build
+        types = frame.schema
+        schema = {c: types[c] for c in (*bookkeeping, *originals)}
+        schema[REASON] = pl.String()
+        if detail:
+            schema[ERRORS] = _ERRORS_DTYPE
+        return frame.select(columns_out), pl.DataFrame(schema=schema)
+    valid = frame.filter(work.ok()).select(columns_out)
     reasons = work.reasons(detail=detail)
-    rejects = text.join(reasons, on=_ROW, how="inner", maintain_order="left").select(
-        *bookkeeping, *originals, REASON, *([ERRORS] if detail else [])
+    rejects = (
+        frame.select(*names, *missing)
+        .join(reasons, on=_ROW, how="inner", maintain_order="left")
+        .select(*bookkeeping, *originals, REASON, *([ERRORS] if detail else []))
     )
     return valid, rejects
 
 
-def _prepare(df: pl.DataFrame) -> pl.DataFrame:
-    """Text columns, with `_line`, `_error`, a row index and where each row is (`__at`)."""
+def _prepare(df: pl.DataFrame) -> tuple[pl.LazyFrame, list[str]]:
+    """Text columns, with `_line`, `_error`, a row index and where each row is (`__at`), as a
+    plan (run with the typing, in one query) and its columns."""
     text = as_text(df)
-    if LINE not in text.columns:
-        text = text.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE))
-    if ERROR not in text.columns:
-        text = text.with_columns(pl.lit(None, dtype=pl.String).alias(ERROR))
+    names = list(text.columns)
+    plan = text.lazy()
+    if LINE not in names:
+        plan = plan.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE))
+        names.append(LINE)
+    if ERROR not in names:
+        plan = plan.with_columns(pl.lit(None, dtype=pl.String).alias(ERROR))
+        names.append(ERROR)
     at = (
         pl.format("{}:{}", pl.col(FILE), pl.col(LINE))
-        if FILE in text.columns
+        if FILE in names
         else pl.format("line {}", pl.col(LINE))
     )
-    return text.with_columns(
+    plan = plan.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
         pl.col(ERROR).cast(pl.String),
         at.alias(_AT),
     )
+    return plan, [*names, _ROW, _AT]
 
 
 def _check_references(work: _Work, table: str, refs: References) -> None:
     """Referenced rows exist: one lookup per referenced table for the distinct ids (those that
-    passed their own column's checks: an over-long id is not also reported unknown)."""
+    passed their own column's checks: an over-long id is not also reported unknown); the
+    distinct ids of every referencing column are read in one query."""
+    references = _REFERENCES.get(table, ())
+    if not references:
+        return
+    values = {column: pl.when(work.ok(column)).then(_t(column)) for column, _, _ in references}
+    distinct = work.frame.select(
+        value.drop_nulls().unique().implode().alias(column) for column, value in values.items()
+    ).row(0, named=True)
     checks = []
-    for column, target, noun in _REFERENCES.get(table, ()):
-        value = pl.when(work.ok(column)).then(_t(column))
-        values = work.frame.select(value.drop_nulls().unique()).to_series().to_list()
-        known = set(refs.owners(target, TABLE_KEYS[target][0], values)) if values else set()
+    for column, target, noun in references:
+        ids = distinct[column]
+        known = set(refs.owners(target, TABLE_KEYS[target][0], ids)) if ids else set()
+        value = values[column]
         checks.append(
             Check(
                 column,
@@ -743,11 +816,13 @@ def _check_duplicates(work: _Work, table: str, keep: Sequence[str]) -> None:
     """Same primary key twice among valid rows: the last wins, earlier different rows are
     rejected (a batch upsert cannot touch a key twice, and the input disagrees with itself)."""
     (key,) = TABLE_KEYS[table]
+    if work.height < 2:  # a key cannot repeat: skip the query
+        return
     ok_key = pl.when(work.ok()).then(_t(key))
     if work.frame.select(ok_key.drop_nulls().is_unique().all()).item():
         return
     row_hash = pl.struct([_t(c) for c in keep]).hash()
-    work.frame = work.frame.with_columns(
+    work.plan = work.plan.with_columns(
         row_hash.alias("__hash"),
         pl.col(_AT).last().over(ok_key).alias("__dup_at"),
         pl.col(_ROW).last().over(ok_key).alias("__dup_row"),
@@ -775,7 +850,7 @@ def _check_unique(work: _Work, table: str, column: str, refs: References) -> Non
     (key,) = TABLE_KEYS[table]
     ok_value = pl.when(work.ok()).then(_t(column))
     owner, owner_at = f"__owner_{column}", f"__owner_at_{column}"
-    work.frame = work.frame.with_columns(
+    work.plan = work.plan.with_columns(
         _t(key).last().over(ok_value).alias(owner),
         pl.col(_AT).last().over(ok_value).alias(owner_at),
     )
@@ -801,8 +876,8 @@ def _check_unique(work: _Work, table: str, column: str, refs: References) -> Non
         {"__v": list(held), db_owner: list(held.values())},
         schema={"__v": pl.String, db_owner: pl.String},
     )
-    work.frame = work.frame.join(
-        owners, left_on=f"__t_{column}", right_on="__v", how="left", maintain_order="left"
+    work.plan = work.plan.join(
+        owners.lazy(), left_on=f"__t_{column}", right_on="__v", how="left", maintain_order="left"
     )
     work.apply(
         [
