@@ -13,6 +13,7 @@ from unittest import mock
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -505,3 +506,28 @@ def test_as_text_round_trips_typed_frames() -> None:
     assert out[0] == "2026-03-01T10:00:00+00:00"
     assert json.loads(out[1]) == ["a", 'b"c']
     assert out[2] == "true" and json.loads(out[3]) == {"k": 1}
+
+
+def test_database_references_cache_a_transactions_lookups(sqlite_url: str) -> None:
+    """A value looked up once (found or not) is not asked again through the same cache, and
+    primary keys arriving with the batch are not asked at all; the answers do not change."""
+    from tutormax_cli.pipeline.validate import DatabaseReferences
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    queries: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO students (student_id, name) VALUES ('T1', 'One')"))
+        queries.clear()
+        plain = DatabaseReferences(conn).owners("students", "student_id", ["T1", "T9", "T1"])
+        cache: dict[tuple[str, str], dict[str, str | None]] = {}
+        first = DatabaseReferences(conn, cache=cache).owners("students", "student_id", ["T1", "T9"])
+        again = DatabaseReferences(conn, cache=cache).owners("students", "student_id", ["T9", "T1"])
+        arriving = DatabaseReferences(conn, {"students": ["T7"]}, cache=cache)
+        assert arriving.owners("students", "student_id", ["T7", "T1"]) == {"T7": "T7", "T1": "T1"}
+    assert plain == first == again == {"T1": "T1"}
+    assert len(queries) == 2  # the uncached lookup and the first cached one
+    engine.dispose()

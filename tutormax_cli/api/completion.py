@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import redis
@@ -29,6 +29,9 @@ import sqlalchemy as sa
 from tutormax_cli.api.models import SessionCompletion
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER
+
+if TYPE_CHECKING:
+    from tutormax_cli.pipeline.validate import DatabaseReferences
 
 FEEDBACK_NAMESPACE = uuid.UUID("6f1d3c2a-8b0e-4c55-9d7a-2b51f0e9c4a1")
 """uuid5 namespace of the feedback ids the API derives from a session id."""
@@ -118,6 +121,8 @@ def _rejected(rejects: pl.DataFrame, prefix: tuple[str, ...]) -> dict[int, list[
     from tutormax_cli.pipeline.validate import ERRORS
 
     out: dict[int, list[FieldError]] = {}
+    if rejects.is_empty():  # as almost always: no query for nothing
+        return out
     for line, items in rejects.select(LINE, ERRORS).iter_rows():
         errors = []
         for item in items or []:
@@ -151,11 +156,13 @@ def _rounds(items: Sequence[_Item]) -> list[list[_Item]]:
     return rounds
 
 
-def _feedback_records(conn: sa.Connection, items: Sequence[_Item], now: datetime) -> None:
+def _feedback_records(
+    conn: sa.Connection, items: Sequence[_Item], now: datetime, refs: DatabaseReferences
+) -> None:
     """Each item's feedback row: the body's fields, its ids from the session, the defaults
-    filled; two lookups for the whole round. A feedback id that belongs to another session is
-    a 422 on that item."""
-    from tutormax_cli.pipeline.validate import DatabaseReferences
+    filled; two lookups for the whole round (the owners of the sessions' feedback through the
+    round's `refs`, whose cache answers the feedback's validation of the same session ids). A
+    feedback id that belongs to another session is a 422 on that item."""
     from tutormax_cli.store.schema import metadata
 
     given = {i.body.feedback.feedback_id for i in items if i.body.feedback.feedback_id}  # type: ignore[union-attr]
@@ -167,9 +174,7 @@ def _feedback_records(conn: sa.Connection, items: Sequence[_Item], now: datetime
         )
         held = {str(f): str(s) for f, s in conn.execute(query)}
     derive = [i.session_id for i in items if i.body.feedback.feedback_id is None]  # type: ignore[union-attr]
-    owners = (
-        DatabaseReferences(conn).owners("student_feedback", "session_id", derive) if derive else {}
-    )
+    owners = refs.owners("student_feedback", "session_id", derive) if derive else {}
     for item in items:
         body = item.body
         assert body.feedback is not None
@@ -213,26 +218,29 @@ def _ingest_round(
         record["session_id"] = item.session_id
         records.append(record)
     by_line = {item.index: item for item in items}
+    # what the round looked up, for its later lookups: nothing is written until they are done
+    cache: dict[tuple[str, str], dict[str, str | None]] = {}
     sessions, rejects = validate(
-        "sessions", _frame(records, [i.index for i in items]), DatabaseReferences(conn),
-        now=now, detail=True,
+        "sessions", _frame(records, [i.index for i in items]),
+        DatabaseReferences(conn, cache=cache), now=now, detail=True,
     )  # fmt: skip
     for line, errors in _rejected(rejects, ("body",)).items():
         by_line[line].outcome = Outcome(INVALID, errors=tuple(errors))
     with_feedback = [i for i in items if i.outcome is None and i.body.feedback is not None]
     if with_feedback:
-        _feedback_records(conn, with_feedback, now)
+        _feedback_records(conn, with_feedback, now, DatabaseReferences(conn, cache=cache))
         rows = [i for i in with_feedback if i.feedback is not None]
         if rows:
             arriving = {"sessions": [i.session_id for i in rows]}
             feedback, fb_rejects = validate(
                 "student_feedback", _frame([i.feedback for i in rows], [i.index for i in rows]),  # type: ignore[misc]
-                DatabaseReferences(conn, arriving), now=now, detail=True,
+                DatabaseReferences(conn, arriving, cache=cache), now=now, detail=True,
             )  # fmt: skip
             for line, errors in _rejected(fb_rejects, ("body", "feedback")).items():
                 by_line[line].outcome = Outcome(INVALID, errors=tuple(errors))
             kept = [i.index for i in rows if i.outcome is None]
-            feedback = feedback.filter(pl.col(LINE).is_in(kept))
+            if len(kept) < feedback.height:
+                feedback = feedback.filter(pl.col(LINE).is_in(kept))
         else:
             feedback = None
     else:

@@ -137,11 +137,11 @@ def upsert_changed(
         raw: Any = conn.connection.dbapi_connection
         assert raw is not None
         with raw.cursor() as cursor:
-            cursor.execute(
+            cursor.execute(  # one round trip for both statements
                 f"CREATE TEMP TABLE IF NOT EXISTS tmx_stage_{table_name} "
-                f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; "
+                f"TRUNCATE tmx_stage_{table_name}"
             )
-            cursor.execute(f"TRUNCATE tmx_stage_{table_name}")
             buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
             cursor.copy_expert(
                 f"COPY tmx_stage_{table_name} ({col_sql}) FROM STDIN WITH (FORMAT csv)", buffer
