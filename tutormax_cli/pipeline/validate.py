@@ -198,14 +198,23 @@ class DatabaseReferences:
             )
         for start in range(0, len(todo), self._chunk):
             chunk = todo[start : start + self._chunk]
-            query = sa.select(sa_table.c[column], key).where(sa_table.c[column].in_(chunk))
-            for value, owner in self.conn.execute(query):
+            for value, owner in self.conn.execute(_owners_query(table, column), {"ids": chunk}):
                 found[str(value)] = str(owner)
         if self._cache is not None:
             known.update(dict.fromkeys(todo))  # looked up: absent unless found
             known.update(found)
         found.update((v, v) for v in distinct if v in arriving)
         return found
+
+
+@functools.cache
+def _owners_query(table: str, column: str) -> sa.Select[tuple[Any, Any]]:
+    """`column` and the primary key of the rows whose `column` is in the list `ids`: built
+    once (an expanding parameter), where building one per lookup cost more than running it."""
+    sa_table = metadata.tables[table]
+    key = sa_table.c[TABLE_KEYS[table][0]]
+    values: sa.BindParameter[str] = sa.bindparam("ids", expanding=True)
+    return sa.select(sa_table.c[column], key).where(sa_table.c[column].in_(values))
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -839,10 +848,16 @@ def _check_references(work: _Work, table: str, refs: References) -> None:
             Check(
                 column,
                 value.is_not_null() & ~value.is_in(list(known)),
-                pl.format("unknown {} {}", pl.lit(noun), show(_t(column))),
+                _unknown(column, noun),
             )
         )
     work.apply(checks)
+
+
+@functools.cache
+def _unknown(column: str, noun: str) -> pl.Expr:
+    """The message of an unknown reference, built once per column (only the flag changes)."""
+    return pl.format("unknown {} {}", pl.lit(noun), show(_t(column)))
 
 
 def _check_duplicates(work: _Work, table: str, keep: Sequence[str]) -> None:
@@ -883,6 +898,9 @@ def _check_unique(work: _Work, table: str, column: str, refs: References) -> Non
     the database; within the batch the last row keeps the value."""
     (key,) = TABLE_KEYS[table]
     ok_value = pl.when(work.ok()).then(_t(column))
+    # the rows that passed so far, before either check here: their values are read first, so
+    # that both checks run in one query with the frame's other pending steps
+    values = work.frame.select(ok_value.drop_nulls().unique()).to_series().to_list()
     owner, owner_at = f"__owner_{column}", f"__owner_at_{column}"
     work.plan = work.plan.with_columns(
         _t(key).last().over(ok_value).alias(owner),
@@ -903,7 +921,6 @@ def _check_unique(work: _Work, table: str, column: str, refs: References) -> Non
             )
         ]
     )
-    values = work.frame.select(ok_value.drop_nulls().unique()).to_series().to_list()
     held = refs.owners(table, column, values) if values else {}
     db_owner = f"__db_owner_{column}"
     owners = pl.DataFrame(
