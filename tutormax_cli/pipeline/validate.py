@@ -241,27 +241,27 @@ _AWARE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z")
 _NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
-def _timestamp_text(raw: pl.Expr) -> pl.Expr:
-    """ISO-8601 text in the one spelling the formats below read: a space, `+00:00` for `Z`."""
-    return (
-        raw.str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ")
-        .str.replace(r"[zZ]$", "+00:00")
+def _timestamp_text(stripped: pl.Expr) -> pl.Expr:
+    """ISO-8601 text (stripped of surrounding whitespace) in the one spelling the formats below
+    read: a space, `+00:00` for `Z`."""
+    return stripped.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ").str.replace(
+        r"[zZ]$", "+00:00"
     )
 
 
-def _first_timestamp(raw: pl.Expr) -> pl.Expr:
+def _first_timestamp(stripped: pl.Expr) -> pl.Expr:
     """The first (and by far the most common) format: what a whole frame is parsed with in one
     pass; `parse_timestamps` runs only on a column where some rows need another format."""
-    return _timestamp_text(raw).str.strptime(TS, _AWARE_FORMATS[0], strict=False)
+    return _timestamp_text(stripped).str.strptime(TS, _AWARE_FORMATS[0], strict=False)
 
 
 def parse_timestamps(raw: pl.Series) -> pl.Series:
     """ISO-8601 text to UTC: `T` or space, seconds and fraction optional, `Z` or an offset
     optional (no offset means UTC), or a bare date (midnight UTC); null where it does not parse.
     Each further format is tried only on the rows still unparsed."""
-    text = pl.select(_timestamp_text(pl.lit(raw))).to_series()
-    out = pl.select(_first_timestamp(pl.lit(raw))).to_series()
+    stripped = pl.lit(raw).str.strip_chars()
+    text = pl.select(_timestamp_text(stripped)).to_series()
+    out = pl.select(_first_timestamp(stripped)).to_series()
     for fmt in (*_AWARE_FORMATS[1:], *_NAIVE_FORMATS):
         todo = (out.is_null() & text.is_not_null()).arg_true()
         if todo.is_empty():
@@ -293,64 +293,73 @@ def _parse_int(raw: pl.Series) -> pl.Series:
     return out
 
 
-def _parse_bool(raw: pl.Expr) -> pl.Expr:
-    return (
-        raw.str.strip_chars()
-        .str.to_lowercase()
-        .replace_strict(
-            [*_TRUE, *_FALSE],
-            [True] * len(_TRUE) + [False] * len(_FALSE),
-            default=None,
-            return_dtype=pl.Boolean,
-        )
+def _parse_bool(stripped: pl.Expr) -> pl.Expr:
+    return stripped.str.to_lowercase().replace_strict(
+        [*_TRUE, *_FALSE],
+        [True] * len(_TRUE) + [False] * len(_FALSE),
+        default=None,
+        return_dtype=pl.Boolean,
     )
 
 
 @functools.cache
 def _typing_plan(
     columns: tuple[ColumnSpec, ...],
-) -> tuple[tuple[pl.Expr, ...], tuple[pl.Expr, ...], dict[str, ColumnSpec], tuple[ColumnSpec, ...]]:
-    """The pass that says which cells are blank (`__b_<name>`), the pass of expressions that
-    types `columns`, the columns to parse again where that pass missed, and the columns parsed
-    in Python; built once per table's columns."""
-    blanks = tuple(_blank_text(pl.col(spec.name)).alias(_blank(spec.name)) for spec in columns)
+) -> tuple[
+    tuple[tuple[pl.Expr, ...], tuple[pl.Expr, ...]],
+    tuple[pl.Expr, ...],
+    dict[str, ColumnSpec],
+    tuple[ColumnSpec, ...],
+]:
+    """The passes that strip each cell (`__s_<name>`) and say which are blank (`__b_<name>`),
+    the pass of expressions that types `columns`, the columns to parse again where that pass
+    missed, and the columns parsed in Python; built once per table's columns. Stripping once
+    per cell, read by the blank test and the parsers, saves a string pass per typed column."""
+    strip = [pl.col(spec.name).str.strip_chars().alias(_stripped(spec.name)) for spec in columns]
+    blanks = [_is_blank(pl.col(_stripped(spec.name))).alias(_blank(spec.name)) for spec in columns]
     exprs: list[pl.Expr] = []
     retry: dict[str, ColumnSpec] = {}
     python: list[ColumnSpec] = []
     for spec in columns:
         name, raw = f"__t_{spec.name}", pl.col(spec.name)
-        blank = pl.col(_blank(spec.name))
+        stripped, blank = pl.col(_stripped(spec.name)), pl.col(_blank(spec.name))
         kind = spec.kind
         if kind in ("list", "json"):
             python.append(spec)
             continue
         if kind == "float":
-            number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+            number = stripped.cast(pl.Float64, strict=False)
             infinite = number.is_not_null() & ~number.is_finite()
             exprs += [pl.when(~infinite).then(number).alias(name),
                       infinite.alias(f"__nf_{spec.name}")]  # fmt: skip
             continue
         if kind == "int":
-            value = raw.str.strip_chars().cast(pl.Int64, strict=False)
+            value = stripped.cast(pl.Int64, strict=False)
             retry[name] = spec
         elif kind == "bool":
-            value = _parse_bool(raw)
+            value = _parse_bool(stripped)
         elif kind == "ts":
-            value = _first_timestamp(raw)
+            value = _first_timestamp(stripped)
             retry[name] = spec
         else:
             value = raw
         exprs.append(pl.when(~blank).then(value.cast(spec.dtype)).alias(name))
-    return blanks, tuple(exprs), retry, tuple(python)  # shared by every call: never mutated
+    passes = (tuple(strip), tuple(blanks))
+    return passes, tuple(exprs), retry, tuple(python)  # shared by every call: never mutated
 
 
-def _blank_text(raw: pl.Expr) -> pl.Expr:
-    """A cell with no value: null, or nothing but whitespace."""
-    return raw.is_null() | (raw.str.strip_chars() == "")
+def _is_blank(stripped: pl.Expr) -> pl.Expr:
+    """A cell with no value (given stripped of whitespace): null, or nothing but whitespace."""
+    return stripped.is_null() | (stripped == "")
+
+
+def _stripped(name: str) -> str:
+    """The column of the work frame holding `name`'s cells stripped of surrounding whitespace."""
+    return f"__s_{name}"
 
 
 def _blank(name: str) -> str:
-    """The column of the work frame that says where `name` is blank (`_blank_text`): computed
+    """The column of the work frame that says where `name` is blank (`_is_blank`): computed
     once, read by the typing and by every check that asks (five per column, some)."""
     return f"__b_{name}"
 
@@ -364,8 +373,8 @@ def _typed(text: pl.LazyFrame, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
     column), and says in the same query (`__miss_<name>`) which integer and timestamp columns
     have a present value that did not parse that way: only those are parsed again with the
     fallbacks (`60.0`, other ISO-8601 spellings). Only list and JSON cells go through Python."""
-    blanks, exprs, retry, python = _typing_plan(tuple(columns))
-    plan = text.with_columns(blanks).with_columns(exprs)
+    (strip, blanks), exprs, retry, python = _typing_plan(tuple(columns))
+    plan = text.with_columns(strip).with_columns(blanks).with_columns(exprs)
     if retry:
         plan = plan.with_columns(
             (pl.col(name).is_null() & ~pl.col(_blank(spec.name))).any().alias(f"__miss_{name}")
@@ -895,33 +904,40 @@ def _check_duplicates(work: _Work, table: str, keep: Sequence[str]) -> None:
 
 def _check_unique(work: _Work, table: str, column: str, refs: References) -> None:
     """A unique column must not repeat across keys in the batch, nor belong to another row in
-    the database; within the batch the last row keeps the value."""
+    the database; within the batch the last row keeps the value.
+
+    Each check is added only where it can fail: not when no value repeats in the batch (every
+    row is its value's last), not when the database holds none of the values. That is an
+    API batch of new sessions' feedback, which skips two window functions and a join."""
     (key,) = TABLE_KEYS[table]
     ok_value = pl.when(work.ok()).then(_t(column))
-    # the rows that passed so far, before either check here: their values are read first, so
-    # that both checks run in one query with the frame's other pending steps
-    values = work.frame.select(ok_value.drop_nulls().unique()).to_series().to_list()
-    owner, owner_at = f"__owner_{column}", f"__owner_at_{column}"
-    work.plan = work.plan.with_columns(
-        _t(key).last().over(ok_value).alias(owner),
-        pl.col(_AT).last().over(ok_value).alias(owner_at),
-    )
-    work.apply(
-        [
-            Check(
-                column,
-                ok_value.is_not_null() & (_t(key) != pl.col(owner)),
-                pl.format(
-                    "{} is also on {} ({} {})",
-                    show(_t(column)),
-                    pl.col(owner_at),
-                    pl.lit(key),
-                    show(pl.col(owner)),
-                ),
-            )
-        ]
-    )
+    # the values of the rows that passed so far, before either check here
+    present = work.frame.select(ok_value.drop_nulls()).to_series()
+    values = present.unique().to_list()
+    if len(values) < present.len():
+        owner, owner_at = f"__owner_{column}", f"__owner_at_{column}"
+        work.plan = work.plan.with_columns(
+            _t(key).last().over(ok_value).alias(owner),
+            pl.col(_AT).last().over(ok_value).alias(owner_at),
+        )
+        work.apply(
+            [
+                Check(
+                    column,
+                    ok_value.is_not_null() & (_t(key) != pl.col(owner)),
+                    pl.format(
+                        "{} is also on {} ({} {})",
+                        show(_t(column)),
+                        pl.col(owner_at),
+                        pl.lit(key),
+                        show(pl.col(owner)),
+                    ),
+                )
+            ]
+        )
     held = refs.owners(table, column, values) if values else {}
+    if not held:
+        return
     db_owner = f"__db_owner_{column}"
     owners = pl.DataFrame(
         {"__v": list(held), db_owner: list(held.values())},
