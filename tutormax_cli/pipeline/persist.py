@@ -44,7 +44,7 @@ def contract_frame(table: str, df: pl.DataFrame) -> pl.DataFrame:
     """
     table = table_name(table)
     columns = [c for c in df.columns if c in metadata.tables[table].c and c not in IGNORED_COLUMNS]
-    out = latest(table, df).select(columns)
+    out = latest(table, df)[columns]  # not a `select`: a query, 10 times dearer on 16 rows
     if "created_at" in out.columns:
         out = out.with_columns(pl.col("created_at").fill_null(utc_lit(datetime.now(UTC))))
     return out

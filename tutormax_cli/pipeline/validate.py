@@ -780,7 +780,6 @@ def validate(
         _check_unique(work, table, column, refs)
     bookkeeping = [c for c in names if is_bookkeeping(c) and not c.startswith("__") and c != ERROR]
     originals = [c for c in df.columns if not is_bookkeeping(c)]
-    columns_out = [*[_t(c).alias(c) for c in keep], *bookkeeping]
     frame = work.frame
     if frame.select(work.ok().all()).item():  # a clean frame: no reason to build
         types = frame.schema
@@ -788,11 +787,11 @@ def validate(
         schema[REASON] = pl.String()
         if detail:
             schema[ERRORS] = _ERRORS_DTYPE
-        return frame.select(columns_out), pl.DataFrame(schema=schema)
-    valid = frame.filter(work.ok()).select(columns_out)
+        return _valid(frame, keep, bookkeeping), pl.DataFrame(schema=schema)
+    valid = _valid(frame.filter(work.ok()), keep, bookkeeping)
     reasons = work.reasons(detail=detail)
     rejects = (
-        frame.select(*names, *missing)
+        frame[[*names, *missing]]
         .join(reasons, on=_ROW, how="inner", maintain_order="left")
         .select(*bookkeeping, *originals, REASON, *([ERRORS] if detail else []))
     )
@@ -810,6 +809,13 @@ def utc_lit(value: datetime) -> pl.Expr:
         micros = (value - _EPOCH) // timedelta(microseconds=1)
         return pl.lit(micros, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
     return pl.lit(value)
+
+
+def _valid(frame: pl.DataFrame, keep: Sequence[str], bookkeeping: Sequence[str]) -> pl.DataFrame:
+    """The typed columns of `keep` under their own names, then the bookkeeping columns: taken
+    from `frame` as they are (a `select` of them is a query: 0.2 ms on a batch of 16)."""
+    typed = [frame.get_column(f"__t_{c}").alias(c) for c in keep]
+    return pl.DataFrame([*typed, *(frame.get_column(c) for c in bookkeeping)])
 
 
 def _prepare(df: pl.DataFrame) -> tuple[pl.LazyFrame, list[str]]:
