@@ -42,9 +42,10 @@ def test_help_answers() -> None:
 
 # -- the operator's read commands at start-up: no polars, no pydantic ---------------------------
 
-SKIPPED = ("polars", "pydantic", "pyarrow")
+SKIPPED = ("polars", "pydantic", "pyarrow", "sqlalchemy")
 """What the quick read commands must not import: polars (0.15-0.2 s) for a handful of rows,
-pydantic (Typer's coercion, 0.1-0.2 s with its adapters) for a few strings."""
+pydantic (Typer's coercion, 0.1-0.2 s with its adapters) for a few strings, SQLAlchemy
+(0.11-0.17 s) for a few statements (on PostgreSQL they read through `store.reader`)."""
 
 QUICK = (
     ["show", "tutor", "{tutor}"],
@@ -81,12 +82,13 @@ def _imported(args: list[str], env: dict[str, str], out: Path) -> tuple[int, lis
     return done.returncode, [m for m in out.read_text().split(",") if m]
 
 
-def test_quick_read_commands_import_neither_polars_nor_pydantic(
+def test_quick_read_commands_import_neither_polars_nor_pydantic_nor_sqlalchemy(
     loaded: tuple[sa.Engine, str], db_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     """On PostgreSQL (SQLite's ISO text is parsed by polars, its one definition), `show tutor`,
     `show tutors` (default order), `show tiers` and `status` read, convert and render their
-    few rows without polars, and Typer converts their options without pydantic."""
+    few rows without polars or SQLAlchemy, and Typer converts their options without
+    pydantic."""
     _engine, tutor = loaded
     env = {**os.environ, "TUTORMAX_DATABASE_URL": db_url, "TUTORMAX_REDIS_URL": redis_url}
     for words in QUICK:

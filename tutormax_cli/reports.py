@@ -15,8 +15,6 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from tutormax_cli import views
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.metrics.tiers import FLAGGED_METRICS, TierRules
@@ -25,17 +23,19 @@ from tutormax_cli.metrics.windows import WINDOWS
 if TYPE_CHECKING:  # redis is imported by the status report only: `show` commands skip it
     import redis
 
+    from tutormax_cli.store.reader import Conn
+
 NEEDS_ACTION = ("At Risk", "Needs Attention")
 """The tiers the dashboard's "needs action" list shows, worst first."""
 
-Connect = Callable[[], AbstractContextManager[sa.Connection]]
+Connect = Callable[[], AbstractContextManager["Conn"]]
 
 
 # -- one tutor --------------------------------------------------------------------------------
 
 
 def tutor_report(
-    conn: sa.Connection,
+    conn: Conn,
     tutor_id: str,
     rules: TierRules,
     now: datetime,
@@ -80,7 +80,7 @@ def thresholds(rules: TierRules) -> dict[str, dict[str, str]]:
 COMPARE_DAYS = 7
 
 
-def tier_report(conn: sa.Connection, window: str) -> dict[str, Any]:
+def tier_report(conn: Conn, window: str) -> dict[str, Any]:
     """The `show tiers --json` document: tutors per tier of each tutor's latest row, against
     the latest rows as they stood on the newest metric date minus 7 days (`compared_with`
     None when the history does not reach that far)."""
@@ -119,6 +119,7 @@ def status_report(
     unreachable Redis is a problem in the document rather than an exception."""
     import redis
 
+    from tutormax_cli.store.driver_errors import database_errors, describe_error
     from tutormax_cli.store.query import active_freshness_dicts
     from tutormax_cli.stream import dead_letters, entries, groups, health, heartbeat, topology
     from tutormax_cli.stream.connection import one_line
@@ -150,9 +151,7 @@ def status_report(
             fresh = views.freshness(active_freshness_dicts(conn), now)
     except TutormaxError as exc:
         problems.append(str(exc))
-    except sa.exc.SQLAlchemyError as exc:  # e.g. a table dropped under a current schema
-        from tutormax_cli.store.db import describe_error
-
+    except database_errors() as exc:  # e.g. a table dropped under a current schema
         problems.append(f"database unavailable: {describe_error(exc)}")
     doc.setdefault("workers", [])
     doc.setdefault("streams", [])
@@ -165,7 +164,7 @@ def status_report(
 
 
 def needs_action(
-    conn: sa.Connection, rules: TierRules, *, window: str = "30day", limit: int = 50
+    conn: Conn, rules: TierRules, *, window: str = "30day", limit: int = 50
 ) -> dict[str, Any]:
     """The tutors whose latest row of `window` is At Risk or Needs Attention, worst first (At
     Risk, then more red flags, then tutor id), each with its red flags and the rule behind
@@ -217,7 +216,7 @@ def needs_action(
 
 
 def tier_changes_from_rows(
-    conn: sa.Connection, *, days: int = 7, limit: int = 50, window: str | None = None
+    conn: Conn, *, days: int = 7, limit: int = 50, window: str | None = None
 ) -> dict[str, Any]:
     """Tier changes seen in the daily rows: a tutor whose tier on one metric date differs from
     its tier on its previous metric date of the same window, over the last `days` metric dates,

@@ -16,8 +16,12 @@ from tutormax_cli.errors import TutormaxError, UsageError
 from tutormax_cli.settings import Settings
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import redis as redis_
     import sqlalchemy as sa
+
+    from tutormax_cli.store.reader import Conn
 
 
 TIERS_HELP = (
@@ -48,6 +52,18 @@ def database(ctx: typer.Context, *, require_schema: bool = True) -> sa.Engine:
     else:
         check_connection(engine)
     return engine
+
+
+def reader(ctx: typer.Context) -> AbstractContextManager[Conn]:
+    """A connection for the quick read commands (`show`, `status`), the schema checked: on
+    PostgreSQL a `store.reader.PgReader`, psycopg2 alone (importing SQLAlchemy was a third to
+    a half of such a process), elsewhere the engine's."""
+    from tutormax_cli.store.reader import is_postgres_url, open_reader
+
+    url = settings(ctx).database_url
+    if is_postgres_url(url):
+        return open_reader(url)
+    return database(ctx).connect()
 
 
 def redis(ctx: typer.Context, *, check: bool = True) -> redis_.Redis:
@@ -143,7 +159,7 @@ def describe(exc: BaseException) -> str:
     detail = text[0] if text else ""
     module = type(exc).__module__.split(".")[0]
     if module in ("sqlalchemy", "psycopg2", "sqlite3"):
-        from tutormax_cli.store.db import describe_error
+        from tutormax_cli.store.driver_errors import describe_error
 
         return f"database error: {describe_error(exc)}"
     if module == "redis":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import typer
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
+    from tutormax_cli.store.reader import Conn
 
 from tutormax_cli.cli import context, metrics_view, render
 from tutormax_cli.errors import UnknownTutor, UsageError
@@ -39,7 +39,7 @@ def _complete_metric(incomplete: str) -> list[str]:
     return [m for m in METRICS if m.startswith(incomplete)]
 
 
-def _no_metrics(conn: sa.Connection, tutor_id: str) -> UnknownTutor:
+def _no_metrics(conn: Conn, tutor_id: str) -> UnknownTutor:
     """Tell an unknown tutor (with the stored spelling, if only the case differs) from a known
     tutor who has no metric rows yet: the fixes differ (the id vs `tutormax recompute`)."""
     from tutormax_cli.store.known import suggestions, unknown_tutors
@@ -75,7 +75,7 @@ def tutor(
     from tutormax_cli.reports import tutor_report
 
     rules = load_tiers(tiers_file)
-    with context.database(ctx).connect() as conn:
+    with context.reader(ctx) as conn:
         doc = tutor_report(conn, tutor_id, rules, datetime.now(UTC), window=window, explain=explain)
         if doc is None:
             raise _no_metrics(conn, tutor_id)
@@ -122,7 +122,7 @@ def tutors(
     chosen = views.tier_names(tier)
     views.check_sort(sort)
     shown = None if show_all else limit if limit is not None or as_json else BOARD_LIMIT
-    with context.database(ctx).connect() as conn:
+    with context.reader(ctx) as conn:
         if shown is not None and sort is None and not desc:
             # the default order's first rows, read from the ranking index, and how many
             # there are in all (counted in the database): never every tutor's row, nor polars
@@ -159,7 +159,7 @@ def tiers(
     """
     from tutormax_cli.reports import COMPARE_DAYS, tier_report
 
-    with context.database(ctx).connect() as conn:
+    with context.reader(ctx) as conn:
         doc = tier_report(conn, window)
     newest, week = doc["metric_date"], doc["compared_with"]
     if as_json:

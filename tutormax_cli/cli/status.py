@@ -61,7 +61,7 @@ def collect(ctx: typer.Context) -> dict[str, Any]:
 
     return status_report(
         lambda: context.redis(ctx),
-        lambda: context.database(ctx).connect(),
+        lambda: context.reader(ctx),
         datetime.now(UTC),
         names=context.servers(ctx),
     )

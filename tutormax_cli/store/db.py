@@ -13,31 +13,18 @@ import sqlalchemy as sa
 
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
 from tutormax_cli.settings import redact_url
-
-VERSION_TABLE = "tutormax_alembic_version"
-"""Alembic's version table, named for tutormax so it never collides with the pipeline's own
-(here, not in `store.schema`, so that checking the revision does not build the tables)."""
-
-SCHEMA_REVISION = "0004"
-"""The Alembic head this code needs; a test keeps it equal to the newest migration."""
+from tutormax_cli.store.driver_errors import OPEN_HINT as OPEN_HINT
+from tutormax_cli.store.driver_errors import READ_ONLY_HINT as READ_ONLY_HINT
+from tutormax_cli.store.driver_errors import describe_error as describe_error
+from tutormax_cli.store.reader import APPLICATION_NAME, CONNECT_TIMEOUT_SECONDS
+from tutormax_cli.store.revision import SCHEMA_REVISION as SCHEMA_REVISION
+from tutormax_cli.store.revision import VERSION_TABLE as VERSION_TABLE
+from tutormax_cli.store.revision import schema_problem
 
 
 def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
     """True on PostgreSQL; everything else tutormax supports is SQLite."""
     return engine.dialect.name == "postgresql"
-
-
-READ_ONLY_HINT = (
-    "the SQLite file or its directory is read-only for this user, and writing needs both: "
-    "SQLite keeps -wal and -shm files beside the file; read commands still work"
-)
-"""Added to SQLite's "attempt to write a readonly database", which names neither."""
-
-OPEN_HINT = (
-    "can this user read the file and write its directory? SQLite keeps its -wal and -shm "
-    "files beside it"
-)
-"""Added to SQLite's "unable to open database file", which says neither what nor why."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -104,24 +91,14 @@ def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
             pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=max(10, pool_size // 2),
-            connect_args={"connect_timeout": 5, "application_name": "tutormax"},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": APPLICATION_NAME,
+            },
         )
     raise DatabaseError(
         f"unsupported database {backend!r} in {redact_url(url)}: use postgresql:// or sqlite:///"
     )
-
-
-def describe_error(exc: BaseException) -> str:
-    """The first line of a driver error, which is the part an operator can act on."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    first = text[0] if text else type(orig).__name__
-    if isinstance(orig, sqlite3.Error):
-        if "readonly database" in first:
-            return f"{first} ({READ_ONLY_HINT})"
-        if first == "unable to open database file":
-            return f"{first} ({OPEN_HINT})"
-    return first
 
 
 def url_label(engine: sa.Engine) -> str:
@@ -162,11 +139,6 @@ def require_schema(engine: sa.Engine) -> None:
     check_connection(engine)
     with engine.connect() as conn:
         revision = current_revision(conn)
-    label = url_label(engine)
-    if revision is None:
-        raise SchemaNotReady(f"database {label} has no tutormax schema: run `tutormax db init`")
-    if revision != SCHEMA_REVISION:
-        raise SchemaNotReady(
-            f"database {label} is at schema revision {revision}, this tutormax needs "
-            f"{SCHEMA_REVISION}: run `tutormax db init`"
-        )
+    problem = schema_problem(revision, url_label(engine))
+    if problem is not None:
+        raise SchemaNotReady(problem)

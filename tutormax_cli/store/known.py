@@ -8,34 +8,36 @@ case-insensitive match to suggest the spelling the database uses (`t0001` → `T
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from tutormax_cli.errors import UnknownTutor
-from tutormax_cli.store import schema
+from tutormax_cli.store.query import known_tutors
+from tutormax_cli.store.reader import rows
+
+if TYPE_CHECKING:
+    from tutormax_cli.store.reader import Conn
 
 
-def unknown_tutors(conn: sa.Connection, tutor_ids: Iterable[str]) -> list[str]:
+def unknown_tutors(conn: Conn, tutor_ids: Iterable[str]) -> list[str]:
     """The ids among `tutor_ids` that are not in the `tutors` table, in the order given."""
     wanted = list(dict.fromkeys(tutor_ids))
     if not wanted:
         return []
-    t = schema.tutors.c.tutor_id
-    known = set(conn.execute(sa.select(t).where(t.in_(wanted))).scalars())
+    known = known_tutors(conn, wanted)
     return [tid for tid in wanted if tid not in known]
 
 
-def suggestions(conn: sa.Connection, unknown: Sequence[str]) -> dict[str, str]:
+def suggestions(conn: Conn, unknown: Sequence[str]) -> dict[str, str]:
     """For each unknown id, the stored id that differs from it only by case, if there is one."""
     if not unknown:
         return {}
-    t = schema.tutors.c.tutor_id
     lowered = {u.lower(): u for u in unknown}
-    rows = conn.execute(sa.select(t).where(sa.func.lower(t).in_(list(lowered)))).scalars()
-    return {lowered[r.lower()]: r for r in rows}
+    sql = "SELECT tutor_id FROM tutors WHERE lower(tutor_id) IN :ids"
+    found = rows(conn, sql, {"ids": list(lowered)}, expanding=("ids",))
+    return {lowered[r[0].lower()]: r[0] for r in found}
 
 
-def require_known(conn: sa.Connection, tutor_ids: Iterable[str], option: str = "--tutor") -> None:
+def require_known(conn: Conn, tutor_ids: Iterable[str], option: str = "--tutor") -> None:
     """Raise a one-line `UnknownTutor` (exit 1) naming every unknown tutor, with spelling hints."""
     unknown = unknown_tutors(conn, tutor_ids)
     if not unknown:

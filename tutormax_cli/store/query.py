@@ -1,7 +1,9 @@
 """Reads of computed metrics for the views: latest rows, leaderboards, daily history.
 
-They go through SQLAlchemy and come back as polars frames with UTC timestamps whatever the
-backend stored. Each read touches the rows it returns, through an index the contract declares
+Each is SQL text run by `store.reader.rows`, on a SQLAlchemy connection or, for the
+operator's quick views on PostgreSQL, on a `store.reader.PgReader` (no SQLAlchemy import);
+rows come back as polars frames (or dicts) with UTC timestamps whatever the backend stored.
+Each read touches the rows it returns, through an index the contract declares
 (`contract.METRICS_TABLE`, migration 0004):
 
 - a tutor's rows: the unique key (tutor_id, window, metric_date);
@@ -24,13 +26,15 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-
 from tutormax_cli.metrics.columns import METRIC_COLUMNS
 from tutormax_cli.metrics.tiers import TIER_NAMES
+from tutormax_cli.store.reader import rows as run
+from tutormax_cli.store.reader import scalar
 
 if TYPE_CHECKING:  # frames are built on demand: the CLI's few-row reads skip polars
     import polars as pl
+
+    from tutormax_cli.store.reader import Conn
 
 _KINDS = {**METRIC_COLUMNS, "updated_at": "ts"}
 """The columns of a metric row as read here, in order, by kind (`metrics.columns`)."""
@@ -128,7 +132,7 @@ def _newest(alias: str, day: str = "") -> str:
     )
 
 
-def _tutors_latest(conn: sa.Connection, tutor_ids: Sequence[str]) -> Sequence[Any]:
+def _tutors_latest(conn: Conn, tutor_ids: Sequence[str]) -> Sequence[Any]:
     """The rows of each tutor's newest metric date, for any number of tutors in one statement,
     each tutor one backward probe of the (tutor_id, metric_date) index and then its rows.
     PostgreSQL gets the probes as LATERAL joins over the ids: a join of the ids' maxima back to
@@ -136,38 +140,38 @@ def _tutors_latest(conn: sa.Connection, tutor_ids: Sequence[str]) -> Sequence[An
     over-estimates the groups), and `OFFSET 0` keeps it from flattening the rows' LATERAL
     into such a join too. SQLite runs the same correlated maximum per row of the ids."""
     if conn.dialect.name == "postgresql":
-        sql = sa.text(
+        sql = (
             f"SELECT {_M_COLUMNS} FROM unnest(CAST(:ids AS varchar[])) AS t(tutor_id) "
             "CROSS JOIN LATERAL (SELECT max(metric_date) AS newest FROM tutor_performance_metrics "
             "WHERE tutor_id = t.tutor_id) l JOIN LATERAL (SELECT * FROM "
             "tutor_performance_metrics n WHERE n.tutor_id = t.tutor_id AND n.metric_date = "
             "l.newest OFFSET 0) m ON true"
         )
-        return conn.execute(sql, {"ids": list(dict.fromkeys(tutor_ids))}).fetchall()
-    sql = sa.text(
+        return run(conn, sql, {"ids": list(dict.fromkeys(tutor_ids))})
+    sql = (
         f"SELECT {_M_COLUMNS} FROM tutor_performance_metrics m WHERE m.tutor_id IN :ids AND "
         "m.metric_date = (SELECT max(n.metric_date) FROM tutor_performance_metrics n "
         "WHERE n.tutor_id = m.tutor_id)"
-    ).bindparams(sa.bindparam("ids", expanding=True))
-    return conn.execute(sql, {"ids": list(tutor_ids)}).fetchall()
+    )
+    return run(conn, sql, {"ids": list(tutor_ids)}, expanding=("ids",))
 
 
-def _tutor_latest(conn: sa.Connection, tutor_id: str) -> Sequence[Any]:
+def _tutor_latest(conn: Conn, tutor_id: str) -> Sequence[Any]:
     return _tutors_latest(conn, [tutor_id])
 
 
-def latest_for_tutor(conn: sa.Connection, tutor_id: str) -> pl.DataFrame:
+def latest_for_tutor(conn: Conn, tutor_id: str) -> pl.DataFrame:
     """The newest row of each window for one tutor (empty when the tutor has none)."""
     return _frame(_tutor_latest(conn, tutor_id))
 
 
-def latest_for_tutor_dicts(conn: sa.Connection, tutor_id: str) -> list[dict[str, Any]]:
+def latest_for_tutor_dicts(conn: Conn, tutor_id: str) -> list[dict[str, Any]]:
     """`latest_for_tutor(...).to_dicts()`, without polars on PostgreSQL."""
     return _records(_tutor_latest(conn, tutor_id))
 
 
 def latest_for_tutors_dicts(
-    conn: sa.Connection, tutor_ids: Sequence[str]
+    conn: Conn, tutor_ids: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """`latest_for_tutor_dicts` of several tutors in one read, by tutor; a tutor without
     metric rows is absent."""
@@ -178,17 +182,15 @@ def latest_for_tutors_dicts(
     return out
 
 
-def known_tutors(conn: sa.Connection, tutor_ids: Sequence[str]) -> set[str]:
+def known_tutors(conn: Conn, tutor_ids: Sequence[str]) -> set[str]:
     """Which of `tutor_ids` are in `tutors`."""
     if not tutor_ids:
         return set()
-    sql = sa.text("SELECT tutor_id FROM tutors WHERE tutor_id IN :ids").bindparams(
-        sa.bindparam("ids", expanding=True)
-    )
-    return {str(t) for t in conn.execute(sql, {"ids": list(tutor_ids)}).scalars()}
+    sql = "SELECT tutor_id FROM tutors WHERE tutor_id IN :ids"
+    return {str(r[0]) for r in run(conn, sql, {"ids": list(tutor_ids)}, expanding=("ids",))}
 
 
-def latest_rows(conn: sa.Connection, window: str | None = None) -> pl.DataFrame:
+def latest_rows(conn: Conn, window: str | None = None) -> pl.DataFrame:
     """Every tutor's newest row per window (each tutor's latest `metric_date`)."""
     where = ' WHERE m."window" = :w' if window else ""
     sql = (
@@ -197,40 +199,36 @@ def latest_rows(conn: sa.Connection, window: str | None = None) -> pl.DataFrame:
         "GROUP BY tutor_id) l ON m.tutor_id = l.lt AND m.metric_date = l.ld" + where
     )
     params = {"w": window} if window else {}
-    return _frame(conn.execute(sa.text(sql), params).fetchall())
+    return _frame(run(conn, sql, params))
 
 
-def _tutor_history(conn: sa.Connection, tutor_id: str, days: int) -> Sequence[Any]:
+def _tutor_history(conn: Conn, tutor_id: str, days: int) -> Sequence[Any]:
     sql = (
         f"SELECT {_COLUMNS} FROM tutor_performance_metrics WHERE tutor_id = :t "
         "ORDER BY metric_date DESC"
     )
-    return conn.execute(sa.text(sql + " LIMIT :n"), {"t": tutor_id, "n": days * 3}).fetchall()
+    return run(conn, sql + " LIMIT :n", {"t": tutor_id, "n": days * 3})
 
 
-def history_for_tutor(conn: sa.Connection, tutor_id: str, days: int = 30) -> pl.DataFrame:
+def history_for_tutor(conn: Conn, tutor_id: str, days: int = 30) -> pl.DataFrame:
     """One tutor's daily rows of the last `days` metric dates, oldest first."""
     return _frame(_tutor_history(conn, tutor_id, days)).sort("metric_date")
 
 
-def history_for_tutor_dicts(
-    conn: sa.Connection, tutor_id: str, days: int = 30
-) -> list[dict[str, Any]]:
+def history_for_tutor_dicts(conn: Conn, tutor_id: str, days: int = 30) -> list[dict[str, Any]]:
     """`history_for_tutor`'s rows as dicts, oldest first, without polars on PostgreSQL."""
     rows = _records(_tutor_history(conn, tutor_id, days))
     return sorted(rows, key=lambda r: r["metric_date"])
 
 
-def _day_filter(conn: sa.Connection) -> str:
+def _day_filter(conn: Conn) -> str:
     """`metric_date <= :day` on either backend; SQLite compares the text's date part."""
     if conn.dialect.name == "postgresql":
         return "metric_date <= CAST(:day AS date)"
     return "substr(metric_date, 1, 10) <= :day"
 
 
-def _latest_sql(
-    conn: sa.Connection, select: str, on_or_before: date | None
-) -> tuple[str, dict[str, Any]]:
+def _latest_sql(conn: Conn, select: str, on_or_before: date | None) -> tuple[str, dict[str, Any]]:
     """The FROM part of "each tutor's newest row of window :w" (alias `m`), and its params:
     PostgreSQL's `DISTINCT ON` (one backward pass over the covering index on window, tutor,
     date: no sort), SQLite's anti-join on the unique key."""
@@ -254,13 +252,11 @@ def _latest_sql(
     return inner, params
 
 
-def latest_in_window(
-    conn: sa.Connection, window: str, on_or_before: date | None = None
-) -> pl.DataFrame:
+def latest_in_window(conn: Conn, window: str, on_or_before: date | None = None) -> pl.DataFrame:
     """Each tutor's newest row of one window, or the newest with `metric_date ≤ on_or_before`:
     the leaderboard today, and the tier distribution as it stood on a past day."""
     sql, params = _latest_sql(conn, _COLUMNS, on_or_before)
-    return _frame(conn.execute(sa.text(sql), {"w": window, **params}).fetchall())
+    return _frame(run(conn, sql, {"w": window, **params}))
 
 
 def _board_branch(where: str, order: str) -> str:
@@ -272,14 +268,14 @@ def _board_branch(where: str, order: str) -> str:
 
 
 def leaderboard(
-    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
+    conn: Conn, window: str, *, tiers: Sequence[str] | None = None, limit: int
 ) -> pl.DataFrame:
     """`leaderboard_dicts` as a frame."""
     return _frame(_board(conn, window, tiers=tiers, limit=limit))
 
 
 def leaderboard_dicts(
-    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None = None, limit: int
+    conn: Conn, window: str, *, tiers: Sequence[str] | None = None, limit: int
 ) -> list[dict[str, Any]]:
     """The first `limit` tutors of `views.leaderboard`'s default order among the newest rows of
     one window (only `tiers`, when given), in that order.
@@ -292,9 +288,7 @@ def leaderboard_dicts(
     return _records(_board(conn, window, tiers=tiers, limit=limit))
 
 
-def _board(
-    conn: sa.Connection, window: str, *, tiers: Sequence[str] | None, limit: int
-) -> list[Any]:
+def _board(conn: Conn, window: str, *, tiers: Sequence[str] | None, limit: int) -> list[Any]:
     wanted = list(dict.fromkeys(tiers)) if tiers else None
     known = [t for t in TIER_NAMES if wanted is None or t in wanted]
     rows: list[Any] = []
@@ -308,40 +302,35 @@ def _board(
         for sql in (rated, unrated):
             if len(rows) < limit:
                 params = {"w": window, "t": tier, "n": limit - len(rows)}
-                rows.extend(conn.execute(sa.text(sql), params).fetchall())
+                rows.extend(run(conn, sql, params))
     others = [t for t in wanted if t not in TIER_NAMES] if wanted is not None else None
     if len(rows) < limit and others != []:
         where = f"m.performance_tier {'NOT IN' if others is None else 'IN'} :names"
-        last = sa.text(_board_branch(where, ", ".join(WITHIN_TIER_ORDER))).bindparams(
-            sa.bindparam("names", expanding=True)
-        )
+        last = _board_branch(where, ", ".join(WITHIN_TIER_ORDER))
         names = list(TIER_NAMES) if others is None else others
         params = {"w": window, "n": limit - len(rows), "names": names}
-        rows.extend(conn.execute(last, params).fetchall())
+        rows.extend(run(conn, last, params, expanding=("names",)))
     return rows
 
 
-def tier_counts(
-    conn: sa.Connection, window: str, on_or_before: date | None = None
-) -> dict[str, int]:
+def tier_counts(conn: Conn, window: str, on_or_before: date | None = None) -> dict[str, int]:
     """Tutors per tier among the newest rows of one window (as of `on_or_before`), counted in
     the database: nothing but five numbers comes back."""
     inner, params = _latest_sql(conn, "m.performance_tier", on_or_before)
     sql = f"SELECT performance_tier, count(*) FROM ({inner}) l GROUP BY performance_tier"
-    rows = conn.execute(sa.text(sql), {"w": window, **params}).fetchall()
-    return {str(tier): int(n) for tier, n in rows}
+    return {str(tier): int(n) for tier, n in run(conn, sql, {"w": window, **params})}
 
 
-def newest_metric_date(conn: sa.Connection, window: str) -> date | None:
+def newest_metric_date(conn: Conn, window: str) -> date | None:
     """The newest `metric_date` of any tutor in one window (None when there are no rows)."""
     sql = 'SELECT max(metric_date) FROM tutor_performance_metrics WHERE "window" = :w'
-    value = conn.execute(sa.text(sql), {"w": window}).scalar()
+    value = scalar(conn, sql, {"w": window})
     if value is None:
         return None
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def active_freshness(conn: sa.Connection) -> pl.DataFrame:
+def active_freshness(conn: Conn) -> pl.DataFrame:
     """Per window, over each active tutor's newest row: `tutors` (how many), and the `newest`
     and `oldest` `calculation_date` among them; aggregated in the database (one row a window,
     whatever the number of tutors)."""
@@ -357,7 +346,7 @@ def active_freshness(conn: sa.Connection) -> pl.DataFrame:
     return raw.with_columns(parse_utc(pl.col("newest")), parse_utc(pl.col("oldest")))
 
 
-def active_freshness_dicts(conn: sa.Connection) -> list[dict[str, Any]]:
+def active_freshness_dicts(conn: Conn) -> list[dict[str, Any]]:
     """`active_freshness(...).to_dicts()`, without polars on PostgreSQL (whose text is
     `to_char`'s fixed form; SQLite's goes through `active_freshness`)."""
     if conn.dialect.name != "postgresql":
@@ -372,7 +361,7 @@ def active_freshness_dicts(conn: sa.Connection) -> list[dict[str, Any]]:
     ]
 
 
-def _freshness(conn: sa.Connection) -> list[tuple[Any, ...]]:
+def _freshness(conn: Conn) -> list[tuple[Any, ...]]:
     pg = conn.dialect.name == "postgresql"
     if pg:
         latest = (
@@ -393,7 +382,7 @@ def _freshness(conn: sa.Connection) -> list[tuple[Any, ...]]:
         f"{utc('min(l.calculation_date)')} FROM ({latest}) l JOIN tutors t ON "
         "t.tutor_id = l.tutor_id WHERE t.status = 'active' GROUP BY l.\"window\""
     )
-    return [tuple(r) for r in conn.execute(sa.text(sql)).fetchall()]
+    return [tuple(r) for r in run(conn, sql)]
 
 
 @cache
@@ -420,9 +409,7 @@ def session_detail() -> pl.Schema:
     )
 
 
-def tutor_sessions(
-    conn: sa.Connection, tutor_id: str, start: datetime, end: datetime
-) -> pl.DataFrame:
+def tutor_sessions(conn: Conn, tutor_id: str, start: datetime, end: datetime) -> pl.DataFrame:
     """One tutor's sessions with `start ≤ scheduled_start < end` and their feedback rating."""
     import polars as pl
 
@@ -454,10 +441,7 @@ def tutor_sessions(
         n: pl.String if n == "scheduled_start" else pl.Int64 if t == pl.Boolean else t
         for n, t in detail.items()
     }
-    rows = [
-        tuple(int(v) if isinstance(v, bool) else v for v in r)
-        for r in conn.execute(sa.text(sql), params).fetchall()
-    ]
+    rows = [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in run(conn, sql, params)]
     df = pl.DataFrame(rows, schema=raw_schema, orient="row")
     df = df.with_columns(
         parse_utc(pl.col("scheduled_start")).alias("scheduled_start"),
@@ -466,7 +450,7 @@ def tutor_sessions(
     return df.filter(pl.col("scheduled_start").is_between(start, end, closed="left"))
 
 
-def _since_filter(conn: sa.Connection, column: str = "metric_date") -> str:
+def _since_filter(conn: Conn, column: str = "metric_date") -> str:
     """`metric_date >= :since` on either backend (SQLite compares the text's date part)."""
     if conn.dialect.name == "postgresql":
         return f"{column} >= CAST(:since AS date)"
@@ -474,27 +458,25 @@ def _since_filter(conn: sa.Connection, column: str = "metric_date") -> str:
 
 
 def history_for_tutors(
-    conn: sa.Connection, tutor_ids: Sequence[str], window: str, since: date
+    conn: Conn, tutor_ids: Sequence[str], window: str, since: date
 ) -> pl.DataFrame:
     """Several tutors' daily rows of one window from metric date `since` on, in one read
     (the dashboard's sparklines), sorted by tutor and date."""
     if not tutor_ids:
         return _frame([])
-    sql = sa.text(
+    sql = (
         f"SELECT {_COLUMNS} FROM tutor_performance_metrics "
         f'WHERE "window" = :w AND tutor_id IN :ids AND {_since_filter(conn)}'
-    ).bindparams(sa.bindparam("ids", expanding=True))
-    rows = conn.execute(sql, {"w": window, "ids": list(tutor_ids), "since": since.isoformat()})
-    return _frame(rows.fetchall()).sort("tutor_id", "metric_date")
+    )
+    params = {"w": window, "ids": list(tutor_ids), "since": since.isoformat()}
+    return _frame(run(conn, sql, params, expanding=("ids",))).sort("tutor_id", "metric_date")
 
 
 TIER_STEP_LOOKBACK_DAYS = 30
 """How far before the first day shown a tutor's previous row is looked for."""
 
 
-def tier_steps(
-    conn: sa.Connection, windows: Sequence[str], *, days: int, limit: int
-) -> pl.DataFrame:
+def tier_steps(conn: Conn, windows: Sequence[str], *, days: int, limit: int) -> pl.DataFrame:
     """Rows whose tier differs from the same tutor's previous row of the window, on the
     newest `days` metric dates, newest first (at most `limit`): `tutor_id`, `window`,
     `metric_date`, `calculation_date`, `performance_tier`, `previous_tier`. One statement
@@ -518,7 +500,7 @@ def tier_steps(
         else "calculation_date"
     )
     day = "metric_date::text" if pg else "substr(metric_date, 1, 10)"
-    sql = sa.text(
+    sql = (
         'SELECT tutor_id, "window", d, c, performance_tier, previous_tier FROM ('
         f'SELECT tutor_id, "window", {day} AS d, {calc} AS c, performance_tier, '
         'LAG(performance_tier) OVER (PARTITION BY tutor_id, "window" ORDER BY metric_date) '
@@ -526,7 +508,7 @@ def tier_steps(
         f'WHERE "window" IN :ws AND {_since_filter(conn)}) steps '
         "WHERE d >= :first AND previous_tier IS NOT NULL AND previous_tier <> performance_tier "
         'ORDER BY d DESC, c DESC, tutor_id, "window" LIMIT :n'
-    ).bindparams(sa.bindparam("ws", expanding=True))
+    )
     params = {
         "ws": list(windows),
         "since": (first - timedelta(days=TIER_STEP_LOOKBACK_DAYS)).isoformat(),
@@ -534,7 +516,9 @@ def tier_steps(
         "n": limit,
     }
     raw = pl.DataFrame(
-        [tuple(r) for r in conn.execute(sql, params).fetchall()], schema=schema, orient="row"
+        [tuple(r) for r in run(conn, sql, params, expanding=("ws",))],
+        schema=schema,
+        orient="row",
     )
     return raw.with_columns(
         pl.col("metric_date").str.to_date("%Y-%m-%d"),

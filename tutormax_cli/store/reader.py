@@ -1,0 +1,159 @@
+"""SQL text on either connection the views read through: SQLAlchemy's, or psycopg2 alone.
+
+The operator's everyday commands (`show tutor`, `show tutors`, `show tiers`, `status`) read a
+handful of rows from PostgreSQL, and importing SQLAlchemy (0.11-0.17 s here) was a third to a
+half of each process. On PostgreSQL they read through a `PgReader`: one psycopg2 connection,
+opened from the same URL, with the schema checked in the same statement's round trip as
+`store.db.require_schema` checks it. Everything else (writes, SQLite, the API) keeps its
+SQLAlchemy connection.
+
+`store.query` and `store.known` write each statement once, as SQL text with `:name`
+parameters, and run it with `rows`, which takes either connection: the text is SQLAlchemy's
+`text()` on one and psycopg2's `%(name)s` form on the other, translated by the same rule
+SQLAlchemy applies (a colon after a word character or another colon is not a parameter, so
+`'HH24:MI'` and `::date` stay as written).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from tutormax_cli.errors import DatabaseError, SchemaNotReady
+from tutormax_cli.settings import redact_url
+from tutormax_cli.store.driver_errors import first_line
+from tutormax_cli.store.revision import VERSION_TABLE, schema_problem
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import sqlalchemy as sa
+
+    Conn: TypeAlias = "sa.Connection | PgReader"
+    """What the reads of `store.query` take."""
+
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+"""A `:name` parameter, as SQLAlchemy's `TextClause` finds them."""
+
+_DRIVER = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""As `store.db.open_engine` gives psycopg2: an unreachable server fails in seconds."""
+APPLICATION_NAME = "tutormax"
+"""`pg_stat_activity.application_name` of every tutormax connection."""
+
+
+@lru_cache(maxsize=512)
+def pyformat(sql: str) -> str:
+    """`sql` with `:name` as `%(name)s` and literal `%` doubled, for psycopg2."""
+    return _BIND.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    name: str
+
+
+class PgReader:
+    """A PostgreSQL connection for reads through psycopg2 alone, in one read-only transaction
+    (every statement of a view sees the same snapshot, as on a SQLAlchemy connection).
+
+    `dialect.name` is `"postgresql"`, so code that asks a connection which backend it is on
+    asks this one the same way."""
+
+    dialect = _Dialect("postgresql")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def rows(
+        self, sql: str, params: Mapping[str, Any], expanding: Sequence[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        """The rows of `sql`; the parameters named in `expanding` are lists for `IN :name`."""
+        if expanding:
+            params = dict(params)
+            for name in expanding:
+                values = tuple(params[name])
+                if not values:
+                    raise ValueError(f"empty list for IN :{name}")
+                params[name] = values
+        with self.connection.cursor() as cursor:
+            cursor.execute(pyformat(sql), params)
+            return list(cursor.fetchall())
+
+    def close(self) -> None:
+        """End the read-only transaction and the connection."""
+        self.connection.close()
+
+    def __enter__(self) -> PgReader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names PostgreSQL (any driver suffix)."""
+    return _DRIVER.match(url) is not None
+
+
+def open_reader(url: str) -> PgReader:
+    """A `PgReader` on the PostgreSQL database at `url`, its schema checked: one-line errors
+    as `store.db.open_engine` and `require_schema` give (`DatabaseError`, `SchemaNotReady`),
+    never a password."""
+    import psycopg2
+    import psycopg2.errors
+
+    uri = _DRIVER.sub("postgresql://", url)
+    label = redact_url(uri)
+    try:
+        connection = psycopg2.connect(
+            uri, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=APPLICATION_NAME
+        )
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot connect to {label}: {first_line(exc)}") from None
+    except Exception:  # libpq refuses the URI itself (e.g. a bad port)
+        raise DatabaseError(f"not a database URL: {label!r}") from None
+    connection.set_session(readonly=True)
+    reader = PgReader(connection)
+    try:
+        found = reader.rows(f"SELECT version_num FROM {VERSION_TABLE}", {})
+        revision = str(found[0][0]) if found else None
+    except psycopg2.errors.UndefinedTable:
+        revision = None
+    except psycopg2.Error as exc:
+        reader.close()
+        raise DatabaseError(f"cannot read {label}: {first_line(exc)}") from None
+    problem = schema_problem(revision, label)
+    if problem is not None:
+        reader.close()
+        raise SchemaNotReady(problem)
+    connection.rollback()  # the next statement starts the view's own snapshot
+    return reader
+
+
+def rows(
+    conn: Conn, sql: str, params: Mapping[str, Any] | None = None, *, expanding: Sequence[str] = ()
+) -> Sequence[Any]:
+    """The rows of the SQL text `sql` (`:name` parameters) on either kind of connection; the
+    parameters named in `expanding` are lists, for `IN :name`."""
+    if isinstance(conn, PgReader):
+        return conn.rows(sql, params or {}, expanding)
+    import sqlalchemy as sa
+
+    clause = sa.text(sql)
+    if expanding:
+        clause = clause.bindparams(*(sa.bindparam(n, expanding=True) for n in expanding))
+    return conn.execute(clause, dict(params or {})).fetchall()
+
+
+def scalar(conn: Conn, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+    """The first column of the first row of `sql`, or None when there is no row."""
+    found = rows(conn, sql, params)
+    return found[0][0] if found else None
