@@ -102,8 +102,8 @@ def test_reader_reads_what_sqlalchemy_reads(pg_loaded: tuple[sa.Engine, str], pg
 
     with engine.connect() as conn:
         want = reads(conn)
-    with open_reader(pg_url) as conn:
-        got = reads(conn)
+    with open_reader(pg_url) as pg:
+        got = reads(pg)
     assert want[0], "the fixture has metric rows"
     for g, w in zip(got, want, strict=True):
         assert g == w
