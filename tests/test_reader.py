@@ -132,6 +132,22 @@ def test_unreachable_server_is_one_line_without_password() -> None:
     assert "s3cret" not in text and "\n" not in text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ops:s3cret@[::1/nowhere",  # libpq quotes the URI it cannot parse
+        "postgresql://ops:s3cret@127.0.0.1:1/nowhere?nope=1",
+        "postgresql://ops:s3cret@127.0.0.1:port/nowhere",
+    ],
+)
+def test_a_uri_libpq_refuses_is_one_line_without_password(url: str) -> None:
+    with pytest.raises(DatabaseError) as raised:
+        open_reader(url)
+    text = str(raised.value)
+    assert text.startswith("cannot connect to postgresql://ops:***@")
+    assert "s3cret" not in text and "\n" not in text
+
+
 def test_schema_is_checked_as_require_schema_checks_it(pg_url: str) -> None:
     """No schema, another revision: the messages `store.db.require_schema` gives."""
     base = sa.make_url(pg_url)

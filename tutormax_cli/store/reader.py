@@ -116,10 +116,9 @@ def open_reader(url: str) -> PgReader:
         connection = psycopg2.connect(
             uri, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=APPLICATION_NAME
         )
-    except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot connect to {label}: {first_line(exc)}") from None
-    except Exception:  # libpq refuses the URI itself (e.g. a bad port)
-        raise DatabaseError(f"not a database URL: {label!r}") from None
+    except psycopg2.Error as exc:  # unreachable, refused, or libpq refused the URI itself
+        detail = _scrubbed(first_line(exc), uri, label)
+        raise DatabaseError(f"cannot connect to {label}: {detail}") from None
     connection.set_session(readonly=True)
     reader = PgReader(connection)
     try:
@@ -136,6 +135,20 @@ def open_reader(url: str) -> PgReader:
         raise SchemaNotReady(problem)
     connection.rollback()  # the next statement starts the view's own snapshot
     return reader
+
+
+_PASSWORD = re.compile(r"^[^:/]+://[^@/]*?:([^@/]*)@")
+
+
+def _scrubbed(text: str, uri: str, label: str) -> str:
+    """`text` (libpq's message) without the password: libpq quotes a URI it cannot parse whole
+    (`invalid dsn: … in URI: "postgresql://u:pw@[::1/x"`), so the URI becomes its `label` and
+    any password left is masked."""
+    text = text.replace(uri, label)
+    found = _PASSWORD.match(uri)
+    if found and found.group(1):
+        text = text.replace(found.group(1), "***")
+    return text
 
 
 def rows(
