@@ -59,14 +59,19 @@ QUICK = (
 )
 
 
-@pytest.fixture
-def loaded(engine: sa.Engine) -> tuple[sa.Engine, str]:
+def load_tutors_with_metrics(engine: sa.Engine) -> str:
+    """Twelve tutors with metric rows in `engine`'s database; the first tutor's id."""
     tables = recent_sample(tutors=12)
     save_tables(engine, {"tutors": tables["tutors"]})
     tutors = tables["tutors"]["tutor_id"].to_list()
     with engine.begin() as conn:
         save_metrics(conn, metric_rows(tutors))
-    return engine, tutors[0]
+    return str(tutors[0])
+
+
+@pytest.fixture
+def loaded(engine: sa.Engine) -> tuple[sa.Engine, str]:
+    return engine, load_tutors_with_metrics(engine)
 
 
 def _imported(args: list[str], env: dict[str, str], out: Path) -> tuple[int, list[str]]:

@@ -14,16 +14,13 @@ import redis
 import sqlalchemy as sa
 
 from tests.conftest import _empty_tables
-from tests.helpers import recent_sample
-from tests.test_api_reads import metric_rows
+from tests.test_cli_startup import load_tutors_with_metrics
 from tutormax_cli import reports
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
 from tutormax_cli.metrics.tiers import load_tiers
 from tutormax_cli.store import known, query
 from tutormax_cli.store.reader import PgReader, open_reader, pyformat, rows, scalar
 from tutormax_cli.store.revision import SCHEMA_REVISION, VERSION_TABLE
-from tutormax_cli.store.save import save_metrics
-from tutormax_cli.store.seed import save_tables
 
 
 @pytest.mark.parametrize(
@@ -58,12 +55,7 @@ def pg_url(pg_engine: sa.Engine, pg_database_url: str) -> str:
 @pytest.fixture
 def pg_loaded(pg_engine: sa.Engine, pg_url: str) -> tuple[sa.Engine, str]:
     """`test_cli_startup.loaded`'s tutors and metric rows, on PostgreSQL."""
-    tables = recent_sample(tutors=12)
-    save_tables(pg_engine, {"tutors": tables["tutors"]})
-    tutors = tables["tutors"]["tutor_id"].to_list()
-    with pg_engine.begin() as conn:
-        save_metrics(conn, metric_rows(tutors))
-    return pg_engine, tutors[0]
+    return pg_engine, load_tutors_with_metrics(pg_engine)
 
 
 @pytest.fixture
