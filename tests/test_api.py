@@ -379,3 +379,61 @@ def test_a_feedback_id_of_another_session_is_refused(
     assert [tuple(r) for r in rows] == [("F-A", "SA", 5)]
     assert count_rows(engine, "sessions") == 1  # SB was refused whole
     engine.dispose()
+
+
+def test_the_fast_path_answers_as_the_fastapi_route(
+    sqlite_url: str, redis_url: str, client_for: ClientFor
+) -> None:
+    """A plain completion is answered before routing (`api.fast_path`); the same completion
+    sent with a JSON media type the fast path leaves to FastAPI gets the same answer, and both
+    are counted under the route's template."""
+    seed(sqlite_url)
+    engine = open_engine(sqlite_url)
+    feedback = {"overall_rating": 4}
+    with api_server(sqlite_url, redis_url) as base:
+        http = client_for(base)
+        answers = {}
+        for sid, media in (("FAST-1", "application/json"),
+                           ("SLOW-1", "application/vnd.tutormax+json")):  # fmt: skip
+            body = json.dumps(completion(2, feedback=feedback)).encode()
+            reply = http.post(f"/api/sessions/{sid}/complete", content=body,
+                              headers={**AUTH, "content-type": media})  # fmt: skip
+            assert reply.status_code == 202, reply.text
+            assert reply.headers["content-type"] == "application/json"
+            answers[sid] = reply.json()
+        fast, slow = answers["FAST-1"], answers["SLOW-1"]
+        assert list(fast) == list(slow) == ["session_id", "status", "feedback_id", "stream"]
+        assert fast["session_id"] == "FAST-1" and slow["session_id"] == "SLOW-1"
+        assert fast["status"] == slow["status"] == "accepted"
+        assert fast["stream"] == slow["stream"] == keys.ENRICHMENT_STREAM
+        # a rule of the ingest stage, answered by the fast path: FastAPI's shape
+        bad = completion(1, duration_minutes=20, late_start_minutes=30)
+        late = http.post("/api/sessions/FAST-2/complete", headers=AUTH, json=bad)
+        assert late.status_code == 422
+        assert late.json() == {"detail": [{
+            "loc": ["body", "late_start_minutes"], "msg": "30 is above duration_minutes (20)",
+            "type": "value_error",
+        }]}  # fmt: skip
+        # the id, the token and the model are checked as the route checks them
+        assert http.post(f"/api/sessions/{'X' * 51}/complete", headers=AUTH,
+                         json=completion(1)).status_code == 422  # fmt: skip
+        lower = {"Authorization": f"bearer {TOKEN}"}
+        assert http.post("/api/sessions/FAST-3/complete", json=completion(1),
+                         headers=lower).status_code == 202  # fmt: skip
+        basic = {"Authorization": f"Basic {TOKEN}"}
+        assert http.post("/api/sessions/FAST-4/complete", json=completion(1),
+                         headers=basic).status_code == 401  # fmt: skip
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(http.get("/metrics").text)
+            for s in family.samples
+        }
+        route = "/api/sessions/{session_id}/complete"
+        counted = (("method", "POST"), ("route", route), ("status", "202"))
+        assert samples[("tutormax_api_requests_total", counted)] == 3
+        assert samples[("tutormax_api_sessions_accepted_total", ())] == 3
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT session_id FROM sessions ORDER BY 1")).scalars()
+        assert list(rows) == ["FAST-1", "FAST-3", "SLOW-1"]
+    assert count_rows(engine, "student_feedback") == 2
+    engine.dispose()

@@ -14,6 +14,7 @@ definition time, and some name closures (`Depends(authorized)`).
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import threading
@@ -41,9 +42,16 @@ from tutormax_cli.api.batch import (
     results,
 )
 from tutormax_cli.api.batcher import RETRY_AFTER_SECONDS, Batcher, Overloaded
-from tutormax_cli.api.completion import Failed, InvalidCompletion, ingest_completions
+from tutormax_cli.api.completion import (
+    ACCEPTED,
+    Failed,
+    InvalidCompletion,
+    Outcome,
+    ingest_completions,
+)
 from tutormax_cli.api.config import ApiConfig
 from tutormax_cli.api.dashboard import dashboard_router
+from tutormax_cli.api.fast_path import FastCompletions
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
 from tutormax_cli.api.live import Subscription, UpdateHub
 from tutormax_cli.api.observe import ApiMetrics, TableStats, exposition, multiprocess_dir
@@ -216,6 +224,9 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         ),
         lifespan=lifespan,
     )
+    app.add_middleware(
+        FastCompletions, handle=lambda *a: fast_complete(*a), route=lambda: complete_route
+    )
     app.add_middleware(ServeCached, cache=cache, on_hit=metrics.read_cache.labels("hit").inc)
     app.add_middleware(
         BodyLimit, limit=config.max_body_bytes, overrides={BATCH_PATH: config.max_batch_bytes}
@@ -256,9 +267,15 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         return Response(body, media_type="application/json",
                         headers={"X-Cache": state.upper()})  # fmt: skip
 
+    def invalid_answer(exc: InvalidCompletion) -> JSONResponse:
+        return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
+
+    def failed_answer(exc: Failed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
     @app.exception_handler(InvalidCompletion)
     async def invalid(_request: Request, exc: InvalidCompletion) -> JSONResponse:
-        return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
+        return invalid_answer(exc)
 
     @app.exception_handler(UsageError)
     async def bad_request(_request: Request, exc: UsageError) -> JSONResponse:
@@ -270,7 +287,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
     @app.exception_handler(Failed)
     async def failed(_request: Request, exc: Failed) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return failed_answer(exc)
 
     @app.exception_handler(Overloaded)
     async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
@@ -337,7 +354,56 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         metrics.accepted.inc()
         return models.Accepted(
             session_id=session_id, feedback_id=outcome.feedback_id, stream=config.publish_stream
-        )
+        )  # the common case does not come here: `fast_complete` answers it
+
+    def completion_answer(session_id: str, outcome: Outcome) -> JSONResponse:
+        """The answer `complete` and its exception handlers give for `outcome`, rendered as
+        FastAPI renders them."""
+        if outcome.status == ACCEPTED:
+            metrics.accepted.inc()
+            accepted = models.Accepted(
+                session_id=session_id, feedback_id=outcome.feedback_id,
+                stream=config.publish_stream,
+            )  # fmt: skip
+            return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+        try:
+            outcome.raise_for_status()
+        except InvalidCompletion as exc:
+            return invalid_answer(exc)
+        except Failed as exc:
+            return failed_answer(exc)
+        raise AssertionError(f"unhandled outcome {outcome}")  # pragma: no cover
+
+    async def fast_complete(
+        session_id: str, headers: dict[bytes, bytes], body: bytes
+    ) -> Response | None:
+        """`complete` for a request whose id, token, content type and body `complete` would
+        take as they are (the same checks, the same body model): None leaves any other
+        request to FastAPI, which answers it as it always has."""
+        if not 1 <= len(session_id) <= ID_LENGTH:
+            return None
+        if config.token is not None:
+            scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), config.token.encode()
+            ):
+                return None
+        media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media != b"application/json" or not body:
+            return None
+        try:
+            completion = models.SessionCompletion.model_validate(json.loads(body))
+        except ValueError:  # not JSON, or refused by the model (ValidationError is one)
+            return None
+        try:
+            (outcome,) = await batcher.submit([(session_id, completion)])
+        except Overloaded:
+            return None  # FastAPI's route answers it (503 + Retry-After, counted)
+        return completion_answer(session_id, outcome)
+
+    complete_route: Any = next(
+        r for r in app.routes if getattr(r, "path", None) == "/api/sessions/{session_id}/complete"
+    )
 
     @app.post(
         BATCH_PATH,

@@ -208,7 +208,7 @@ def _ingest_round(
     """Validate, enrich and persist one round inside the caller's transaction; the accepted
     sessions' enriched frame (to publish after the commit), None when none were."""
     from tutormax_cli.pipeline.enrich import enrich
-    from tutormax_cli.pipeline.persist import persist
+    from tutormax_cli.pipeline.persist import persist_tables
     from tutormax_cli.pipeline.readers import LINE
     from tutormax_cli.pipeline.validate import DatabaseReferences, validate
 
@@ -251,9 +251,10 @@ def _ingest_round(
     if len(ok) < sessions.height:  # a session whose feedback was refused writes neither
         sessions = sessions.filter(pl.col(LINE).is_in(ok))
     sessions = enrich("sessions", sessions)
-    persist(conn, "sessions", sessions)
+    tables = [("sessions", sessions)]
     if feedback is not None and feedback.height:
-        persist(conn, "student_feedback", enrich("student_feedback", feedback))
+        tables.append(("student_feedback", enrich("student_feedback", feedback)))
+    persist_tables(conn, tables)  # sessions first: the feedback references them
     for item in items:
         if item.outcome is None:
             fb = item.feedback

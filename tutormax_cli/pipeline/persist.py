@@ -8,7 +8,8 @@ which does not rewrite unchanged rows, so ingesting the same rows again changes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from tutormax_cli.contract import INPUT_KEYS as TABLE_KEYS
 from tutormax_cli.pipeline import DEFAULT_BATCH_SIZE
 from tutormax_cli.pipeline.readers import REASON, is_bookkeeping
 from tutormax_cli.pipeline.validate import IGNORED_COLUMNS, table_name, utc_lit
-from tutormax_cli.store.db import describe_error
+from tutormax_cli.store.db import describe_error, is_postgres
 from tutormax_cli.store.save import upsert_frame
 from tutormax_cli.store.schema import metadata
 
@@ -52,8 +53,66 @@ def contract_frame(table: str, df: pl.DataFrame) -> pl.DataFrame:
 
 def persist(conn: sa.Connection, table: str, df: pl.DataFrame) -> int:
     """Upsert `df`'s valid rows into `table` inside the caller's transaction; rows sent."""
-    table = table_name(table)
-    return upsert_frame(conn, table, contract_frame(table, df), TABLE_KEYS[table])
+    return persist_tables(conn, [(table, df)])
+
+
+SMALL_UPSERT = 200
+"""Up to this many rows a table, PostgreSQL gets its upserts as `INSERT … VALUES` statements,
+every table's in one round trip: COPY through a staging table costs three round trips and a
+CSV rendering per table, most of a small batch's write (a group commit of 16 completions: two
+tables, 3.4 → 1.0 ms). Larger frames keep `store.save`'s COPY, cheaper per row."""
+
+
+def persist_tables(conn: sa.Connection, frames: Sequence[tuple[str, pl.DataFrame]]) -> int:
+    """Upsert each `(table, df)` in order inside the caller's transaction; rows sent. Small
+    frames on PostgreSQL go in one round trip for all of them (`SMALL_UPSERT`)."""
+    todo = [(table_name(t), df) for t, df in frames if df.height]
+    todo = [(t, contract_frame(t, df)) for t, df in todo]
+    if not todo:
+        return 0
+    if not is_postgres(conn) or any(df.height > SMALL_UPSERT for _, df in todo):
+        return sum(upsert_frame(conn, t, df, TABLE_KEYS[t]) for t, df in todo)
+    if not conn.in_transaction():
+        conn.begin()  # the DBAPI cursor below bypasses SQLAlchemy's autobegin
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cursor:
+        statements = []
+        for t, df in todo:
+            head, row = _values_upsert(t, tuple(df.columns))
+            rows = b",".join(cursor.mogrify(row, values) for values in df.iter_rows())
+            statements.append(head[0] + rows + head[1])
+        cursor.execute(b";".join(statements))
+    return sum(df.height for _, df in todo)
+
+
+@functools.cache
+def _values_upsert(table: str, columns: tuple[str, ...]) -> tuple[tuple[bytes, bytes], str]:
+    """`INSERT INTO table (columns) VALUES` and its `ON CONFLICT` tail as `store.save` writes
+    them (unchanged rows are not rewritten, a changed row gets `updated_at = now()`), and one
+    row's placeholders; built once per table and columns."""
+    key = TABLE_KEYS[table]
+    sa_table = metadata.tables[table]
+    fixed = {*key, "created_at", "updated_at"}
+    updatable = [c for c in columns if c not in fixed]
+    target = _q(table)
+    tail = f" ON CONFLICT ({', '.join(map(_q, key))}) DO NOTHING"
+    if updatable:
+        sets = [f"{_q(c)} = excluded.{_q(c)}" for c in updatable]
+        if "updated_at" in sa_table.c and "updated_at" not in columns:
+            sets.append(f"{_q('updated_at')} = now()")
+        old = ", ".join(f"{target}.{_q(c)}" for c in updatable)
+        new = ", ".join(f"excluded.{_q(c)}" for c in updatable)
+        tail = (
+            f" ON CONFLICT ({', '.join(map(_q, key))}) DO UPDATE SET {', '.join(sets)} "
+            f"WHERE ({old}) IS DISTINCT FROM ({new})"
+        )
+    head = f"INSERT INTO {target} ({', '.join(map(_q, columns))}) VALUES "
+    row = "(" + ", ".join("%s" for _ in columns) + ")"
+    return (head.encode(), tail.encode()), row
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
