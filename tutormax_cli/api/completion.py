@@ -253,7 +253,8 @@ def _ingest_round(
     sessions = enrich("sessions", sessions)
     tables = [("sessions", sessions)]
     if feedback is not None and feedback.height:
-        tables.append(("student_feedback", enrich("student_feedback", feedback)))
+        # not enriched: its derived fields are neither stored nor published
+        tables.append(("student_feedback", feedback))
     persist_tables(conn, tables)  # sessions first: the feedback references them
     for item in items:
         if item.outcome is None:

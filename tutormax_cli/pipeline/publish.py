@@ -49,8 +49,41 @@ def _json_native(sessions: pl.DataFrame) -> pl.DataFrame:
 
 def session_data(sessions: pl.DataFrame) -> list[dict[str, Any]]:
     """JSON-native `data` objects, one per session."""
+    if sessions.height < SMALL_FRAME:
+        try:
+            return _small_session_data(sessions)
+        except (ValueError, OverflowError):  # a year Python's datetime cannot hold
+            pass
     df = _json_native(sessions)
     return [dict(zip(df.columns, row, strict=True)) for row in df.iter_rows()]
+
+
+def _iso_utc(value: datetime | None) -> str | None:
+    """`value` as `_json_native` writes it: UTC, `%.f` (no fraction, or 3 or 6 digits)."""
+    if value is None:
+        return None
+    v = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    us = v.microsecond
+    fraction = "" if not us else f".{us // 1000:03d}" if not us % 1000 else f".{us:06d}"
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f"{fraction}+00:00"
+    )
+
+
+def _small_session_data(sessions: pl.DataFrame) -> list[dict[str, Any]]:
+    """`session_data` of a few sessions from the frame's Python values: no query (the
+    timestamps' `strftime` in one cost a group commit ~0.3 ms)."""
+    df = latest("sessions", sessions)
+    names = sorted(c for c in DATA_COLUMNS if c in df.columns)
+    stamps = {n for n in names if isinstance(df.schema[n], pl.Datetime)}
+    columns = [
+        [_iso_utc(v) for v in df.get_column(n).to_list()]
+        if n in stamps
+        else df.get_column(n).to_list()
+        for n in names
+    ]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _float_json(value: float) -> str:
