@@ -4,7 +4,7 @@ a snapshot read from the cumulative table equals the one aggregated from the raw
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -188,13 +188,17 @@ def _recent_session(engine: sa.Engine) -> str:
         return str(conn.execute(sa.text(sql), days).scalar_one())
 
 
-def _refresh_while(engine: sa.Engine, still_open: sa.Connection) -> None:
-    """A refresh started while `still_open` has written but not committed: it must wait for
-    the commit (and then see the rows), not run past them."""
+def _refresh_while(
+    engine: sa.Engine,
+    still_open: sa.Connection,
+    rebuild: Callable[[sa.Engine], object] = cumulative.refresh,
+) -> None:
+    """A refresh (or `rebuild`) started while `still_open` has written but not committed: it
+    must wait for the commit (and then see the rows), not run past them."""
     done = threading.Event()
 
     def refresh() -> None:
-        cumulative.refresh(engine)
+        rebuild(engine)
         done.set()
 
     worker = threading.Thread(target=refresh)
@@ -335,6 +339,37 @@ def test_an_interrupted_fill_is_finished_by_enabling_again(pg: sa.Engine) -> Non
     for t in INSTANTS:
         assert_same_snapshot(pg, t)
     assert cumulative.enable(pg) == 0
+
+
+def test_a_resumed_fill_waits_for_an_uncommitted_write(pg: sa.Engine) -> None:
+    """The fill's ranges run on connections of their own; the lock that makes writers and the
+    fill wait for each other is held by the chunk's guard transaction, so a write in flight
+    when a fill resumes is seen by it or queued after it, never lost."""
+    cumulative.disable(pg)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cumulative.enable(pg, interrupt, chunk_tutors=3)
+    old = _recent_session(pg)
+    writer = pg.connect()
+    writer.execute(sa.text(COPY_SESSION), {"new": "F-" + old, "old": old})
+    _refresh_while(pg, writer, cumulative.enable)
+    with pg.connect() as conn:
+        assert cumulative.state(conn)["dirty_pairs"] == 0
+    for t in INSTANTS:
+        assert_same_snapshot(pg, t)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 12])
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_chunk_is_cut_into_contiguous_ranges_that_cover_it(n: int, parts: int) -> None:
+    tutors = [f"T{i:03d}" for i in range(n)]
+    ranges = cumulative._ranges(tutors, parts)
+    assert len(ranges) == min(n, parts) or (n > parts and len(ranges) <= parts)
+    covered = [t for first, last in ranges for t in tutors if first <= t <= last]
+    assert covered == tutors  # each tutor once, in order
 
 
 def test_disabling_removes_every_trigger(pg: sa.Engine) -> None:
