@@ -260,6 +260,34 @@ def test_chunks_blocks_and_shards_change_nothing(
     assert_frame_equal(stored_metrics(engine), _expected_days(tables, first, last))
 
 
+def test_a_failing_pass_fails_the_run_and_a_rerun_completes_it(
+    engine: sa.Engine, tables: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passes run two at once on PostgreSQL: a pass that fails fails the run with its own
+    error once the passes under way have ended (no thread left writing, the run lock
+    released), what committed stays, and a rerun stores exactly the engine's rows."""
+    save_tables(engine, tables)
+    at = T - timedelta(hours=3)
+    calls: list[object] = []
+    real = rc._unit
+
+    def second_fails(conn: sa.Connection, **kwargs: Any) -> pl.DataFrame:
+        calls.append(kwargs["unit"])
+        if len(calls) == 2:
+            raise RuntimeError("pass 2 broke")
+        return real(conn, **kwargs)
+
+    monkeypatch.setattr(rc, "_unit", second_fails)
+    with pytest.raises(RuntimeError, match="pass 2 broke"):
+        run(engine, RecomputeRequest(as_of=at, chunk_size=5))
+    assert 0 < count_rows(engine) < 72 and not [t for t in threading.enumerate()
+                                                 if t.name.startswith("tutormax-pass")]  # fmt: skip
+    monkeypatch.setattr(rc, "_unit", real)
+    result = run(engine, RecomputeRequest(as_of=at, chunk_size=5))
+    assert result.chunks == 5 and result.rows == 72
+    assert_frame_equal(stored_metrics(engine), sort_metrics(expected_metrics(tables, at)))
+
+
 def test_as_of_chunked_equals_engine(engine: sa.Engine, tables: dict[str, pl.DataFrame]) -> None:
     save_tables(engine, tables)
     at = T - timedelta(hours=7, minutes=3, microseconds=5)

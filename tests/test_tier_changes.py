@@ -61,6 +61,33 @@ def test_recompute_detects_exactly_the_rows_whose_tier_moved(
     assert result.tier_changes == len(moved)
 
 
+def test_a_chunked_run_announces_each_chunks_changes_once_committed(
+    engine: sa.Engine, strict: Path
+) -> None:
+    """Chunks are written several at once on PostgreSQL (one after the other on SQLite): every
+    chunk's tier changes still reach `on_changes` once, after its commit, and the counts add up."""
+    save_tables(engine, sample(tutors=15))
+    recompute_as_of(engine, T)
+    before = _tiers(engine)
+    seen: list[tier_changes.TierChange] = []
+    visible: list[bool] = []
+
+    def announce(changes: list[tier_changes.TierChange]) -> None:
+        now = _tiers(engine)  # read on another connection: only committed rows
+        visible.append(all(now[(c.tutor_id, c.window)] == c.to_tier for c in changes))
+        seen.extend(changes)
+
+    later = T + timedelta(hours=5)
+    req = RecomputeRequest(as_of=later, tiers=load_tiers(strict), chunk_size=4)
+    result = run(engine, req, on_changes=announce)
+    after = _tiers(engine)
+    moved = {k for k in before if before[k] != after[k]}
+    assert result.chunks == 4 and moved
+    assert sorted((c.tutor_id, c.window) for c in seen) == sorted(moved)  # each change once
+    assert visible and all(visible)  # announced only once committed
+    assert result.tier_changes == len(moved) and result.rows_changed >= len(moved)
+
+
 def test_a_backfill_of_past_days_is_history_not_a_change(engine: sa.Engine, strict: Path) -> None:
     save_tables(engine, sample(tutors=8))
     recompute_as_of(engine, T - timedelta(days=1))  # rows of 2026-03-01 ...

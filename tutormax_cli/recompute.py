@@ -24,11 +24,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -41,12 +43,11 @@ from tutormax_cli.metrics.engine import finalize_snapshot
 from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, input_range, roll
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.metrics.windows import as_utc, end_of_day, metric_date_of
+from tutormax_cli.passes import Pass, PassRunner, save_detecting
 from tutormax_cli.store.load import load_changed_tutor_ids, load_tutor_ids
 from tutormax_cli.store.lock import run_lock
-from tutormax_cli.store.save import save_metrics
 from tutormax_cli.store.sources import PartialsSource, choose_source
 from tutormax_cli.store.state import database_now, get_instant, set_instant
-from tutormax_cli.stream import tier_changes
 from tutormax_cli.stream.tier_changes import TierChange
 
 Progress = Callable[[str], None]
@@ -250,6 +251,9 @@ class RecomputeResult:
         }
 
 
+_TIMING = threading.Lock()
+
+
 @contextmanager
 def timed(seconds: dict[str, float], phase: str, progress: Progress | None) -> Iterator[None]:
     """Time one phase into `seconds[phase]` and announce it to `progress`."""
@@ -259,7 +263,8 @@ def timed(seconds: dict[str, float], phase: str, progress: Progress | None) -> I
     try:
         yield
     finally:
-        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+        with _TIMING:  # parallel passes add to the same totals
+            seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 def tier_counts(metrics: pl.DataFrame) -> dict[str, dict[str, int]]:
@@ -349,21 +354,6 @@ def _daily(
     return metrics
 
 
-def save_detecting(
-    conn: sa.Connection,
-    metrics: pl.DataFrame,
-    tutors: Sequence[str] | None,
-    source: str,
-    result: RecomputeResult,
-) -> list[TierChange]:
-    """Upsert `metrics` and return the tier changes the upsert makes, read in the same
-    transaction just before it (the caller commits, then publishes)."""
-    changes = tier_changes.detect(conn, metrics, source, tutors)
-    result.rows_changed += save_metrics(conn, metrics)
-    result.tier_changes += len(changes)
-    return changes
-
-
 def recompute_as_of(
     engine: sa.Engine,
     as_of: datetime,
@@ -387,7 +377,10 @@ def recompute_as_of(
         result.rows_read = partials.rows_read
         if write:
             with timed(result.seconds, "write", progress):
-                result.changes = save_detecting(conn, metrics, tutors, source, result)
+                written = save_detecting(conn, metrics, tutors, source)
+                result.changes = written.changes
+                result.rows_changed += written.rows_changed
+                result.tier_changes += len(written.changes)
                 if before_commit is not None:
                     before_commit(conn)
                 conn.commit()
@@ -559,6 +552,23 @@ def run(
         return _run_locked(engine, req, now, progress, on_changes)
 
 
+def _unit(
+    conn: sa.Connection,
+    source: PartialsSource,
+    result: RecomputeResult,
+    tiers: TierRules,
+    unit: Unit,
+    finished: Finished,
+) -> pl.DataFrame:
+    """One pass's rows: a chunk's snapshot, or its end-of-day rows over a block of days."""
+    chunk, block = unit
+    if block is None:
+        return _snapshot(
+            conn, source, result.as_of, chunk, tiers, result.seconds, finished=finished
+        )
+    return _daily(conn, source, *block, chunk, tiers, result.seconds, finished=finished)
+
+
 def _run_locked(
     engine: sa.Engine,
     req: RecomputeRequest,
@@ -578,35 +588,41 @@ def _run_locked(
             units = plan.units(req.chunk_size, source.chunk_size)
             result.chunks = len({id(chunk) for chunk, _ in units})  # blocks share their chunk
             done: dict[str, int] = {}
+            counting = threading.Lock()  # passes finish phases on threads of their own
 
             def finished(phase: str) -> None:
-                done[phase] = done.get(phase, 0) + 1
-                if progress is not None:
-                    progress(phase, done[phase], len(units))
+                with counting:
+                    done[phase] = done.get(phase, 0) + 1
+                    if progress is not None:
+                        progress(phase, done[phase], len(units))
 
             tutors: set[str] = set()
-            for chunk, block in units:
-                if block is None:
-                    metrics = _snapshot(
-                        conn, source, result.as_of, chunk, req.tiers, result.seconds,
-                        finished=finished,
-                    )  # fmt: skip
-                else:
-                    metrics = _daily(
-                        conn, source, *block, chunk, req.tiers, result.seconds, finished=finished
-                    )
-                with timed(result.seconds, "write", None):
-                    if req.write:
-                        changes = save_detecting(conn, metrics, chunk, "recompute", result)
-                        conn.commit()
-                        if on_changes is not None and changes:
-                            on_changes(changes)
-                    if export is not None:
+
+            def settled(outcome: Pass) -> None:
+                metrics, written = outcome.metrics, outcome.written
+                result.seconds["write"] = result.seconds.get("write", 0.0) + outcome.write_seconds
+                result.rows_changed += written.rows_changed
+                result.tier_changes += len(written.changes)
+                if on_changes is not None and written.changes:
+                    on_changes(written.changes)
+                if export is not None:
+                    with timed(result.seconds, "write", None):
                         export.add(metrics)
                 finished("write")
                 result.rows += metrics.height
                 tutors.update(metrics["tutor_id"].unique().to_list())
-                _count_tiers(result, metrics, daily=block is not None)
+                _count_tiers(result, metrics, daily=plan.days is not None)
+
+            at_once = len(units) > 1
+            runner = PassRunner(
+                engine, conn, "recompute", settled,
+                write=req.write, parallel=at_once, reads_at_once=source.heavy_reads,
+            )  # fmt: skip
+            with runner:
+                for unit in units:
+                    runner.submit(partial(_unit, source=source, result=result, tiers=req.tiers,
+                                          unit=unit, finished=finished), unit[0])  # fmt: skip
+                runner.finish()
             result.tutors = len(tutors)
             if result.tiers_by_day is not None:
                 result.tiers = result.tiers_by_day.get(result.metric_date, {})

@@ -18,6 +18,7 @@ fetched from the database (`rows_read`): raw rows, partial rows or cumulative ro
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -48,6 +49,9 @@ class PartialsSource(Protocol):
     """Default tutors per chunk of a snapshot (backfills size theirs from a memory budget)."""
     rows_read: int
     """Rows fetched from the database so far by this source."""
+    heavy_reads: bool
+    """Whether a pass's read is an aggregation of raw rows in the database (seconds of one
+    core): a run then reads two passes at once; light reads are pipelined with the writes."""
 
     def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
         """The tutors a snapshot as of `t` has rows for (a session in the longest window)."""
@@ -70,12 +74,18 @@ class PartialsSource(Protocol):
 class _Counted:
     name = "?"
     chunk_size = 1000
+    heavy_reads = True
 
     def __init__(self) -> None:
         self.rows_read = 0
+        self._counting = threading.Lock()  # a run's passes may read on several threads
+
+    def _count(self, rows: int) -> None:
+        with self._counting:
+            self.rows_read += rows
 
     def _take(self, partials: Partials) -> pl.DataFrame:
-        self.rows_read += partials.rows_read
+        self._count(partials.rows_read)
         return partials.frame
 
     def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
@@ -93,7 +103,7 @@ class RawRows(_Counted):
         self, conn: sa.Connection, t: datetime, tutors: Sequence[str] | None
     ) -> pl.DataFrame:
         inputs = load_metric_inputs(conn, t - timedelta(days=LONGEST_DAYS), t, tutors)
-        self.rows_read += inputs.rows
+        self._count(inputs.rows)
         return window_partials(inputs.sessions, inputs.feedback, inputs.events, t, tutors).collect()
 
     def daily_partials(
@@ -101,7 +111,7 @@ class RawRows(_Counted):
     ) -> pl.DataFrame:
         start, end = utc_midnight(first), utc_midnight(last) + timedelta(days=1)
         inputs = load_metric_inputs(conn, start, end, tutors)
-        self.rows_read += inputs.rows
+        self._count(inputs.rows)
         return daily_partials(inputs.sessions, inputs.feedback, inputs.events)
 
 
@@ -128,6 +138,7 @@ class CumulativePartials(SqlPartials):
     partials (one refresh and one round of lookups), which the chunks then share."""
 
     name = "cumulative partials"
+    heavy_reads = False  # index lookups of cumulative rows
 
     def __init__(self) -> None:
         super().__init__()
