@@ -72,6 +72,15 @@ def test_enabling_fills_the_table_and_every_snapshot_matches(pg: sa.Engine) -> N
     with pg.connect() as conn:
         status = cumulative.state(conn)
     assert status["enabled"] and status["rows"] > 0 and status["dirty_pairs"] == 0
+    with pg.connect() as conn:  # analyzed once filled, whether autovacuum runs or not
+        analyzed = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN (:t, :s) "
+                "AND last_analyze IS NOT NULL"
+            ),
+            {"t": cumulative.TABLE, "s": cumulative.SPANS},
+        ).scalar_one()
+    assert analyzed == 2
     for t in INSTANTS:
         assert_same_snapshot(pg, t)
         assert_same_snapshot(pg, t, ["T0002", "T0007", "NOBODY"])

@@ -238,6 +238,10 @@ def enable(
             if progress is not None:
                 progress(min(done, waiting), waiting)
     with engine.connect() as conn:
+        # statistics of the filled tables now, not when autovacuum gets to them (if it runs at
+        # all): the snapshots' lookups and the backfills' range reads are planned on them
+        conn.exec_driver_sql(f"ANALYZE {TABLE}, {SPANS}")
+        conn.commit()
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
 
 
