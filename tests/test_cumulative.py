@@ -171,7 +171,7 @@ def test_lookups_split_over_connections_give_the_same_snapshot(
 ) -> None:
     monkeypatch.setattr(cumulative, "PARALLEL_FROM", 1)
     for threads in (2, 3):
-        monkeypatch.setattr(cumulative, "PROBE_THREADS", threads)
+        monkeypatch.setattr(cumulative, "STATEMENTS_AT_ONCE", threads)
         assert_same_snapshot(pg, END - timedelta(hours=30))
         assert_same_snapshot(pg, END, ["T0001", "T0002", "T0003", "T0004"])
 

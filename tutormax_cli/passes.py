@@ -7,7 +7,7 @@ runs a statement on one core, and a backfill's passes are each a statement of re
 writes, one after the other: at 50,000 tutors a 7-day backfill from cumulative partials spends
 ~35 s reading and a snapshot ~3 s writing, on one core of two. Passes commit independently
 anyway (an interrupted run keeps the passes it committed, and a rerun is an upsert), so on
-PostgreSQL `PASS_CONNECTIONS` passes run at once, each on a connection of its own. SQLite has
+PostgreSQL `STATEMENTS_AT_ONCE` passes run at once, each on a connection of its own. SQLite has
 one writer: there every pass runs on the run's connection, one after the other.
 
 Whatever runs where, the caller sees each pass's outcome on its own thread and in submission
@@ -27,14 +27,10 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
-from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.db import STATEMENTS_AT_ONCE, is_postgres
 from tutormax_cli.store.save import save_metrics
 from tutormax_cli.stream import tier_changes
 from tutormax_cli.stream.tier_changes import TierChange
-
-PASS_CONNECTIONS = 2
-"""Passes run at once on PostgreSQL (the machine's two cores; more would queue on them), and so
-the passes whose rows are held in memory at once."""
 
 Compute = Callable[[sa.Connection], pl.DataFrame]
 """One pass's rows, read through the connection it is given."""
@@ -90,7 +86,7 @@ class PassRunner:
         """False: passes are computed on the run's connection, one after the other, and only
         their writes run at once (light reads: the next pass is read while others write)."""
         self._pool = (
-            ThreadPoolExecutor(PASS_CONNECTIONS, thread_name_prefix="tutormax-pass")
+            ThreadPoolExecutor(STATEMENTS_AT_ONCE, thread_name_prefix="tutormax-pass")
             if parallel and is_postgres(engine)
             else None
         )
@@ -115,15 +111,15 @@ class PassRunner:
 
     def submit(self, compute: Compute, tutors: Sequence[str] | None) -> None:
         """Run (and commit) one pass; with parallel passes, returns once it is under way and
-        fewer than `PASS_CONNECTIONS` are (with light reads: once it is read and computed,
-        and fewer than `PASS_CONNECTIONS` writes are under way)."""
+        fewer than `STATEMENTS_AT_ONCE` are (with light reads: once it is read and computed,
+        and fewer than `STATEMENTS_AT_ONCE` writes are under way)."""
         if self._pool is None:
             self.settled(self._run(self.conn, compute, tutors))
             return
         if not self.reads_at_once:
             metrics = compute(self.conn)
             self.conn.commit()  # no read transaction held open while others write
-        while len(self._pending) >= PASS_CONNECTIONS:
+        while len(self._pending) >= STATEMENTS_AT_ONCE:
             self.settled(self._pending.popleft().result())
         if self.reads_at_once:
             self._pending.append(self._pool.submit(self._on_its_own, compute, tutors))

@@ -33,15 +33,13 @@ import sqlalchemy as sa
 from tutormax_cli.metrics import partials
 from tutormax_cli.metrics.partials import NAMES, RELEVANT_EVENTS_SQL, event_rows_sql
 from tutormax_cli.metrics.windows import WINDOWS, as_utc
-from tutormax_cli.store.db import is_postgres
+from tutormax_cli.store.db import STATEMENTS_AT_ONCE, is_postgres
 from tutormax_cli.store.load import Partials, _any_tutor, _copy_frame, long_partials
 
 TABLE = "tutormax_cumulative_partials"
 DIRTY = "tutormax_partials_dirty"
 SPANS = "tutormax_cumulative_tutors"
 """Each tutor's first and last day in TABLE: which tutors a snapshot has to look up."""
-PROBE_THREADS = 2
-"""Lookups run on this many connections at once (PostgreSQL runs one query on one core)."""
 PARALLEL_FROM = 1_000
 """Fewer tutors than this are looked up on the caller's connection alone."""
 LOCK = "tutormax:cumulative-partials"
@@ -180,12 +178,6 @@ ENABLE_WORK_MEM = "256MB"
 running sums stay in memory instead of external merges on disk (5,000 tutors spilled ~170 MB
 at the default 4 MB). Set for the fill only; a reader's refresh touches few tutors."""
 
-FILL_CONNECTIONS = 2
-"""Connections that fill one chunk at once, each a contiguous range of its tutors. PostgreSQL
-plans no parallel workers for an INSERT … SELECT, so one rebuild statement runs on one core;
-two ranges on two connections use both cores of the machine (at 50,000 tutors the statement
-is ~100 s on one core: its two aggregates, their join, the sort, the running sums, the insert)."""
-
 EnableProgress = Callable[[int, int], None]
 """Called as `(tutors done, tutors in all)` after each committed chunk of the fill."""
 
@@ -197,7 +189,7 @@ def enable(
 ) -> int:
     """Create the tables and triggers and queue every tutor from its first day, in one
     transaction (writers wait for its lock on the three tables, so nothing is missed); then
-    fill the table chunk by chunk of tutors, each chunk split into `FILL_CONNECTIONS`
+    fill the table chunk by chunk of tutors, each chunk split into `STATEMENTS_AT_ONCE`
     contiguous ranges rebuilt at once, one set-based rebuild and one commit per range. A fill
     cut short is finished by running `enable` again (or by any reader's refresh). Returns the
     rows in the table; 0 when it was already enabled and nothing was waiting."""
@@ -230,7 +222,7 @@ def enable(
                     sa.text(f"SELECT DISTINCT tutor_id FROM {DIRTY} ORDER BY 1 LIMIT :n"),
                     {"n": chunk_tutors},
                 ).scalars()
-                parts = _ranges(list(tutors), FILL_CONNECTIONS)
+                parts = _ranges(list(tutors), STATEMENTS_AT_ONCE)
                 if not parts:
                     break
                 taken = _fill(engine, parts)
@@ -326,13 +318,12 @@ def _refresh(
         )
     )
     some = "" if between is None else " WHERE tutor_id BETWEEN :first AND :last"
-    first, last = between or ("", "")
     taken = conn.execute(
         sa.text(
             f"WITH d AS (DELETE FROM {DIRTY}{some} RETURNING tutor_id, day) "
             "INSERT INTO tm_refresh SELECT tutor_id, min(day) FROM d GROUP BY tutor_id"
         ),
-        {"first": first, "last": last},
+        {} if between is None else {"first": between[0], "last": between[1]},
     ).rowcount
     if not taken:
         return 0
@@ -447,7 +438,7 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
     """`tutor_id`, `window`, partials of the whole days of each window: the tutor's cumulative
     row as of the day before the snapshot's minus the one as of the day before the window's
     first whole day (zeros before a tutor's first day), subtracted in SQL where the float
-    totals are exact `numeric`. One index probe each, split over `PROBE_THREADS` connections."""
+    totals are exact `numeric`. One index probe each, over `STATEMENTS_AT_ONCE` connections."""
     params: dict[str, Any] = {f"d_{k}": d for k, d in lookups.items()}
     windows = ", ".join(f"('{w}', CAST(:d_{w} AS date))" for w in WINDOWS)
     names = ", ".join(f"c.{_q(p)}" for p in NAMES)
@@ -475,8 +466,8 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
     def probe(part: Sequence[str], connection: sa.Connection) -> pl.DataFrame:
         return _copy_frame(connection, sql, {**params, "tutors": list(part)}, schema)
 
-    parts = [list(tutors[i::PROBE_THREADS]) for i in range(PROBE_THREADS)]
-    if len(tutors) < PARALLEL_FROM or PROBE_THREADS < 2:
+    parts = [list(tutors[i::STATEMENTS_AT_ONCE]) for i in range(STATEMENTS_AT_ONCE)]
+    if len(tutors) < PARALLEL_FROM or STATEMENTS_AT_ONCE < 2:
         return probe(tutors, conn)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -484,7 +475,7 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
         with conn.engine.connect() as other:
             return probe(part, other)
 
-    with ThreadPoolExecutor(PROBE_THREADS - 1) as pool:
+    with ThreadPoolExecutor(STATEMENTS_AT_ONCE - 1) as pool:
         others = [pool.submit(on_its_own, part) for part in parts[1:]]
         first = probe(parts[0], conn)  # meanwhile: psycopg2 lets go of the GIL while it waits
         return pl.concat([first, *(f.result() for f in others)])

@@ -21,6 +21,12 @@ from tutormax_cli.store.revision import SCHEMA_REVISION as SCHEMA_REVISION
 from tutormax_cli.store.revision import VERSION_TABLE as VERSION_TABLE
 from tutormax_cli.store.revision import schema_problem
 
+STATEMENTS_AT_ONCE = 2
+"""Statements a batch job runs at once on PostgreSQL, each on a connection of its own: the
+server runs one statement on one core (and plans no parallel workers for a write), so this is
+the machine's cores. The cumulative fill's ranges, its snapshot lookups and a recompute's
+passes all split by it; more would queue on the cores."""
+
 
 def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
     """True on PostgreSQL; everything else tutormax supports is SQLite."""
