@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli import interruptible
 from tutormax_cli.store.db import STATEMENTS_AT_ONCE, is_postgres
 from tutormax_cli.store.save import save_metrics
 from tutormax_cli.stream import tier_changes
@@ -104,7 +105,15 @@ class PassRunner:
 
     def _on_its_own(self, compute: Compute, tutors: Sequence[str] | None) -> Pass:
         with self.engine.connect() as conn:
-            return self._run(conn, compute, tutors)
+            try:
+                return self._run(conn, compute, tutors)
+            except BaseException:
+                # COPY runs on the raw psycopg2 connection, past SQLAlchemy's disconnect
+                # handling: a connection the server dropped is discarded here, not rolled back
+                # on return to the pool (which logs a traceback on every pass still running)
+                if getattr(conn.connection.dbapi_connection, "closed", 0):
+                    conn.invalidate()
+                raise
 
     def _write_on_its_own(self, metrics: pl.DataFrame, tutors: Sequence[str] | None) -> Pass:
         return self._on_its_own(lambda _: metrics, tutors)
@@ -120,7 +129,7 @@ class PassRunner:
             metrics = compute(self.conn)
             self.conn.commit()  # no read transaction held open while others write
         while len(self._pending) >= STATEMENTS_AT_ONCE:
-            self.settled(self._pending.popleft().result())
+            self.settled(interruptible.result(self._pending.popleft()))
         if self.reads_at_once:
             self._pending.append(self._pool.submit(self._on_its_own, compute, tutors))
         else:
@@ -129,7 +138,7 @@ class PassRunner:
     def finish(self) -> None:
         """Wait for every pass still running; a failed pass raises here."""
         while self._pending:
-            self.settled(self._pending.popleft().result())
+            self.settled(interruptible.result(self._pending.popleft()))
 
     def close(self) -> None:
         """Stop: passes not yet started are dropped, those running finish (a commit is never

@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli import interruptible
 from tutormax_cli.metrics import partials
 from tutormax_cli.metrics.partials import NAMES, RELEVANT_EVENTS_SQL, event_rows_sql
 from tutormax_cli.metrics.windows import WINDOWS, as_utc
@@ -264,7 +265,7 @@ def _fill(engine: sa.Engine, parts: Sequence[tuple[str, str]]) -> int:
     with ThreadPoolExecutor(len(parts), thread_name_prefix="tutormax-fill") as pool:
         futures = [pool.submit(one, first, last) for first, last in parts]
         try:
-            return sum(f.result() for f in futures)
+            return sum(interruptible.result(f) for f in futures)
         except BaseException:
             for raw in running:
                 with contextlib.suppress(Exception):
