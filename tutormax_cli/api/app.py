@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect
@@ -234,13 +235,16 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     app.add_middleware(RequestMetrics, metrics=metrics)
     bearer = HTTPBearer(auto_error=False, description="Set TUTORMAX_API_TOKEN to require it.")
 
+    def token_ok(given: str | None) -> bool:
+        """The bearer token rule, for the route's dependency and the fast path alike."""
+        if config.token is None:
+            return True
+        return hmac.compare_digest((given or "").encode(), config.token.encode())
+
     async def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
-        if config.token is None:
-            return
-        given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, config.token.encode()):
+        if not token_ok(credentials.credentials if credentials else None):
             raise HTTPException(401, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
@@ -289,11 +293,14 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     async def failed(_request: Request, exc: Failed) -> JSONResponse:
         return failed_answer(exc)
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
+    def overloaded_answer(exc: Overloaded) -> JSONResponse:
         metrics.overloaded.inc(exc.rows)
         return JSONResponse({"detail": str(exc)}, status_code=503,
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, exc: Overloaded) -> JSONResponse:
+        return overloaded_answer(exc)
 
     @app.exception_handler(RedisUnavailable)
     async def redis_down(_request: Request, exc: TutormaxError) -> JSONResponse:
@@ -383,10 +390,10 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         if not 1 <= len(session_id) <= ID_LENGTH:
             return None
         if config.token is not None:
-            scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), config.token.encode()
-            ):
+            # the header as HTTPBearer reads it; anything it would refuse goes to the route
+            header = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, given = get_authorization_scheme_param(header)
+            if scheme.lower() != "bearer" or not token_ok(given):
                 return None
         media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if media != b"application/json" or not body:
@@ -397,8 +404,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
             return None
         try:
             (outcome,) = await batcher.submit([(session_id, completion)])
-        except Overloaded:
-            return None  # FastAPI's route answers it (503 + Retry-After, counted)
+        except Overloaded as exc:  # answered here: the route would parse and submit again
+            return overloaded_answer(exc)
         return completion_answer(session_id, outcome)
 
     complete_route: Any = next(

@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tutormax_cli.api.guards import replay
 
 PREFIX, SUFFIX = "/api/sessions/", "/complete"
 
@@ -51,26 +53,12 @@ class FastCompletions:
             or message.get("more_body", False)
             or "/" in session_id
         ):
-            await self.app(scope, _replay(message, receive), send)
+            await self.app(scope, replay(message, receive), send)
             return
         headers = dict(reversed(scope["headers"]))  # the first of a repeated header, as Starlette
         answer = await self.handle(session_id, headers, message.get("body", b""))
         if answer is None:
-            await self.app(scope, _replay(message, receive), send)
+            await self.app(scope, replay(message, receive), send)
             return
         scope["route"] = self.route()
         await answer(scope, receive, send)
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    """`receive` with `first` given back once."""
-    replayed = False
-
-    async def again() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return first
-
-    return again
