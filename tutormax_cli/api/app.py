@@ -351,28 +351,24 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         session_id: SessionId,
         body: models.SessionCompletion,
         _auth: Annotated[None, Depends(authorized)],
-    ) -> models.Accepted:
+    ) -> JSONResponse:
         """Validated with the ingest rules (422 names each bad field), upserted, committed,
         then published to the enrichment stream, in a group commit with the completions that
         arrive at the same time. Idempotent on `session_id`: posting again rewrites nothing and
         publishes again, so a 503 is safe to retry."""
         (outcome,) = await batcher.submit([(session_id, body)])
-        outcome.raise_for_status()
-        metrics.accepted.inc()
-        return models.Accepted(
-            session_id=session_id, feedback_id=outcome.feedback_id, stream=config.publish_stream
-        )  # the common case does not come here: `fast_complete` answers it
+        return completion_answer(session_id, outcome)  # the common case: `fast_complete`
 
     def completion_answer(session_id: str, outcome: Outcome) -> JSONResponse:
-        """The answer `complete` and its exception handlers give for `outcome`, rendered as
-        FastAPI renders them."""
+        """A completion's answer, for the route and the fast path alike: 202 with `Accepted`
+        (by alias, as FastAPI renders a response model), else the exception handlers' own."""
         if outcome.status == ACCEPTED:
             metrics.accepted.inc()
             accepted = models.Accepted(
                 session_id=session_id, feedback_id=outcome.feedback_id,
                 stream=config.publish_stream,
             )  # fmt: skip
-            return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+            return JSONResponse(accepted.model_dump(mode="json", by_alias=True), status_code=202)
         try:
             outcome.raise_for_status()
         except InvalidCompletion as exc:
