@@ -198,11 +198,11 @@ def open_client(url: str) -> redis.Redis:
         if topology.tls:
             sentinel_kwargs["ssl"] = True
             sentinel_kwargs.update(topology.tls_options)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis-py 8
             list(topology.hosts), sentinel_kwargs=sentinel_kwargs, **kwargs
         )
         assert topology.service is not None
-        master = sentinel.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call]
+        master = sentinel.master_for(topology.service, db=topology.db)  # type: ignore[no-untyped-call, unused-ignore]
         return cast(redis.Redis, master)
     from redis.cluster import ClusterNode, RedisCluster
 
