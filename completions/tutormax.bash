@@ -25,7 +25,7 @@ _tutormax_options() {
         '') printf '%s\n' '--database-url' '--redis-url' '--version' '--install-completion' '--show-completion' '--help' '-h' ;;
         'api') printf '%s\n' '--help' '-h' ;;
         'api openapi') printf '%s\n' '--output' '-o' '--help' '-h' ;;
-        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--log-level' '--help' '-h' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--max-pending' '--log-level' '--help' '-h' ;;
         'consumers') printf '%s\n' '--help' '-h' ;;
         'consumers prune') printf '%s\n' '--idle' '--stream' '--group' '--dry-run' '--json' '--help' '-h' ;;
         'db') printf '%s\n' '--help' '-h' ;;
@@ -81,7 +81,7 @@ _tutormax_valued() {
     case "$1" in
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
-        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--log-level' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--max-pending' '--log-level' ;;
         'consumers prune') printf '%s\n' '--idle' '--stream' '--group' ;;
         'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
         'dlq purge') printf '%s\n' '--reason' '--since' ;;

@@ -45,7 +45,7 @@ _tutormax_options() {
         '') printf '%s\n' '--database-url:SQLAlchemy URL: postgresql://user@host/db or sqlite:///file.db (or a file named by TUTORMAX_DATABASE_URL_FILE)' '--redis-url:redis://host:port/db, or '\''embedded'\'' for a private server of the database (beside a SQLite file, in .tutormax/) (or a file named by TUTORMAX_REDIS_URL_FILE)' '--version:Print the installed tutormax version and exit' '--install-completion:Install completion for the current shell' '--show-completion:Show completion for the current shell, to copy it or customize the installation' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'api openapi') printf '%s\n' '--output:Write the schema here instead of stdout' '-o:Write the schema here instead of stdout' '--help:Show this message and exit' '-h:Show this message and exit' ;;
-        'api serve') printf '%s\n' '--host:Address to listen on' '--port:Port to listen on' '--workers:Worker processes' '--max-body-bytes:Larger request bodies get 413' '--read-cache-seconds:Reuse read answers this long unless the worker announces a change; 0: off' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
+        'api serve') printf '%s\n' '--host:Address to listen on' '--port:Port to listen on' '--workers:Worker processes' '--max-body-bytes:Larger request bodies get 413' '--read-cache-seconds:Reuse read answers this long unless the worker announces a change; 0: off' '--max-pending:Completions waiting for the writer at most; beyond: 503 with Retry-After' '--log-level:DEBUG, INFO, WARNING or ERROR' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'consumers') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'consumers prune') printf '%s\n' '--idle:Dead: idle at least this long (e.g' '--stream:The stream' '--group:The consumer group' '--dry-run:Say what would go; change nothing' '--json:Print the plan as JSON' '--help:Show this message and exit' '-h:Show this message and exit' ;;
         'db') printf '%s\n' '--help:Show this message and exit' '-h:Show this message and exit' ;;
@@ -101,7 +101,7 @@ _tutormax_valued() {
     case "$1" in
         '') printf '%s\n' '--database-url' '--redis-url' ;;
         'api openapi') printf '%s\n' '--output' '-o' ;;
-        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--log-level' ;;
+        'api serve') printf '%s\n' '--host' '--port' '--workers' '--max-body-bytes' '--read-cache-seconds' '--max-pending' '--log-level' ;;
         'consumers prune') printf '%s\n' '--idle' '--stream' '--group' ;;
         'dlq list') printf '%s\n' '--limit' '--reason' '--since' ;;
         'dlq purge') printf '%s\n' '--reason' '--since' ;;

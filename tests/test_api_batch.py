@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -245,3 +246,93 @@ def test_a_full_queue_is_refused_at_once() -> None:
 
     asyncio.run(scenario())
     assert sum(seen) == 5 and max(seen) <= 2
+
+
+def _held_write_lock(db_url: str) -> Any:
+    """A connection that keeps the API's writer from writing `sessions` until it is closed:
+    PostgreSQL, a table lock that conflicts with INSERT; SQLite, the database's write lock."""
+    import contextlib
+    import sqlite3
+
+    @contextlib.contextmanager
+    def held() -> Any:
+        if db_url.startswith("sqlite"):
+            raw = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                raw.rollback()
+                raw.close()
+        else:
+            engine = open_engine(db_url)
+            with engine.connect() as conn:
+                conn.execute(sa.text("LOCK TABLE sessions IN SHARE ROW EXCLUSIVE MODE"))
+                try:
+                    yield
+                finally:
+                    conn.rollback()
+            engine.dispose()
+
+    return held()
+
+
+def overloaded_total(base: str) -> float:
+    families = text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text)
+    return sum(
+        s.value
+        for f in families
+        if f.name == "tutormax_api_overloaded"
+        for s in f.samples
+        if s.name == "tutormax_api_overloaded_total"
+    )
+
+
+def test_a_full_queue_is_answered_503_over_http(
+    db_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """`--max-pending 1` and a writer held by a lock: the first post waits in the writer, so
+    the next single post (answered by the fast path), a post FastAPI routes (a `+json` content
+    type, which FastAPI reads as JSON and the fast path leaves to it) and a batch are each
+    refused at once with 503 and `Retry-After`, counted, and leave nothing behind; once the
+    lock goes, the waiting post is answered 202 and is the only session stored and published."""
+    seed(db_url)
+    engine = open_engine(db_url)
+    with (
+        api_server(db_url, redis_url, extra=("--max-pending", "1")) as base,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with _held_write_lock(db_url):
+            waiting = pool.submit(
+                httpx.post, f"{base}/api/sessions/Q-1/complete", json=completion(4),
+                headers=AUTH, timeout=60,
+            )  # fmt: skip
+            for _ in range(200):  # until the writer holds the first post
+                seen = httpx.get(f"{base}/metrics", timeout=10).text
+                if "tutormax_api_batch_rows_count 1.0" in seen:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the first post never reached the writer")
+            refused = [
+                httpx.post(f"{base}/api/sessions/Q-2/complete", json=completion(3),
+                           headers=AUTH, timeout=10),
+                httpx.post(f"{base}/api/sessions/Q-3/complete",  # a +json type: the route's
+                           content=json.dumps(completion(2)).encode(), timeout=10,
+                           headers={**AUTH, "content-type": "application/vnd.tutormax+json"}),
+                httpx.post(f"{base}/api/sessions:batch",
+                           json=[{"session_id": "Q-4", **completion(1)}], headers=AUTH,
+                           timeout=10),
+            ]  # fmt: skip
+            for answer in refused:
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "1"
+                assert "completions are waiting to be written" in answer.json()["detail"]
+            assert not waiting.done()
+        first = waiting.result(timeout=60)
+        assert first.status_code == 202, first.text
+        assert overloaded_total(base) == 3
+    sessions, _ = stored(engine)
+    assert set(sessions) == {"Q-1"}
+    assert envelopes(rclient) == {"Q-1": 1}
+    engine.dispose()

@@ -189,6 +189,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         lambda batch: ingest_completions(
             services.engine, services.redis_client(), batch, stream=config.publish_stream
         ),
+        max_pending=config.max_pending_rows,
         observe=metrics.observe_batch,
     )
 

@@ -10,8 +10,9 @@ server answers a lone request after at most `window`.
 
 One writer means one database connection for all writes of a process, whatever the number of
 requests in flight: the read routes keep the thread pool's connections. The queue is bounded
-(`max_pending` completions); past it `submit` raises `Overloaded` at once and the route answers
-503 with `Retry-After`, instead of letting requests time out in a queue nobody drains.
+(`max_pending` completions, `api serve --max-pending`); past it `submit` raises `Overloaded`
+at once and the route answers 503 with `Retry-After`, instead of letting requests time out in
+a queue nobody drains.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tutormax_cli.api.completion import UNAVAILABLE, Outcome
+from tutormax_cli.api.config import MAX_PENDING_ROWS
 from tutormax_cli.api.models import SessionCompletion
 from tutormax_cli.errors import TutormaxError
 
@@ -35,9 +37,6 @@ WINDOW_SECONDS = 0.002
 most that to a lone request, and under load the batch has usually filled before it ends."""
 MAX_BATCH_ROWS = 1_000
 """Completions per batch at most (one `POST /api/sessions:batch` is never split)."""
-MAX_PENDING_ROWS = 5_000
-"""Completions waiting at most; beyond them requests get 503 + Retry-After at once. At the
-measured batch rates this is well under a second of work."""
 RETRY_AFTER_SECONDS = 1
 
 Ingest = Callable[[Sequence[tuple[str, SessionCompletion]]], list[Outcome]]

@@ -25,6 +25,12 @@ STATS_TTL_SECONDS = 15.0
 """How long the tier distribution and freshness gauges of `/metrics` are reused between
 scrapes: they cost three indexed queries, and Prometheus scrapes every 15 s by default."""
 
+MAX_PENDING_ROWS = 5_000
+"""Completions a process lets wait for its writer at most (`--max-pending`); beyond them a post
+is answered 503 with `Retry-After` at once. At the measured batch rates (a few thousand
+completions a second) this is well under a second of work. It lives here, not in
+`api.batcher`, for the same reason as `READ_CACHE_SECONDS`."""
+
 
 READ_CACHE_SECONDS = 5.0
 """How long an answer is reused when no announcement drops it first: the most a write that is
@@ -46,6 +52,7 @@ class ApiConfig:
     updates_stream: str = keys.METRICS_UPDATED_STREAM
     stats_ttl: float = STATS_TTL_SECONDS
     read_cache_seconds: float = READ_CACHE_SECONDS
+    max_pending_rows: int = MAX_PENDING_ROWS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiConfig:
@@ -70,6 +77,7 @@ class ApiConfig:
             read_cache_seconds=float(
                 env.get("TUTORMAX_API_READ_CACHE_SECONDS", READ_CACHE_SECONDS)
             ),
+            max_pending_rows=int(env.get("TUTORMAX_API_MAX_PENDING", MAX_PENDING_ROWS)),
         )
 
     def environ(self) -> dict[str, str]:
@@ -82,6 +90,7 @@ class ApiConfig:
             "TUTORMAX_API_PUBLISH_STREAM": self.publish_stream,
             "TUTORMAX_API_UPDATES_STREAM": self.updates_stream,
             "TUTORMAX_API_READ_CACHE_SECONDS": repr(self.read_cache_seconds),
+            "TUTORMAX_API_MAX_PENDING": str(self.max_pending_rows),
         }
         if self.token:
             out["TUTORMAX_API_TOKEN"] = self.token

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tutormax_cli.api.config import READ_CACHE_SECONDS
+from tutormax_cli.api.config import MAX_PENDING_ROWS, READ_CACHE_SECONDS
 from tutormax_cli.cli import context
 
 app = typer.Typer(
@@ -32,6 +32,13 @@ def serve(
         min=0,
         envvar="TUTORMAX_API_READ_CACHE_SECONDS",
         help="Reuse read answers this long unless the worker announces a change; 0: off.",
+    ),
+    max_pending: int = typer.Option(
+        MAX_PENDING_ROWS,
+        "--max-pending",
+        min=1,
+        envvar="TUTORMAX_API_MAX_PENDING",
+        help="Completions waiting for the writer at most; beyond: 503 with Retry-After.",
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
@@ -59,6 +66,7 @@ def serve(
         token=token or None,
         max_body_bytes=max_body_bytes,
         read_cache_seconds=read_cache_seconds,
+        max_pending_rows=max_pending,
     )
     os.environ.update(config.environ())  # how uvicorn's worker processes get the settings
     # a request's frames are a few rows: polars' thread pool only adds contention between the
