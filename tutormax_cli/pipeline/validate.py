@@ -142,6 +142,13 @@ class References(Protocol):
         it (for the key column itself, the value)."""
         ...
 
+    def owners_many(
+        self, lookups: Sequence[tuple[str, str, Sequence[str]]]
+    ) -> list[dict[str, str]]:
+        """`owners` of each `(table, column, values)`, at once: validation asks for every
+        referenced table of a frame together, so a database answers them in one round trip."""
+        ...
+
 
 class StaticReferences:
     """References known in advance (tests, or a consumer that keeps its own cache)."""
@@ -160,6 +167,11 @@ class StaticReferences:
             return {v: v for v in values if v in known}
         held = self._unique.get((table, column), {})
         return {v: held[v] for v in values if v in held}
+
+    def owners_many(
+        self, lookups: Sequence[tuple[str, str, Sequence[str]]]
+    ) -> list[dict[str, str]]:
+        return [self.owners(t, c, v) for t, c, v in lookups]
 
 
 class DatabaseReferences:
@@ -912,7 +924,7 @@ def _check_references(work: _Work, table: str, refs: References) -> None:
         value.drop_nulls().unique().implode().alias(column) for column, value in values.items()
     ).row(0, named=True)
     asks = [(t, TABLE_KEYS[t][0], distinct[c]) for c, t, _ in references if distinct[c]]
-    answers = iter(_owners_many(refs, asks))
+    answers = iter(refs.owners_many(asks))
     checks = []
     for column, _target, noun in references:
         known = set(next(answers)) if distinct[column] else set()
@@ -925,16 +937,6 @@ def _check_references(work: _Work, table: str, refs: References) -> None:
             )
         )
     work.apply(checks)
-
-
-def _owners_many(
-    refs: References, lookups: Sequence[tuple[str, str, Sequence[str]]]
-) -> list[dict[str, str]]:
-    """`refs.owners` of each lookup, all at once where `refs` can (`owners_many`)."""
-    many = getattr(refs, "owners_many", None)
-    if many is not None:
-        return list(many(lookups))
-    return [refs.owners(t, c, v) for t, c, v in lookups]
 
 
 @functools.cache
