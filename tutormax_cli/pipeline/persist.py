@@ -22,7 +22,7 @@ from tutormax_cli.pipeline import DEFAULT_BATCH_SIZE
 from tutormax_cli.pipeline.readers import REASON, is_bookkeeping
 from tutormax_cli.pipeline.validate import IGNORED_COLUMNS, table_name, utc_lit
 from tutormax_cli.store.db import describe_error, is_postgres
-from tutormax_cli.store.save import upsert_frame
+from tutormax_cli.store.save import on_conflict, quoted, upsert_frame
 from tutormax_cli.store.schema import metadata
 
 
@@ -87,32 +87,13 @@ def persist_tables(conn: sa.Connection, frames: Sequence[tuple[str, pl.DataFrame
 
 @functools.cache
 def _values_upsert(table: str, columns: tuple[str, ...]) -> tuple[tuple[bytes, bytes], str]:
-    """`INSERT INTO table (columns) VALUES` and its `ON CONFLICT` tail as `store.save` writes
-    them (unchanged rows are not rewritten, a changed row gets `updated_at = now()`), and one
-    row's placeholders; built once per table and columns."""
-    key = TABLE_KEYS[table]
-    sa_table = metadata.tables[table]
-    fixed = {*key, "created_at", "updated_at"}
-    updatable = [c for c in columns if c not in fixed]
-    target = _q(table)
-    tail = f" ON CONFLICT ({', '.join(map(_q, key))}) DO NOTHING"
-    if updatable:
-        sets = [f"{_q(c)} = excluded.{_q(c)}" for c in updatable]
-        if "updated_at" in sa_table.c and "updated_at" not in columns:
-            sets.append(f"{_q('updated_at')} = now()")
-        old = ", ".join(f"{target}.{_q(c)}" for c in updatable)
-        new = ", ".join(f"excluded.{_q(c)}" for c in updatable)
-        tail = (
-            f" ON CONFLICT ({', '.join(map(_q, key))}) DO UPDATE SET {', '.join(sets)} "
-            f"WHERE ({old}) IS DISTINCT FROM ({new})"
-        )
-    head = f"INSERT INTO {target} ({', '.join(map(_q, columns))}) VALUES "
+    """`INSERT INTO table (columns) VALUES` and `store.save`'s `ON CONFLICT` tail (unchanged
+    rows are not rewritten, a changed row gets `updated_at = now()`), and one row's
+    placeholders; built once per table and columns."""
+    tail = " " + on_conflict(table, columns, TABLE_KEYS[table], pg=True)
+    head = f"INSERT INTO {quoted(table)} ({', '.join(map(quoted, columns))}) VALUES "
     row = "(" + ", ".join("%s" for _ in columns) + ")"
     return (head.encode(), tail.encode()), row
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,12 @@ SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 """SQLite's current UTC time with milliseconds (CURRENT_TIMESTAMP has whole seconds only)."""
 
 
-def _q(name: str) -> str:
+def quoted(name: str) -> str:
+    """`name` as a SQL identifier, on both backends (a `"` inside doubled)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+_q = quoted
 
 
 def pg_array_literal(items: pl.Expr) -> pl.Expr:
@@ -74,6 +78,37 @@ def _prepare(df: pl.DataFrame, table: sa.Table, pg: bool) -> pl.DataFrame:
     return prepared
 
 
+def on_conflict(
+    table_name: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    *,
+    pg: bool,
+    touch_updated_at: bool = True,
+    only_insert: bool = False,
+    immutable: Sequence[str] = (),
+) -> str:
+    """The `ON CONFLICT` tail of every upsert into `table_name` of `columns`: the other
+    columns are updated only when one of them changed (`IS DISTINCT FROM`, SQLite's `IS NOT`),
+    so an unchanged row is not rewritten and a rerun changes nothing; `updated_at` is set when
+    the row changes (with `touch_updated_at`, unless `columns` carry it). Key, `immutable`
+    and `created_at` columns are set on insert only; `only_insert` keeps existing rows."""
+    fixed = {*key, *immutable, "created_at", "updated_at"}
+    updatable = [c for c in columns if c not in fixed]
+    key_sql = ", ".join(_q(c) for c in key)
+    if only_insert or not updatable:
+        return f"ON CONFLICT ({key_sql}) DO NOTHING"
+    target = _q(table_name)
+    sets = [f"{_q(c)} = excluded.{_q(c)}" for c in updatable]
+    table = metadata.tables[table_name]
+    if touch_updated_at and "updated_at" in table.c and "updated_at" not in columns:
+        sets.append(f"{_q('updated_at')} = {'now()' if pg else SQLITE_NOW}")
+    old = ", ".join(f"{target}.{_q(c)}" for c in updatable)
+    new = ", ".join(f"excluded.{_q(c)}" for c in updatable)
+    changed = f"({old}) IS DISTINCT FROM ({new})" if pg else f"({old}) IS NOT ({new})"
+    return f"ON CONFLICT ({key_sql}) DO UPDATE SET {', '.join(sets)} WHERE {changed}"
+
+
 def upsert_frame(
     conn: sa.Connection,
     table_name: str,
@@ -116,22 +151,12 @@ def upsert_changed(
     table = metadata.tables[table_name]
     pg = is_postgres(conn)
     cols = list(df.columns)
-    fixed = {*key, *immutable, "created_at", "updated_at"}
-    updatable = [c for c in cols if c not in fixed]
-    has_updated_at = touch_updated_at and "updated_at" in table.c and "updated_at" not in cols
     target = _q(table_name)
-    key_sql = ", ".join(_q(c) for c in key)
     col_sql = ", ".join(_q(c) for c in cols)
-    if only_insert or not updatable:
-        conflict = f"ON CONFLICT ({key_sql}) DO NOTHING"
-    else:
-        sets = [f"{_q(c)} = excluded.{_q(c)}" for c in updatable]
-        if has_updated_at:
-            sets.append(f"{_q('updated_at')} = {'now()' if pg else SQLITE_NOW}")
-        old = ", ".join(f"{target}.{_q(c)}" for c in updatable)
-        new = ", ".join(f"excluded.{_q(c)}" for c in updatable)
-        changed = f"({old}) IS DISTINCT FROM ({new})" if pg else f"({old}) IS NOT ({new})"
-        conflict = f"ON CONFLICT ({key_sql}) DO UPDATE SET {', '.join(sets)} WHERE {changed}"
+    conflict = on_conflict(
+        table_name, cols, key, pg=pg,
+        touch_updated_at=touch_updated_at, only_insert=only_insert, immutable=immutable,
+    )  # fmt: skip
     prepared = _prepare(df, table, pg)
     if pg:
         raw: Any = conn.connection.dbapi_connection
