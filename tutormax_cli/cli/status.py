@@ -63,7 +63,7 @@ def collect(ctx: typer.Context) -> dict[str, Any]:
         lambda: context.redis(ctx),
         lambda: context.reader(ctx),
         datetime.now(UTC),
-        names=context.servers(ctx),
+        names=lambda: context.servers(ctx),  # imports redis-py: while the database answers
     )
 
 
