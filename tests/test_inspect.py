@@ -363,3 +363,44 @@ def test_watch_board_primes_previous_tiers() -> None:
     row = board.apply(new)
     assert row.changed == ["7day"] and row.previous["7day"] == "Strong"
     assert board.apply(new).changed == [] and board.rows["T1"].updates == 2
+
+
+def test_status_reads_the_database_while_redis_is_asked(
+    rclient: redis.Redis, tmp_path: Any
+) -> None:
+    """The two halves of the status document overlap: Redis is asked only once the database
+    half has started on its own thread (one after the other, the Redis half would wait here
+    for a database read that has not begun, and the assertion would fail after 10 s)."""
+    import contextlib
+    import threading
+    from datetime import UTC, datetime
+
+    from tutormax_cli import reports
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'overlap.db'}"
+    engine = open_engine(url)
+    upgrade(engine)
+    database_started = threading.Event()
+    threads: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def connect() -> Any:
+        threads["database"] = threading.current_thread().name
+        database_started.set()
+        with engine.connect() as conn:
+            yield conn
+
+    def client() -> redis.Redis:
+        threads["redis"] = threading.current_thread().name
+        assert database_started.wait(10), "the database half did not start before Redis"
+        return rclient
+
+    rclient.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+    doc = reports.status_report(client, connect, datetime.now(UTC))
+    engine.dispose()
+    assert doc["healthy"], doc["problems"]
+    assert threads["database"] != threads["redis"]
+    assert set(doc["freshness"]) == {"7day", "30day", "90day"}
+    assert doc["freshness"]["7day"]["tutors"] == 0
