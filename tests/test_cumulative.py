@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from tests.helpers import sample, stored_metrics
+from tutormax_cli.metrics.rolling import end_of_day_rows, input_range, window_sums
 from tutormax_cli.recompute import RecomputeRequest, Shard, recompute_as_of, run
 from tutormax_cli.store import cumulative
 from tutormax_cli.store.load import load_daily_partials, load_window_partials
 from tutormax_cli.store.seed import save_tables
+from tutormax_cli.store.sources import PROBE_DAYS
 
 END = datetime(2026, 3, 3, tzinfo=UTC)
 BASE = sample(tutors=12, days=60, seed=11, end=END)
@@ -310,6 +312,51 @@ def test_daily_partials_are_differences_of_cumulative_rows(pg: sa.Engine) -> Non
     with pg.begin() as conn:  # a write the triggers queue: the backfill refreshes first
         conn.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=3)))
     assert_same_days(pg, last - timedelta(days=30), last)
+
+
+def assert_same_windows(
+    engine: sa.Engine, first: date, last: date, tutors: list[str] | None = None
+) -> int:
+    """The windows looked up in the cumulative table equal the raw rows' daily partials rolled;
+    returns the tutor-days with a session in their longest window."""
+    key = ["tutor_id", "window", "metric_date"]
+    with engine.connect() as conn:
+        daily = load_daily_partials(conn, *input_range(first, last), tutors).frame
+        rolled = window_sums(daily, first, last).sort(key)
+        looked_up = cumulative.end_of_day_partials(conn, first, last, tutors).frame
+    active = looked_up.join(rolled.select(key), on=key, how="semi").sort(key)
+    assert_frame_equal(rolled, active, check_exact=False, rel_tol=1e-12, abs_tol=1e-9)
+    assert end_of_day_rows(looked_up).equals(end_of_day_rows(rolled))
+    # the tutor-days left out by the rolled sums are those without a session in 90 days
+    left_out = looked_up.join(rolled.select(key), on=key, how="anti")
+    assert (left_out.filter(pl.col("window") == "90day")["n_sessions"] == 0).all()
+    return rolled.height // 3
+
+
+def test_windows_are_differences_of_two_cumulative_rows(pg: sa.Engine) -> None:
+    last = END.date() - timedelta(days=1)
+    for first in (last - timedelta(days=6), last, BASE_FIRST, last - timedelta(days=20)):
+        assert assert_same_windows(pg, first, last) > 0
+        assert assert_same_windows(pg, first, last, ["T0002", "T0007", "NOBODY"]) > 0
+    assert assert_same_windows(pg, last + timedelta(days=95), last + timedelta(days=100)) == 0
+    with pg.begin() as conn:  # a write the triggers queue: the lookups refresh first
+        conn.execute(sa.text(MUTATIONS["flip no-shows"].format(i=0, k=1, n=3)))
+    assert assert_same_windows(pg, last - timedelta(days=6), last) > 0
+
+
+@pytest.mark.parametrize("days", [7, PROBE_DAYS + 1])
+def test_a_backfill_by_lookups_or_daily_rows_stores_the_raw_backfills_rows(
+    pg: sa.Engine, days: int
+) -> None:
+    last = END.date() - timedelta(days=1)
+    request = RecomputeRequest(since=last - timedelta(days=days - 1), until=last, chunk_size=5)
+    run(pg, request)  # cumulative partials, chunks of 5 tutors
+    from_cumulative = stored_metrics(pg)
+    with pg.begin() as conn:
+        conn.execute(sa.text("DELETE FROM tutor_performance_metrics"))
+    run(pg, replace(request, raw=True, chunk_size=None))
+    assert stored_metrics(pg).equals(from_cumulative)
+    assert from_cumulative["metric_date"].n_unique() == days
 
 
 def test_a_backfill_from_cumulative_rows_stores_the_raw_backfills_rows(pg: sa.Engine) -> None:

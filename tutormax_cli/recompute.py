@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics import frames
 from tutormax_cli.metrics.engine import finalize_snapshot
-from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, input_range, roll
+from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, end_of_day_rows, input_range
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
 from tutormax_cli.metrics.windows import as_utc, end_of_day, metric_date_of
 from tutormax_cli.passes import Pass, PassRunner, save_detecting
@@ -342,13 +342,12 @@ def _daily(
     finished: Finished | None = None,
 ) -> pl.DataFrame:
     """End-of-day rows of `first` … `last` for `tutors`."""
-    lo, hi = input_range(first, last)
     with timed(seconds, "load", None):
-        daily = source.daily_partials(conn, lo, hi, tutors)
+        windowed = source.end_of_day_partials(conn, first, last, tutors)
     if finished is not None:
         finished("load")
     with timed(seconds, "compute", None):
-        metrics = roll(daily, first, last, tiers)
+        metrics = end_of_day_rows(windowed, tiers)
     if finished is not None:
         finished("compute")
     return metrics

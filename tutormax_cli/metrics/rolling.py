@@ -74,12 +74,47 @@ def roll(
     exactly as `compute_metrics(as_of=end_of_day(day))` decides. `daily` may hold days and
     tutors outside the range; they are ignored. Rows are sorted by tutor, day, window.
     """
+    return end_of_day_rows(window_sums(daily, first, last), tiers)
+
+
+WINDOWED = pl.Schema(
+    {
+        "tutor_id": pl.String(),
+        "window": pl.String(),
+        "metric_date": pl.Date(),
+        **partials.DTYPES,
+    }
+)
+"""The partials of each window of each end-of-day snapshot: what `end_of_day_rows` finalizes."""
+
+
+def end_of_day_rows(windowed: pl.DataFrame, tiers: TierRules = DEFAULT_TIERS) -> pl.DataFrame:
+    """The stored rows of end-of-day snapshots from their window partials (schema `WINDOWED`,
+    from `window_sums` or straight from cumulative totals): a (tutor, day) keeps its rows when
+    the tutor has a session in that day's longest window, as `compute_metrics` decides; each
+    is stamped as of the next midnight. Sorted by tutor, day, window."""
+    longest = max(WINDOWS, key=WINDOWS.__getitem__)
+    active = windowed.filter((pl.col("window") == longest) & (pl.col("n_sessions") > 0))
+    kept = windowed.lazy().join(
+        active.lazy().select("tutor_id", "metric_date"), on=["tutor_id", "metric_date"], how="semi"
+    )
+    stamped = kept.with_columns(
+        calculation_date=pl.col("metric_date").cast(frames.TS) + pl.duration(days=1)
+    )
+    order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
+    return finalize(stamped, tiers).sort(pl.col("tutor_id"), "metric_date", order).collect()
+
+
+def window_sums(daily: pl.DataFrame | pl.LazyFrame, first: date, last: date) -> pl.DataFrame:
+    """Per (tutor, window, day) partials of the end-of-day snapshots of `first` … `last`, as
+    trailing sums of the daily partials (schema `WINDOWED`; only tutor-days with a session in
+    their longest window)."""
     start, _ = input_range(first, last)
     n_days = (last - start).days + 1
     d = daily.lazy().filter(pl.col("day").is_between(start, last)).collect()
     tutors = d.filter(pl.col("n_sessions") > 0)["tutor_id"].unique().sort()
     if tutors.is_empty():
-        return frames.empty(frames.METRICS)
+        return pl.DataFrame(schema=WINDOWED)
     # A dense grid: slot s holds tutor s // n_days on day start + s % n_days. Every tutor has
     # the same days, so a trailing window of N slots is exactly N days, and for every snapshot
     # day (89 days in) it stays within one tutor. The daily rows are scattered into it by
@@ -105,7 +140,8 @@ def roll(
         # rounding residue, so they are rolled within each tutor.
         return total.over("tutor") if p in partials.FLOAT_NAMES else total
 
-    # A (tutor, day) has rows when the tutor has a session in that day's longest window.
+    # Only the snapshot days, and of them (for less work; `end_of_day_rows` applies the same
+    # rule) those with a session in their longest window.
     keep = (pl.col("offset") >= LOOKBACK_DAYS) & (window_sum("n_sessions", LONGEST_DAYS) > 0)
     grid = grid.with_columns(keep.alias("keep"))
     per_window = []
@@ -115,19 +151,17 @@ def roll(
             "tutor", "offset", "keep", *[window_sum(p, n).alias(p) for p in partials.NAMES]
         ).filter("keep")
         sums = sums.with_columns(tutor_id=tutors.gather(sums["tutor"]))
-        day = pl.lit(start) + pl.duration(days=pl.col("offset"))
         per_window.append(
-            sums.lazy().select(
+            sums.select(
                 "tutor_id",
                 pl.lit(name).alias("window"),
-                day.alias("metric_date"),
-                (day.cast(frames.TS) + pl.duration(days=1)).alias("calculation_date"),
+                (pl.lit(start) + pl.duration(days=pl.col("offset")))
+                .cast(pl.Date)
+                .alias("metric_date"),
                 *partials.NAMES,
             )
         )
-    order = pl.col("window").replace_strict(list(WINDOWS), list(range(len(WINDOWS))))
-    rows = finalize(pl.concat(per_window), tiers)
-    return rows.sort(pl.col("tutor_id"), "metric_date", order).collect()
+    return pl.concat(per_window)
 
 
 def compute_daily(
