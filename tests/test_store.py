@@ -194,3 +194,43 @@ def test_a_failed_sample_write_leaves_no_row_and_keeps_indexes(pg_engine: sa.Eng
         save_batches(pg_engine, broken())
     assert _indexes(pg_engine) == before
     assert count_rows(pg_engine, "tutors") == 0
+
+
+def test_fresh_rows_are_copied_and_a_clash_the_check_misses_falls_back_to_the_upsert(
+    pg_engine: sa.Engine,
+) -> None:
+    """Rows of days the table does not hold yet are COPYed straight in; when another writer's
+    rows appear between the check and the COPY (simulated: the check is pointed at other
+    days), the COPY's unique violation is rolled back to its savepoint and the rows upserted,
+    in the same transaction."""
+    from tests.conftest import _empty_tables
+    from tutormax_cli.metrics import frames
+    from tutormax_cli.store.save import METRIC_KEY, Fresh, metric_ids, save_metrics, upsert_changed
+
+    _empty_tables(pg_engine)
+    tables = sample(tutors=10)
+    save_tables(pg_engine, tables)
+    metrics = sort_metrics(expected_metrics(tables, T))
+    with pg_engine.begin() as conn:
+        assert save_metrics(conn, metrics) == metrics.height > 0  # copied: nothing stored yet
+    assert_frame_equal(stored_metrics(pg_engine), metrics)
+    changed = metrics.with_columns(sessions_completed=pl.col("sessions_completed") + 1)
+    df = frames.conform(changed, frames.METRICS)
+    df = df.with_columns(metric_ids(df)).select("metric_id", *frames.METRICS.names())
+    elsewhere = Fresh(
+        df["tutor_id"].to_list(),
+        "metric_date",
+        T.date() + timedelta(days=9),
+        T.date() + timedelta(days=9),
+    )
+    with pg_engine.begin() as conn:
+        sent, written = upsert_changed(
+            conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",),
+            fresh=elsewhere,
+        )  # fmt: skip
+        assert (sent, written) == (df.height, df.height)
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # the transaction lives on
+    assert_frame_equal(stored_metrics(pg_engine), changed)
+    with pg_engine.begin() as conn:  # rows there, the check sees them: the upsert, no change
+        assert save_metrics(conn, changed) == 0
+    assert count_rows(pg_engine) == metrics.height

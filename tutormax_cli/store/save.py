@@ -2,7 +2,10 @@
 
 PostgreSQL: COPY the frame into a temporary table shaped `LIKE` the target (so enum or domain
 column types of an existing TutorMax database are honoured), then one
-`INSERT … SELECT … ON CONFLICT … DO UPDATE`. SQLite: one `executemany` of
+`INSERT … SELECT … ON CONFLICT … DO UPDATE`; or, when the caller says which stored rows would
+collide (`Fresh`) and none exist, one COPY straight into the table (a backfill of days not
+stored yet: 8–13 % faster at 50,000 tutors, see the README), falling back to the upsert if a
+concurrent writer's rows make it fail. SQLite: one `executemany` of
 `INSERT … ON CONFLICT … DO UPDATE`. Rows whose values did not change are not rewritten, so a
 rerun leaves `updated_at` alone; rows that change get `updated_at = now()`.
 """
@@ -13,6 +16,8 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import polars as pl
@@ -136,13 +141,16 @@ def upsert_changed(
     touch_updated_at: bool = True,
     only_insert: bool = False,
     immutable: Sequence[str] = (),
+    fresh: Fresh | None = None,
 ) -> tuple[int, int]:
     """Insert or update every row of `df` into `table_name` in one statement; returns (rows
     sent, rows inserted or changed: those whose values equal the stored ones are not counted).
 
     `df`'s columns must be columns of the table. `only_insert` keeps existing rows untouched;
     `immutable` columns are set on insert only (e.g. a primary key other programs chose).
-    Runs inside the caller's transaction: the caller commits, then acknowledges.
+    `fresh` (PostgreSQL): when the table holds no row it names, the rows are COPYed straight
+    into the table (`_copy_fresh`). Runs inside the caller's transaction: the caller commits,
+    then acknowledges.
     """
     if df.is_empty():
         return 0, 0
@@ -161,6 +169,8 @@ def upsert_changed(
     if pg:
         raw: Any = conn.connection.dbapi_connection
         assert raw is not None
+        if fresh is not None and _copy_fresh(conn, raw, table_name, prepared, col_sql, fresh):
+            return df.height, df.height
         with raw.cursor() as cursor:
             cursor.execute(  # one round trip for both statements
                 f"CREATE TEMP TABLE IF NOT EXISTS tmx_stage_{table_name} "
@@ -192,6 +202,49 @@ def upsert_changed(
     return df.height, max(0, changed)
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """Which stored rows would collide with a frame: those of `tutors` (column `tutor_id`)
+    dated `first` … `last` (column `day_column`), through an index on (tutor_id, day_column)."""
+
+    tutors: Sequence[str]
+    day_column: str
+    first: date
+    last: date
+
+
+def _copy_fresh(
+    conn: sa.Connection, raw: Any, table_name: str, prepared: pl.DataFrame, cols: str, fresh: Fresh
+) -> bool:
+    """COPY `prepared` straight into `table_name` when it holds none of the rows `fresh` names
+    (checked in the caller's transaction); False (nothing written) when it does, or when a
+    concurrent writer committed one of them in between (the COPY, in a savepoint, fails on the
+    unique key and is rolled back): the caller then upserts."""
+    clash = conn.execute(
+        sa.text(
+            f"SELECT EXISTS (SELECT 1 FROM {_q(table_name)} WHERE tutor_id = ANY(:tutors) "
+            f"AND {_q(fresh.day_column)} BETWEEN :first AND :last)"
+        ),
+        {"tutors": list(fresh.tutors), "first": fresh.first, "last": fresh.last},
+    ).scalar_one()
+    if clash:
+        return False
+    import psycopg2.errors
+
+    buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
+    with raw.cursor() as cursor:
+        cursor.execute("SAVEPOINT tmx_fresh")
+        try:
+            cursor.copy_expert(
+                f"COPY {_q(table_name)} ({cols}) FROM STDIN WITH (FORMAT csv)", buffer
+            )
+        except psycopg2.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT tmx_fresh")
+            return False
+        cursor.execute("RELEASE SAVEPOINT tmx_fresh")
+    return True
+
+
 def metric_ids(df: pl.DataFrame) -> pl.Series:
     """Deterministic `metric_id`s from (tutor_id, window, metric_date): two workers writing the
     same key produce the same primary key, so the upsert converges."""
@@ -216,6 +269,11 @@ def save_metrics(conn: sa.Connection, metrics: pl.DataFrame) -> int:
     the rows inserted or changed (0 when a rerun finds every row as it was)."""
     df = frames.conform(metrics, frames.METRICS)
     df = df.with_columns(metric_ids(df)).select("metric_id", *frames.METRICS.names())
+    fresh = None
+    if not df.is_empty():
+        first, last = df["metric_date"].min(), df["metric_date"].max()
+        assert isinstance(first, date) and isinstance(last, date)
+        fresh = Fresh(df["tutor_id"].unique().to_list(), "metric_date", first, last)
     return upsert_changed(
-        conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",)
+        conn, "tutor_performance_metrics", df, METRIC_KEY, immutable=("metric_id",), fresh=fresh
     )[1]
