@@ -4,8 +4,9 @@ committed, on PostgreSQL two passes at once.
 A pass (a chunk of tutors, and for a backfill a block of days) is a read of partials, a
 finalize in polars and one `INSERT … ON CONFLICT` into a table with six indexes. PostgreSQL
 runs a statement on one core, and a backfill's passes are each a statement of reads and one of
-writes, one after the other: at 50,000 tutors a 7-day backfill from cumulative partials spends
-~35 s reading and a snapshot ~3 s writing, on one core of two. Passes commit independently
+writes, one after the other: at 50,000 tutors a 7-day backfill from cumulative partials spent
+~35 s reading (now ~13 s, lookups of two cumulative rows per window) and ~20 s writing, and a
+snapshot ~3 s writing, on one core of two. Passes commit independently
 anyway (an interrupted run keeps the passes it committed, and a rerun is an upsert), so on
 PostgreSQL `STATEMENTS_AT_ONCE` passes run at once, each on a connection of its own. SQLite has
 one writer: there every pass runs on the run's connection, one after the other.

@@ -1,15 +1,17 @@
 """Where a run's partials come from: one interface, three sources, chosen once per run.
 
 A recomputation needs, for a set of tutors, either per (tutor, window) partials as of an instant
-(a snapshot) or per (tutor, UTC day) partials over a range of days (a backfill, rolled by
-`metrics.rolling.roll`). Three sources deliver the same frames:
+(a snapshot) or per (tutor, window, day) partials of the end-of-day snapshots of a range of
+days (a backfill, finalized by `metrics.rolling.end_of_day_rows`). Three sources deliver the
+same frames:
 
 - `RawRows`: sessions, feedback and events loaded as rows and aggregated by polars with the
   engine's expressions (SQLite; on any database, the reference path);
 - `SqlPartials`: PostgreSQL aggregates the same partials where the rows live (`store/load.py`);
 - `CumulativePartials`: differences of the running totals `db partials enable` keeps
   (`store/cumulative.py`), plus the raw rows of partial days at the windows' edges; a
-  backfill's daily partials are differences of consecutive cumulative rows.
+  backfill of up to `PROBE_DAYS` days looks each window of each day up as the difference of
+  two cumulative rows, a longer one rolls differences of consecutive rows.
 
 `recompute` only plans, chunks, asks its source and finalizes; whatever the source, the partials
 feed the same `finalize`, so a metric has one definition. Each source counts the rows it
