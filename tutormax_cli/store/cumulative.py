@@ -337,7 +337,11 @@ def _refresh(
         )
     )
     conn.execute(sa.text("SET LOCAL jit = off"))
-    conn.execute(sa.text(_rebuild_sql()))
+    # what is left of the refreshed tutors' rows ends before their `from_day`: a base to add
+    based = conn.execute(
+        sa.text(f"SELECT EXISTS (SELECT FROM tm_refresh r JOIN {TABLE} c USING (tutor_id))")
+    ).scalar_one()
+    conn.execute(sa.text(_rebuild_sql(based=bool(based))))
     # the refreshed tutors' spans, from their rows now (a tutor left without rows is dropped)
     conn.execute(sa.text(f"DELETE FROM {SPANS} s USING tm_refresh r WHERE s.tutor_id = r.tutor_id"))
     conn.execute(
@@ -352,9 +356,11 @@ def _refresh(
     return int(taken)
 
 
-def _rebuild_sql() -> str:
+def _rebuild_sql(based: bool = True) -> str:
     """The refreshed tutors' cumulative rows from their `from_day` on: daily partials from the
-    raw rows, running sums over them, plus the last row before `from_day` as the base."""
+    raw rows, running sums over them, plus the last row before `from_day` as the base.
+    `based=False` when no refreshed tutor has a row before its `from_day` (a fill from each
+    tutor's first day): the running sums are then the rows, without the join to the bases."""
     since = "(r.from_day::timestamp AT TIME ZONE 'UTC')"
     # float partials are summed as `numeric`: running totals over years of history must not
     # lose a window's worth of precision to one large value (a window is a difference of two)
@@ -369,15 +375,11 @@ def _rebuild_sql() -> str:
     # a day's counts fit `integer`, whose running `sum` accumulates in `bigint`; summing the
     # `bigint` itself would accumulate in `numeric`, several times slower over millions of rows
     running = ", ".join(
-        f"(coalesce(b.{_q(p.name)}, 0) + sum(d.{_q(p.name)}"
-        + ("" if p.is_float else "::integer")
-        + ") OVER w)"
-        + ("::numeric" if p.is_float else "::bigint")
+        f"sum(d.{_q(p.name)}" + ("" if p.is_float else "::integer") + f") OVER w AS {_q(p.name)}"
         for p in partials.PARTIALS
     )
     names = ", ".join(_q(p) for p in NAMES)
-    return (
-        f"INSERT INTO {TABLE} (tutor_id, day, {names}) "
+    daily = (
         f"WITH sp AS (SELECT s.tutor_id, {_DAY.format(ts='s.scheduled_start')} AS day, "
         f"{session_aggs} FROM tm_refresh r JOIN sessions s ON s.tutor_id = r.tutor_id "
         f"AND s.scheduled_start >= {since} "
@@ -387,11 +389,31 @@ def _rebuild_sql() -> str:
         f"AND e.event_timestamp >= {since} GROUP BY 1, 2), "
         "daily AS (SELECT coalesce(sp.tutor_id, ep.tutor_id) AS tutor_id, "
         f"coalesce(sp.day, ep.day) AS day, {daily_columns} FROM sp FULL JOIN ep "
-        "ON sp.tutor_id = ep.tutor_id AND sp.day = ep.day), "
-        f"base AS (SELECT r.tutor_id, b.* FROM tm_refresh r LEFT JOIN LATERAL (SELECT {names} "
-        f"FROM {TABLE} c WHERE c.tutor_id = r.tutor_id ORDER BY c.day DESC LIMIT 1) b ON true) "
-        f"SELECT d.tutor_id, d.day, {running} FROM daily d JOIN base b ON b.tutor_id = d.tutor_id "
-        "WINDOW w AS (PARTITION BY d.tutor_id ORDER BY d.day)"
+        "ON sp.tutor_id = ep.tutor_id AND sp.day = ep.day) "
+    )
+    # the sort of the running sums compares bytes (`COLLATE "C"`), not the database's locale:
+    # it only groups each tutor's days, so any order of the tutors gives the same rows
+    sums = (
+        f"SELECT d.tutor_id, d.day, {running} FROM daily d "
+        'WINDOW w AS (PARTITION BY d.tutor_id COLLATE "C" ORDER BY d.day)'
+    )
+    insert = f"INSERT INTO {TABLE} (tutor_id, day, {names}) "
+    if not based:
+        return insert + daily + sums
+    # the bases are added after the window, by a hash join of one row per tutor: joining
+    # them before it made PostgreSQL sort the daily rows by tutor on disk to merge-join them
+    plus_base = ", ".join(
+        f"(coalesce(b.{_q(p.name)}, 0) + u.{_q(p.name)})"
+        + ("::numeric" if p.is_float else "::bigint")
+        for p in partials.PARTIALS
+    )
+    return (
+        insert
+        + daily
+        + f", base AS (SELECT r.tutor_id, b.* FROM tm_refresh r LEFT JOIN LATERAL (SELECT {names} "
+        f"FROM {TABLE} c WHERE c.tutor_id = r.tutor_id ORDER BY c.day DESC LIMIT 1) b ON true), "
+        f"sums AS ({sums}) "
+        f"SELECT u.tutor_id, u.day, {plus_base} FROM sums u JOIN base b ON b.tutor_id = u.tutor_id"
     )
 
 
