@@ -418,6 +418,43 @@ def test_a_resumed_fill_waits_for_an_uncommitted_write(pg: sa.Engine) -> None:
         assert_same_snapshot(pg, t)
 
 
+def test_the_queue_starts_every_tutor_on_its_first_day_with_relevant_rows(pg: sa.Engine) -> None:
+    """The queue's skip scans of the (tutor, time) indexes find what aggregating every row
+    finds: events of kinds no metric reads neither start a tutor's history nor queue it."""
+    early = datetime.combine(BASE_FIRST - timedelta(days=9), datetime.min.time(), UTC)
+    with pg.connect() as conn:
+        someone = conn.execute(sa.text("SELECT min(tutor_id) FROM sessions")).scalar_one()
+    events = [
+        ("E-x1", someone, "logout", early),  # before its history: not its first day
+        ("E-x2", "A-events-only", "login", early + timedelta(hours=30)),
+        ("E-x3", "A-events-only", "logout", early),
+        ("E-x4", "Z-logouts-only", "logout", early),
+    ]
+    with pg.begin() as conn:
+        for event_id, tutor, kind, at in events:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tutor_events (event_id, tutor_id, event_type, event_timestamp) "
+                    "VALUES (:i, :t, :k, :at)"
+                ),
+                {"i": event_id, "t": tutor, "k": kind, "at": at},
+            )
+        queued: dict[str, date] = dict(conn.execute(sa.text(cumulative._FIRST_DAYS)).all())
+        every_row: dict[str, date] = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT tutor_id, min(day) FROM (SELECT tutor_id, "
+                    "(scheduled_start AT TIME ZONE 'UTC')::date AS day FROM sessions UNION ALL "
+                    "SELECT tutor_id, (event_timestamp AT TIME ZONE 'UTC')::date FROM tutor_events "
+                    "WHERE event_type IN ('login', 'message_response')) AS h GROUP BY tutor_id"
+                )
+            ).all()
+        )
+    assert queued == every_row
+    assert queued["A-events-only"] == (early + timedelta(hours=30)).date()
+    assert queued[someone] > early.date() and "Z-logouts-only" not in queued
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 12])
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_a_chunk_is_cut_into_contiguous_ranges_that_cover_it(n: int, parts: int) -> None:

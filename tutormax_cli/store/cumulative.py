@@ -94,25 +94,33 @@ exclusively first: a refresh therefore starts only once every write it could mis
 committed yet), and writes wait for a running refresh."""
 
 
+def _first_rows(table: str, ts: str, only: str = "") -> str:
+    """A recursive CTE `{table}_first` of each tutor's earliest row of `table` (where `only`
+    holds) as (tutor_id, first): a skip scan of the (tutor_id, `ts`) index, one probe per
+    tutor, instead of reading every row."""
+    name = f"{table}_first"
+    pick = f"SELECT x.tutor_id, x.{ts} AS first FROM {table} x"
+    order = f"ORDER BY x.tutor_id, x.{ts} LIMIT 1"
+    return (
+        f"{name} AS (({pick}{f' WHERE {only}' if only else ''} {order}) "
+        f"UNION ALL SELECT n.tutor_id, n.first FROM {name} CROSS JOIN LATERAL ({pick} "
+        f"WHERE x.tutor_id > {name}.tutor_id{f' AND {only}' if only else ''} {order}) n)"
+    )
+
+
 _FIRST_DAYS = (
-    f"SELECT tutor_id, {_DAY.format(ts='min(first)')} AS day FROM ("
-    "SELECT tutor_id, min(scheduled_start) AS first FROM sessions GROUP BY 1 "
-    "UNION ALL SELECT tutor_id, min(event_timestamp) FROM tutor_events "
-    f"WHERE event_type IN {RELEVANT_EVENTS_SQL} GROUP BY 1) AS history GROUP BY tutor_id"
+    f"WITH RECURSIVE {_first_rows('sessions', 'scheduled_start')}, "
+    f"{_first_rows('tutor_events', 'event_timestamp', f'x.event_type IN {RELEVANT_EVENTS_SQL}')} "
+    f"SELECT tutor_id, {_DAY.format(ts='min(first)')} AS day FROM (SELECT * FROM sessions_first "
+    "UNION ALL SELECT * FROM tutor_events_first) AS history GROUP BY tutor_id"
 )
-"""Each tutor's first day with rows (the day of the earliest instant, so the 20M-row scan
-converts no timestamps)."""
+"""Each tutor's first day with rows (the day of the earliest instant, so no timestamp is
+converted but one per tutor). Skip scans of the two (tutor_id, time) indexes: ~50,000 index
+probes each at 50,000 tutors instead of aggregating the 20M rows (5.3 s on both cores)."""
 
 _QUEUE_EVERYONE = f"INSERT INTO {DIRTY} (tutor_id, day) {_FIRST_DAYS} ON CONFLICT DO NOTHING"
-"""Queue every tutor from its first day: a full rebuild, after a TRUNCATE (the trigger)."""
-
-_QUEUE_EVERYONE_PARALLEL = (
-    f"SET LOCAL jit = off; CREATE TEMP TABLE tm_first ON COMMIT DROP AS {_FIRST_DAYS}; "
-    f"INSERT INTO {DIRTY} (tutor_id, day) SELECT tutor_id, day FROM tm_first "
-    "ON CONFLICT DO NOTHING"
-)
-"""The same queue when enabling: PostgreSQL runs no parallel plan for an INSERT … SELECT but
-does for CREATE TABLE AS, so the scans of sessions and events use both cores."""
+"""Queue every tutor from its first day: a full rebuild, when enabling and after a TRUNCATE
+(the trigger)."""
 
 
 def _ddl(schema: str) -> list[str]:
@@ -207,7 +215,8 @@ def enable(
             schema = str(conn.execute(sa.text("SELECT current_schema()")).scalar_one())
             for statement in _ddl(schema):
                 conn.execute(sa.text(statement))
-            conn.exec_driver_sql(_QUEUE_EVERYONE_PARALLEL)
+            conn.execute(sa.text("SET LOCAL jit = off"))
+            conn.exec_driver_sql(_QUEUE_EVERYONE)
         waiting = int(
             conn.execute(sa.text(f"SELECT count(DISTINCT tutor_id) FROM {DIRTY}")).scalar_one()
         )
