@@ -467,6 +467,28 @@ def _tutors(conn: sa.Connection, lookups: dict[str, date]) -> list[str]:
     return sorted(str(r[0]) for r in rows)
 
 
+def _latest(alias: str, on_or_before: str) -> str:
+    """A `LEFT JOIN LATERAL` of tutor `t`'s latest cumulative row on or before the day
+    `on_or_before` (an SQL expression), as `alias`: one backward probe of the primary key;
+    no row (all zeros once subtracted) before the tutor's first day."""
+    names = ", ".join(f"c.{_q(p)}" for p in NAMES)
+    return (
+        f"LEFT JOIN LATERAL (SELECT {names} FROM {TABLE} c WHERE c.tutor_id = t.tutor_id "
+        f"AND c.day <= {on_or_before} ORDER BY c.day DESC LIMIT 1) {alias} ON true"
+    )
+
+
+def _differences() -> str:
+    """Each partial as the end row `e` minus the base row `b` (both from `_latest`), taken
+    in `numeric` where the float totals are exact, then as the column's type."""
+    return ", ".join(
+        f"(coalesce(e.{_q(p.name)}, 0) - coalesce(b.{_q(p.name)}, 0))"
+        + ("::float8" if p.is_float else "")
+        + f" AS {_q(p.name)}"
+        for p in partials.PARTIALS
+    )
+
+
 def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str]) -> pl.DataFrame:
     """`tutor_id`, `window`, partials of the whole days of each window: the tutor's cumulative
     row as of the day before the snapshot's minus the one as of the day before the window's
@@ -474,25 +496,13 @@ def _probe(conn: sa.Connection, lookups: dict[str, date], tutors: Sequence[str])
     totals are exact `numeric`. One index probe each, over `STATEMENTS_AT_ONCE` connections."""
     params: dict[str, Any] = {f"d_{k}": d for k, d in lookups.items()}
     windows = ", ".join(f"('{w}', CAST(:d_{w} AS date))" for w in WINDOWS)
-    names = ", ".join(f"c.{_q(p)}" for p in NAMES)
-    differences = ", ".join(
-        f"(coalesce(e.{_q(p.name)}, 0) - coalesce(b.{_q(p.name)}, 0))"
-        + ("::float8" if p.is_float else "")
-        + f" AS {_q(p.name)}"
-        for p in partials.PARTIALS
-    )
-
-    def latest(alias: str, on_or_before: str) -> str:
-        return (
-            f"LEFT JOIN LATERAL (SELECT {names} FROM {TABLE} c WHERE c.tutor_id = t.tutor_id "
-            f"AND c.day <= {on_or_before} ORDER BY c.day DESC LIMIT 1) {alias} ON true"
-        )
+    differences = _differences()
 
     sql = (
         f'SELECT t.tutor_id, w."window", {differences} FROM '
         "(SELECT DISTINCT unnest(CAST(:tutors AS text[])) AS tutor_id) t "
-        f"{latest('e', 'CAST(:d_end AS date)')} "
-        f'CROSS JOIN (VALUES {windows}) AS w("window", day) {latest("b", "w.day")}'
+        f"{_latest('e', 'CAST(:d_end AS date)')} "
+        f'CROSS JOIN (VALUES {windows}) AS w("window", day) {_latest("b", "w.day")}'
     )
     schema = _schema({"window": pl.String()})
 
@@ -663,20 +673,8 @@ def end_of_day_partials(
     if tutors is not None:
         params["tutors"] = list(tutors)
         chosen = _any_tutor("tutor_id")
-    names = ", ".join(f"c.{_q(p)}" for p in NAMES)
-    differences = ", ".join(
-        f"(coalesce(e.{_q(p.name)}, 0) - coalesce(b.{_q(p.name)}, 0))"
-        + ("::float8" if p.is_float else "")
-        + f" AS {_q(p.name)}"
-        for p in partials.PARTIALS
-    )
+    differences = _differences()
     windows = ", ".join(f"('{w}', {n})" for w, n in WINDOWS.items())
-
-    def latest(alias: str, on_or_before: str) -> str:
-        return (
-            f"LEFT JOIN LATERAL (SELECT {names} FROM {TABLE} c WHERE c.tutor_id = t.tutor_id "
-            f"AND c.day <= {on_or_before} ORDER BY c.day DESC LIMIT 1) {alias} ON true"
-        )
 
     sql = (
         f"SELECT t.tutor_id, w.\"window\", d.day - DATE '1970-01-01' AS metric_date, "
@@ -684,8 +682,8 @@ def end_of_day_partials(
         f"AND last_day >= :lo{chosen}) t "
         "CROSS JOIN LATERAL (SELECT CAST(g AS date) AS day FROM generate_series("
         "CAST(:first AS date), CAST(:last AS date), interval '1 day') AS g) d "
-        f"{latest('e', 'd.day')} "
-        f'CROSS JOIN (VALUES {windows}) AS w("window", n) {latest("b", "d.day - w.n")}'
+        f"{_latest('e', 'd.day')} "
+        f'CROSS JOIN (VALUES {windows}) AS w("window", n) {_latest("b", "d.day - w.n")}'
     )
     schema = _schema({"window": pl.String(), "metric_date": pl.Int32()})
     windowed = _copy_frame(conn, sql, params, schema)
