@@ -169,7 +169,8 @@ def upsert_changed(
     if pg:
         raw: Any = conn.connection.dbapi_connection
         assert raw is not None
-        if fresh is not None and _copy_fresh(conn, raw, table_name, prepared, col_sql, fresh):
+        csv = prepared.write_csv(include_header=False).encode()  # once, for either COPY
+        if fresh is not None and _copy_fresh(conn, raw, table_name, csv, col_sql, fresh):
             return df.height, df.height
         with raw.cursor() as cursor:
             cursor.execute(  # one round trip for both statements
@@ -177,7 +178,7 @@ def upsert_changed(
                 f"(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS; "
                 f"TRUNCATE tmx_stage_{table_name}"
             )
-            buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
+            buffer = io.BytesIO(csv)
             cursor.copy_expert(
                 f"COPY tmx_stage_{table_name} ({col_sql}) FROM STDIN WITH (FORMAT csv)", buffer
             )
@@ -214,12 +215,13 @@ class Fresh:
 
 
 def _copy_fresh(
-    conn: sa.Connection, raw: Any, table_name: str, prepared: pl.DataFrame, cols: str, fresh: Fresh
+    conn: sa.Connection, raw: Any, table_name: str, csv: bytes, cols: str, fresh: Fresh
 ) -> bool:
-    """COPY `prepared` straight into `table_name` when it holds none of the rows `fresh` names
-    (checked in the caller's transaction); False (nothing written) when it does, or when a
-    concurrent writer committed one of them in between (the COPY, in a savepoint, fails on the
-    unique key and is rolled back): the caller then upserts."""
+    """COPY the rows (`csv`, as the staging COPY takes them) straight into `table_name` when
+    it holds none of the rows `fresh` names (checked in the caller's transaction); False
+    (nothing written) when it does, or when a concurrent writer committed one of them in
+    between (the COPY, in a savepoint, fails on the unique key and is rolled back): the caller
+    then upserts, from the same `csv`."""
     clash = conn.execute(
         sa.text(
             f"SELECT EXISTS (SELECT 1 FROM {_q(table_name)} WHERE tutor_id = ANY(:tutors) "
@@ -231,7 +233,7 @@ def _copy_fresh(
         return False
     import psycopg2.errors
 
-    buffer = io.BytesIO(prepared.write_csv(include_header=False).encode())
+    buffer = io.BytesIO(csv)
     with raw.cursor() as cursor:
         cursor.execute("SAVEPOINT tmx_fresh")
         try:
