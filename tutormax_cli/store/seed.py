@@ -16,6 +16,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from tutormax_cli.contract import INPUT_KEYS
+from tutormax_cli.store.copy_binary import ColumnTypes, column_types, encode
 from tutormax_cli.store.db import is_postgres
 from tutormax_cli.store.save import _prepare, pg_array_literal, upsert_changed
 from tutormax_cli.store.schema import metadata
@@ -46,24 +47,28 @@ def save_batches(
     transaction: one sort per index instead of millions of B-tree inserts.
     Any other table is upserted, so a rerun with the same seed changes nothing.
 
-    The batches are taken (generated) and COPY's data encoded in this thread while a second one
-    writes the previous batch (`_Writer`): the command and its PostgreSQL backend then work at
-    the same time, on two cores. Each table's rows still go in order, one COPY at a time; a
-    Ctrl-C while generating stops at once (the batch being written finishes, then the
-    transaction rolls back).
+    COPY's data is PostgreSQL's binary format where `store.copy_binary` encodes every column
+    (the sample's tables: the backend then copies values instead of parsing text), CSV
+    otherwise. The batches are taken (generated) and COPY's data encoded in this thread
+    while a second one writes the previous batch (`_Writer`): the command and its PostgreSQL
+    backend then work at the same time, on two cores. Each table's rows still go in order,
+    one COPY at a time; a Ctrl-C while generating stops at once (the batch being written
+    finishes, then the transaction rolls back).
     """
     written: dict[str, int] = {}
     with engine.begin() as conn:
         pg = is_postgres(conn)
-        copying = {name for name in TABLE_KEYS if pg and _is_empty(conn, name)}
-        with _Writer(conn, copying, written, changed) as writer:
+        types = {n: column_types(conn, n) for n in TABLE_KEYS if pg and _is_empty(conn, n)}
+        with _Writer(conn, set(types), written, changed) as writer:
             for name, df in batches:
-                writer.put((name, df, _copy_data(name, df) if name in copying else None))
+                writer.put((name, df, _copy_data(name, df, types[name]) if name in types else None))
         _rebuild(conn, writer.rebuild)
     return written
 
 
-_Item = tuple[str, pl.DataFrame, bytes | None]
+_Payload = tuple[str, bytes]
+"""COPY data and its format: `("binary", …)` or `("csv", …)`."""
+_Item = tuple[str, pl.DataFrame, _Payload | None]
 
 
 class _Writer:
@@ -123,7 +128,7 @@ class _Writer:
         except BaseException as error:  # raised in the caller's thread by `put` or `__exit__`
             self._error = error
 
-    def _write(self, name: str, df: pl.DataFrame, payload: bytes | None) -> None:
+    def _write(self, name: str, df: pl.DataFrame, payload: _Payload | None) -> None:
         conn = self.conn
         if name not in self.written:
             _rebuild(conn, self.rebuild)
@@ -190,16 +195,21 @@ def _is_empty(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None
 
 
-def _copy_data(name: str, df: pl.DataFrame) -> bytes:
-    """`df` as COPY's CSV input for PostgreSQL table `name`."""
+def _copy_data(name: str, df: pl.DataFrame, types: ColumnTypes) -> _Payload:
+    """`df` as COPY's input for PostgreSQL table `name` (column types `types`): binary when
+    every column encodes, CSV otherwise."""
+    binary = encode(df, types) if df.height else None
+    if binary is not None:
+        return "binary", binary
     buffer = io.BytesIO()
     _prepare(df, metadata.tables[name], pg=True).write_csv(buffer, include_header=False)
-    return buffer.getvalue()
+    return "csv", buffer.getvalue()
 
 
-def _copy(conn: sa.Connection, name: str, columns: list[str], data: bytes) -> int:
+def _copy(conn: sa.Connection, name: str, columns: list[str], payload: _Payload) -> int:
     """COPY encoded rows into PostgreSQL table `name` as they are (no conflict handling);
     returns the rows copied."""
+    form, data = payload
     if not data:
         return 0
     raw: Any = conn.connection.dbapi_connection
@@ -207,7 +217,7 @@ def _copy(conn: sa.Connection, name: str, columns: list[str], data: bytes) -> in
     names = ", ".join(_quote(c) for c in columns)
     with raw.cursor() as cursor:
         cursor.copy_expert(
-            f"COPY {_quote(name)} ({names}) FROM STDIN WITH (FORMAT csv)",
+            f"COPY {_quote(name)} ({names}) FROM STDIN WITH (FORMAT {form})",
             io.BytesIO(data),
             size=1 << 20,
         )
