@@ -218,7 +218,7 @@ def _step_by_step(engine: sa.Engine) -> None:
 
     from tutormax_cli.store.migrate import _alembic_config
 
-    for revision in ("0001", "0002", "0003", "0004"):
+    for revision in ("0001", "0002", "0003", "0004", "0005"):
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), revision)  # type: ignore[arg-type]
 

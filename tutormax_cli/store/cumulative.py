@@ -29,8 +29,10 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from tutormax_cli import interruptible
+from tutormax_cli.contract import ID
 from tutormax_cli.metrics import partials
 from tutormax_cli.metrics.partials import NAMES, RELEVANT_EVENTS_SQL, event_rows_sql
 from tutormax_cli.metrics.rolling import input_range
@@ -42,6 +44,9 @@ TABLE = "tutormax_cumulative_partials"
 DIRTY = "tutormax_partials_dirty"
 SPANS = "tutormax_cumulative_tutors"
 """Each tutor's first and last day in TABLE: which tutors a snapshot has to look up."""
+ID_SQL = ID.compile(dialect=PGDialect())  # type: ignore[no-untyped-call]  # (untyped in SA)
+"""The contract's ID type as these tables' DDL spells it, its collation included: a key under
+another collation than the column it is joined on cannot serve that join."""
 PARALLEL_FROM = 1_000
 """Fewer tutors than this are looked up on the caller's connection alone."""
 LOCK = "tutormax:cumulative-partials"
@@ -132,11 +137,11 @@ def _ddl(schema: str) -> list[str]:
         f"{_q(p.name)} {'numeric' if p.is_float else 'bigint'} NOT NULL" for p in partials.PARTIALS
     )
     out = [
-        f"CREATE TABLE {TABLE} (tutor_id varchar(50) NOT NULL, day date NOT NULL, {columns}, "
+        f"CREATE TABLE {TABLE} (tutor_id {ID_SQL} NOT NULL, day date NOT NULL, {columns}, "
         "PRIMARY KEY (tutor_id, day))",
-        f"CREATE TABLE {DIRTY} (tutor_id varchar(50) NOT NULL, day date NOT NULL, "
+        f"CREATE TABLE {DIRTY} (tutor_id {ID_SQL} NOT NULL, day date NOT NULL, "
         "PRIMARY KEY (tutor_id, day))",
-        f"CREATE TABLE {SPANS} (tutor_id varchar(50) PRIMARY KEY, first_day date NOT NULL, "
+        f"CREATE TABLE {SPANS} (tutor_id {ID_SQL} PRIMARY KEY, first_day date NOT NULL, "
         "last_day date NOT NULL)",
     ]
     for kind, select in _PAIRS.items():
@@ -333,7 +338,7 @@ def _refresh(
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": LOCK})
     conn.execute(
         sa.text(
-            "CREATE TEMP TABLE IF NOT EXISTS tm_refresh (tutor_id varchar(50) PRIMARY KEY, "
+            f"CREATE TEMP TABLE IF NOT EXISTS tm_refresh (tutor_id {ID_SQL} PRIMARY KEY, "
             "from_day date NOT NULL) ON COMMIT DELETE ROWS"
         )
     )

@@ -8,7 +8,7 @@ VERSION_TABLE = "tutormax_alembic_version"
 """Alembic's version table, named for tutormax so it never collides with the pipeline's own
 (here, not in `store.schema`, so that checking the revision does not build the tables)."""
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 """The Alembic head this code needs; a test keeps it equal to the newest migration."""
 
 
