@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import T
 from tutormax_cli.sample import SampleSpec, generate
+from tutormax_cli.store import copy_binary
 from tutormax_cli.store.copy_binary import HEADER, TRAILER, column_types, encode
 from tutormax_cli.store.save import _prepare
 from tutormax_cli.store.schema import metadata
@@ -130,17 +131,15 @@ def test_edge_values_arrive_as_csv_copies_them(conn: sa.Connection) -> None:
     assert got[3] == (None,) * 6 + ("NULL", "text é", "null", ["é"], ["", "NULL", "x y"])
 
 
-def test_null_array_elements_are_kept(conn: sa.Connection) -> None:
-    """Binary keeps a NULL element of a list; (the CSV literal of `pg_array_literal` drops it,
-    which the validator never lets reach it: lists hold strings)."""
-    df = pl.DataFrame({"n": [["a", None, "b"], [None]]}, schema={"n": pl.List(pl.String)})
-    data = encode(df, column_types(conn, "bin_t"))
-    assert data is not None
-    _copy(conn, "bin_t", ["n"], data, "binary")
-    assert conn.execute(sa.text("SELECT n FROM bin_t")).scalars().all() == [
-        ["a", None, "b"],
-        [None],
-    ]
+def test_chunks_join_into_the_same_bytes(
+    conn: sa.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    types = column_types(conn, "bin_t")
+    whole = encode(EDGES, types)
+    monkeypatch.setattr(copy_binary, "CHUNK_ROWS", 3)
+    assert encode(EDGES, types) == whole
+    monkeypatch.setattr(copy_binary, "CHUNK_ROWS", 1)
+    assert encode(EDGES, types) == whole
 
 
 def test_an_empty_frame_is_header_and_trailer(conn: sa.Connection) -> None:
@@ -158,6 +157,10 @@ def test_an_empty_frame_is_header_and_trailer(conn: sa.Connection) -> None:
         ("l", [{"x": 1}], pl.Struct({"x": pl.Int64})),
         ("n", [[1]], pl.List(pl.Int64)),
         ("f", [1], pl.Int64),
+        ("e", [1e300], pl.Float64),  # wider than float4: CSV lets PostgreSQL refuse it
+        ("d", [0.1], pl.Float32),  # CSV stores 0.1, a widened float32 0.10000000149011612
+        ("n", [["a", None, "b"]], pl.List(pl.String)),  # the CSV literal drops NULL elements
+        ("o", [[None]], pl.List(pl.Null)),
     ],
 )
 def test_pairs_it_does_not_encode_are_refused(
@@ -188,6 +191,7 @@ def _frames(draw: st.DrawFn) -> pl.DataFrame:
             "b": col(st.integers(-(2**31), 2**31 - 1)),
             "c": col(st.integers(-(2**63), 2**63 - 1)),
             "d": col(st.floats(allow_nan=False)),
+            "e": col(st.floats(allow_nan=False, width=32)),
             "f": col(st.booleans()),
             "g": col(_stamp.map(lambda v: v.replace(tzinfo=UTC))),
             "h": col(_stamp),
@@ -195,12 +199,14 @@ def _frames(draw: st.DrawFn) -> pl.DataFrame:
             "j": col(_text),
             "l": col(st.one_of(st.integers(), _text).map(lambda v: json.dumps({"v": v}))),
             "n": col(st.lists(_text, max_size=4)),
+            "o": col(st.lists(_text, max_size=3)),
         },
         schema={
             "a": pl.Int16,
             "b": pl.Int32,
             "c": pl.Int64,
             "d": pl.Float64,
+            "e": pl.Float32,
             "f": pl.Boolean,
             "g": pl.Datetime("us", "UTC"),
             "h": pl.Datetime("us"),
@@ -208,6 +214,7 @@ def _frames(draw: st.DrawFn) -> pl.DataFrame:
             "j": pl.String,
             "l": pl.String,
             "n": pl.List(pl.String),
+            "o": pl.List(pl.String),
         },
     )
 

@@ -42,7 +42,6 @@ PG_EPOCH_DAYS = 10_957
 """2000-01-01 in days since 1970: PostgreSQL's dates count from it."""
 
 _INTEGERS = {"int2": (">i2", 2**15), "int4": (">i4", 2**31), "int8": (">i8", 2**63)}
-_FLOATS = {"float4": ">f4", "float8": ">f8"}
 _TEXTS = {"text", "varchar", "bpchar"}
 _ARRAY_ELEMENTS = {
     "_text": ("text", 25),
@@ -80,10 +79,27 @@ class _Column:
     blob: NDArray[np.uint8] | None = None
 
 
+CHUNK_ROWS = 65_536
+"""Rows encoded at once: the scatter's index arrays take ~24 bytes per byte of text, so a
+whole table at once would need gigabytes; chunks keep it to tens of megabytes."""
+
+
 def encode(df: pl.DataFrame, types: ColumnTypes) -> bytes | None:
     """`df` as binary COPY data for a table whose column types are `types` (header, rows and
     trailer), or None when a column's polars type and database type are not a pair this
     module encodes (the caller then sends CSV)."""
+    parts = [HEADER]
+    for start in range(0, max(df.height, 1), CHUNK_ROWS):  # an empty frame's columns checked too
+        rows = _rows(df.slice(start, CHUNK_ROWS), types)
+        if rows is None:
+            return None
+        parts.append(rows)
+    parts.append(TRAILER)
+    return b"".join(parts)
+
+
+def _rows(df: pl.DataFrame, types: ColumnTypes) -> bytes | None:
+    """The rows of `df` (no header or trailer), or None when a column is not encoded."""
     import numpy as np
 
     columns: list[_Column] = []
@@ -97,10 +113,8 @@ def encode(df: pl.DataFrame, types: ColumnTypes) -> bytes | None:
     row_sizes = np.full(rows, 2, dtype=np.int64)
     for size in sizes:
         row_sizes += size
-    starts = _starts(row_sizes) + len(HEADER)
-    out = np.empty(len(HEADER) + int(row_sizes.sum()) + len(TRAILER), dtype=np.uint8)
-    out[: len(HEADER)] = np.frombuffer(HEADER, dtype=np.uint8)
-    out[len(out) - len(TRAILER) :] = np.frombuffer(TRAILER, dtype=np.uint8)
+    starts = _starts(row_sizes)
+    out = np.empty(int(row_sizes.sum()), dtype=np.uint8)
     count = np.full(rows, len(columns), dtype=">i2").view(np.uint8).reshape(rows, 2)
     _place(out, starts, count)
     at = starts + 2
@@ -131,8 +145,10 @@ def _column(series: pl.Series, typ: str) -> _Column | None:
         if low is not None and not (-bound <= int(low) and int(high) < bound):  # type: ignore[arg-type]
             return None  # out of range: CSV lets PostgreSQL name the value
         return _number(series, code)
-    if typ in _FLOATS and (dtype.is_float() or dtype.is_integer()):
-        return _number(series.cast(pl.Float64), _FLOATS[typ])
+    if typ == "float8" and (dtype == pl.Float64 or dtype.is_integer()):
+        return _number(series.cast(pl.Float64), ">f8")
+    if typ == "float4" and dtype == pl.Float32:  # a wider value: CSV lets PostgreSQL refuse it
+        return _number(series, ">f4")
     if typ in ("timestamptz", "timestamp") and isinstance(dtype, pl.Datetime):
         micros = series.dt.cast_time_unit("us").to_physical() - PG_EPOCH_US
         return _number(micros, ">i8")  # naive values are UTC, as `store.save._prepare` writes them
@@ -146,7 +162,8 @@ def _column(series: pl.Series, typ: str) -> _Column | None:
         typ in _ARRAY_ELEMENTS
         and isinstance(dtype, pl.List)
         and dtype.inner in (pl.String, pl.Null)
-    ):
+        and not series.list.eval(pl.element().is_null().any()).explode().any()
+    ):  # a NULL element: the CSV literal drops it, and both paths must store the same
         return _array(series, _ARRAY_ELEMENTS[typ][1])
     return None
 
@@ -174,29 +191,27 @@ def _strings(series: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
     import numpy as np
 
     lengths = series.str.len_bytes().fill_null(-1).to_numpy().astype(np.int64)
-    joined = series.drop_nulls().str.join("").item() if len(series) else ""
-    return lengths, np.frombuffer(joined.encode(), dtype=np.uint8)
+    joined = series.drop_nulls().str.join("").cast(pl.Binary).item() if len(series) else b""
+    return lengths, np.frombuffer(joined, dtype=np.uint8)
 
 
 def _array(series: pl.Series, element_oid: int) -> _Column:
-    """One-dimensional arrays of text (`array_send`): ndim, has-NULL flag and element OID,
-    then, for a non-empty array, its length and lower bound (1), then each element as a
-    length and its bytes (-1 for a NULL element)."""
+    """One-dimensional arrays of text without NULL elements (`array_send`): ndim, has-NULL flag
+    (0) and element OID, then, for a non-empty array, its length and lower bound (1), then
+    each element as a length and its bytes."""
     import numpy as np
 
     rows = len(series)
     sizes = series.list.len().fill_null(-1).to_numpy().astype(np.int64)
     present = sizes >= 0
-    elements = series.filter(series.list.len() > 0).explode()
+    elements = series.filter(series.list.len() > 0).explode().cast(pl.String)
     element_lengths, element_blob = _strings(elements)
-    element_sizes = 4 + np.maximum(element_lengths, 0)
+    element_sizes = 4 + element_lengths
     # the elements are in row order: row r's `counts[r]` follow those of the rows before it
     counts = np.maximum(sizes, 0)
     nonempty = counts > 0
     owner = np.repeat(np.arange(rows), counts)  # the row of each element
     body = np.bincount(owner, weights=element_sizes, minlength=rows).astype(np.int64)
-    nulls = np.bincount(owner, weights=element_lengths < 0, minlength=rows)
-    has_null = nulls > 0
     head = np.where(nonempty, 20, 12)
     lengths = np.where(present, head + body, -1).astype(np.int64)
     value_sizes = np.maximum(lengths, 0)
@@ -204,7 +219,6 @@ def _array(series: pl.Series, element_oid: int) -> _Column:
     out = np.empty(int(value_sizes.sum()), dtype=np.uint8)
     header = np.zeros((rows, 5), dtype=">i4")
     header[:, 0] = nonempty
-    header[:, 1] = has_null
     header[:, 2] = element_oid
     header[:, 3] = counts
     header[:, 4] = 1
@@ -215,8 +229,7 @@ def _array(series: pl.Series, element_oid: int) -> _Column:
         within = _starts(element_sizes) - np.repeat(_starts(body), counts)
         at = value_starts[owner] + 20 + within
         _place(out, at, element_lengths.astype(">i4").view(np.uint8).reshape(-1, 4))
-        valid = element_lengths >= 0
-        _scatter(out, at[valid] + 4, element_blob, element_lengths[valid])
+        _scatter(out, at + 4, element_blob, element_lengths)
     return _Column(lengths, blob=out)
 
 

@@ -12,8 +12,11 @@ the indexes is most of `sample generate`'s server time at 50,000 tutors. It also
 IDs are opaque keys: nothing sorts them for a reader.
 
 Altering a column's collation rebuilds the indexes that contain it (the table itself is not
-rewritten: the type stays `varchar(50)`). The cumulative partials tables (`db partials
-enable`), when present, follow, so their keys keep matching the columns they are joined on.
+rewritten: each column keeps its type) and drops the column's planner statistics, so each
+altered table is analyzed again. The cumulative partials tables (`db partials enable`), when
+present, follow, so their keys keep matching the columns they are joined on. A view or rule
+another program defined on one of these columns makes the ALTER fail (PostgreSQL refuses to
+change a column a view uses); the migration's transaction then rolls back as a whole.
 """
 
 from __future__ import annotations
@@ -43,13 +46,24 @@ def _alter(collation: str) -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return  # SQLite compares text as bytes already
-    for table, columns in ID_COLUMNS.items():
-        if bind.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+    for table, names in ID_COLUMNS.items():
+        # each column keeps its type (a database the pipeline created may hold `text` IDs);
+        # a type without collations (`uuid`) is left as it is
+        columns = bind.execute(
+            sa.text(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(:t) AND attname = ANY(:c) AND attcollation <> 0 "
+                "AND NOT attisdropped ORDER BY attnum"
+            ),
+            {"t": f'"{table}"', "c": list(names)},
+        ).all()
+        if not columns:
             continue  # the partials tables exist only once enabled
         clauses = ", ".join(
-            f'ALTER COLUMN "{c}" TYPE varchar(50) COLLATE {collation}' for c in columns
+            f'ALTER COLUMN "{c}" TYPE {typ} COLLATE {collation}' for c, typ in columns
         )
         op.execute(f'ALTER TABLE "{table}" {clauses}')
+        op.execute(f'ANALYZE "{table}"')  # a column's type change drops its statistics
 
 
 def upgrade() -> None:
