@@ -5,7 +5,6 @@ frames and the sample generator's tables; pairs it does not encode are refused, 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from tutormax_cli.sample import SampleSpec, generate
 from tutormax_cli.store import copy_binary
 from tutormax_cli.store.copy_binary import HEADER, TRAILER, column_types, encode
 from tutormax_cli.store.save import _prepare
-from tutormax_cli.store.schema import metadata
+from tutormax_cli.store.seed import _copy, _copy_data
 
 pytestmark = pytest.mark.postgres
 
@@ -41,15 +40,6 @@ def conn(pg_engine: sa.Engine) -> Iterator[sa.Connection]:
         connection.rollback()
 
 
-def _copy(conn: sa.Connection, table: str, columns: list[str], data: bytes, form: str) -> None:
-    raw: Any = conn.connection.dbapi_connection
-    names = ", ".join(f'"{c}"' for c in columns)
-    with raw.cursor() as cursor:
-        cursor.copy_expert(
-            f"COPY {table} ({names}) FROM STDIN WITH (FORMAT {form})", io.BytesIO(data)
-        )
-
-
 def _csv(df: pl.DataFrame, table: sa.Table) -> bytes:
     """The CSV the COPY paths send without this module: `store.save._prepare` of the frame."""
     return _prepare(df, table, pg=True).write_csv(include_header=False).encode()
@@ -60,8 +50,8 @@ def _both(conn: sa.Connection, df: pl.DataFrame) -> None:
     data = encode(df, column_types(conn, "bin_t"))
     assert data is not None
     conn.execute(sa.text("TRUNCATE bin_t, csv_t"))
-    _copy(conn, "bin_t", df.columns, data, "binary")
-    _copy(conn, "csv_t", df.columns, _csv(df, sa.Table("csv_t", sa.MetaData())), "csv")
+    _copy(conn, "bin_t", df.columns, ("binary", data))
+    _copy(conn, "csv_t", df.columns, ("csv", _csv(df, sa.Table("csv_t", sa.MetaData()))))
 
 
 def _differences(conn: sa.Connection, a: str, b: str, columns: str = "*") -> int:
@@ -236,10 +226,12 @@ def test_the_sample_tables_encode_and_arrive_as_csv_copies_them(pg_engine: sa.En
         for name, df in tables.items():
             conn.execute(sa.text(f'CREATE TEMP TABLE "bin_{name}" (LIKE "{name}")'))
             conn.execute(sa.text(f'CREATE TEMP TABLE "csv_{name}" (LIKE "{name}")'))
-            data = encode(df, column_types(conn, name))
-            assert data is not None, name
-            _copy(conn, f'"bin_{name}"', df.columns, data, "binary")
-            _copy(conn, f'"csv_{name}"', df.columns, _csv(df, metadata.tables[name]), "csv")
+            binary = _copy_data(name, df, column_types(conn, name))
+            assert binary[0] == "binary", name
+            _copy(conn, f"bin_{name}", df.columns, binary)
+            csv = _copy_data(name, df, {})  # no column types: the CSV `sample generate` sent
+            assert csv[0] == "csv", name
+            _copy(conn, f"csv_{name}", df.columns, csv)
             columns = ", ".join(f'"{c}"' for c in df.columns)
             assert _differences(conn, f'"bin_{name}"', f'"csv_{name}"', columns) == 0, name
             count = f'SELECT count(*) FROM "bin_{name}"'

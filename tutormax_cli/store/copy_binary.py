@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import sqlalchemy as sa
 
+from tutormax_cli.store.save import quoted
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -42,13 +44,10 @@ PG_EPOCH_DAYS = 10_957
 """2000-01-01 in days since 1970: PostgreSQL's dates count from it."""
 
 _INTEGERS = {"int2": (">i2", 2**15), "int4": (">i4", 2**31), "int8": (">i8", 2**63)}
-_TEXTS = {"text", "varchar", "bpchar"}
-_ARRAY_ELEMENTS = {
-    "_text": ("text", 25),
-    "_varchar": ("varchar", 1043),
-    "_bpchar": ("bpchar", 1042),
-}
-"""Array column type → its element type and that type's OID (pg_type, fixed since 7.x)."""
+_TEXTS = {"text", "varchar", "bpchar", "json"}
+"""Column types whose binary form is the value's UTF-8 text (jsonb adds a version byte)."""
+_ARRAY_ELEMENT_OIDS = {"_text": 25, "_varchar": 1043, "_bpchar": 1042}
+"""Array column type → its element type's OID (pg_type, fixed since 7.x)."""
 
 ColumnTypes = dict[str, str]
 """Column name → its type's `pg_type.typname` (`int4`, `timestamptz`, `_varchar`, …)."""
@@ -63,7 +62,7 @@ def column_types(conn: sa.Connection, table: str) -> ColumnTypes:
             "JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
         ),
-        {"t": '"' + table.replace('"', '""') + '"'},
+        {"t": quoted(table)},
     ).all()
     return {str(name): str(typ) for name, typ in rows}
 
@@ -154,17 +153,17 @@ def _column(series: pl.Series, typ: str) -> _Column | None:
         return _number(micros, ">i8")  # naive values are UTC, as `store.save._prepare` writes them
     if typ == "date" and dtype == pl.Date:
         return _number(series.to_physical().cast(pl.Int32) - PG_EPOCH_DAYS, ">i4")
-    if dtype == pl.String and (typ in _TEXTS or typ == "json"):
+    if dtype == pl.String and typ in _TEXTS:
         return _text(series)
     if dtype == pl.String and typ == "jsonb":
         return _text(series, version=True)
     if (
-        typ in _ARRAY_ELEMENTS
+        typ in _ARRAY_ELEMENT_OIDS
         and isinstance(dtype, pl.List)
         and dtype.inner in (pl.String, pl.Null)
         and not series.list.eval(pl.element().is_null().any()).explode().any()
     ):  # a NULL element: the CSV literal drops it, and both paths must store the same
-        return _array(series, _ARRAY_ELEMENTS[typ][1])
+        return _array(series, _ARRAY_ELEMENT_OIDS[typ])
     return None
 
 

@@ -414,11 +414,10 @@ def _rebuild_sql(based: bool = True) -> str:
         f"coalesce(sp.day, ep.day) AS day, {daily_columns} FROM sp FULL JOIN ep "
         "ON sp.tutor_id = ep.tutor_id AND sp.day = ep.day) "
     )
-    # the sort of the running sums compares bytes (`COLLATE "C"`), not the database's locale:
-    # it only groups each tutor's days, so any order of the tutors gives the same rows
+    # the sort of the running sums compares bytes: the ID columns are `COLLATE "C"` (0005)
     sums = (
         f"SELECT d.tutor_id, d.day, {running} FROM daily d "
-        'WINDOW w AS (PARTITION BY d.tutor_id COLLATE "C" ORDER BY d.day)'
+        "WINDOW w AS (PARTITION BY d.tutor_id ORDER BY d.day)"
     )
     insert = f"INSERT INTO {TABLE} (tutor_id, day, {names}) "
     if not based:
