@@ -19,6 +19,12 @@ Peak RSS is the child's `ru_maxrss` from `wait4`.
 the code (e.g. `git worktree add --detach ../before <commit>`), by `PYTHONPATH`, in the same
 rounds: before/after figures under the same load, and their rows compared by MD5.
 
+`backfill --floor` also times, in the same rounds, what writing the rows costs this server on
+its own: the as-of run's and the backfill's rows COPYed (binary, one statement per connection)
+into an empty copy of `tutor_performance_metrics` with all its indexes, on one and on two
+connections at once. Every line gets the machine's busy CPU seconds over the run (both cores,
+from /proc/stat), which says whether a contestant was bound by CPU or by waiting.
+
 Scenarios: 5,000 tutors (`tutormax sample generate --tutors 5000 --days 120 --seed 5 --end
 2026-09-01T00:00:00Z`) and 50,000 tutors (`--tutors 50000`, same other options), each followed
 by `VACUUM ANALYZE`, then `--as-of 2026-09-01T00:00:00Z`.
@@ -237,6 +243,63 @@ def bench_design(args: argparse.Namespace) -> None:
     engine.dispose()
 
 
+def machine_busy() -> float:
+    """CPU seconds both cores have spent busy so far (/proc/stat): the difference over a run
+    says whether the machine was saturated (busy ~ 2 x wall on this 2-core machine)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+FLOOR_TABLE = "bench_write_floor"
+
+
+def write_floor(url: str, connections: int) -> float:
+    """The write's floor: the rows now in `tutor_performance_metrics`, COPYed (one statement
+    per connection, `connections` at once, split by tutor) into an empty copy of the table
+    with all its indexes — what any writer of these rows pays in this server, before reading,
+    computing or comparing anything. Seconds, from the first COPY's start to the last's end."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg2
+
+    dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT tutor_id FROM tutor_performance_metrics GROUP BY 1 ORDER BY 1")
+        tutors = [r[0] for r in cur.fetchall()]
+        bounds = [tutors[i * len(tutors) // connections] for i in range(1, connections)]
+        ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
+        parts = []
+        for lo, hi in ranges:
+            where = " AND ".join(
+                c for c in (lo and "tutor_id >= %(lo)s", hi and "tutor_id < %(hi)s") if c
+            )
+            query = cur.mogrify(
+                "SELECT * FROM tutor_performance_metrics" + (f" WHERE {where}" if where else ""),
+                {"lo": lo, "hi": hi},
+            ).decode()
+            buffer = io.BytesIO()
+            cur.copy_expert(f"COPY ({query}) TO STDOUT (FORMAT binary)", buffer)
+            parts.append(buffer.getvalue())
+        cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        cur.execute(f"CREATE TABLE {FLOOR_TABLE} (LIKE tutor_performance_metrics INCLUDING ALL)")
+        conn.commit()
+
+    def copy_in(data: bytes) -> None:
+        with psycopg2.connect(dsn) as other, other.cursor() as c:
+            c.copy_expert(f"COPY {FLOOR_TABLE} FROM STDIN (FORMAT binary)", io.BytesIO(data))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(copy_in, parts))
+    seconds = time.perf_counter() - started
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE {FLOOR_TABLE}")
+    return seconds
+
+
 def bench_backfill(args: argparse.Namespace) -> None:
     url, t = args.db_url, args.as_of
     last = (datetime.fromisoformat(t.replace("Z", "+00:00")) - timedelta(microseconds=1)).date()
@@ -249,37 +312,62 @@ def bench_backfill(args: argparse.Namespace) -> None:
     if args.before:
         trees[" (before)"] = before_env(args.before)
     times: dict[str, list[float]] = {}
+    busy: dict[str, list[float]] = {}
     peaks: dict[str, int] = {}
     counts: dict[str, set[tuple[int, str]]] = {}
 
     def timed_run(name: str, cmd: list[str], env: dict[str, str] | None) -> None:
+        before = machine_busy()
         s, p, _ = run_process(cmd, env)
+        busy.setdefault(name, []).append(machine_busy() - before)
         times.setdefault(name, []).append(s)
         peaks[name] = max(p, peaks.get(name, 0))
+
+    def timed_floor(name: str, connections: int) -> None:
+        before = machine_busy()
+        times.setdefault(name, []).append(write_floor(url, connections))
+        busy.setdefault(name, []).append(machine_busy() - before)
 
     for _ in range(args.repeat):
         for suffix, env in trees.items():
             clear(url)
             timed_run(f"as-of{suffix}", asof, env)
             counts.setdefault(f"as-of{suffix}", set()).add(fingerprint(url))
+            if args.floor and not suffix:
+                timed_floor("floor: COPY of the as-of's rows, 2 connections", 2)
             clear(url)
             timed_run(f"backfill{suffix}", backfill, env)
             counts.setdefault(f"backfill{suffix}", set()).add(fingerprint(url))
+            if args.floor and not suffix:
+                timed_floor("floor: COPY of the backfill's rows, 1 connection", 1)
+                timed_floor("floor: COPY of the backfill's rows, 2 connections", 2)
             timed_run(f"backfill rerun{suffix}", backfill, env)  # rows exist: an upsert
             counts.setdefault(f"backfill rerun{suffix}", set()).add(fingerprint(url))
         print(", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
-    print(
-        f"\n| {args.days}-day backfill {first} … {last} | median s | peak RSS MB |\n|---|---|---|"
-    )
+    _backfill_summary(f"{args.days}-day backfill {first} … {last}", trees, times, busy, peaks)
+    for name, prints in counts.items():
+        print(f"  {name}: " + "; ".join(f"{n} rows, md5 {d}" for n, d in sorted(prints)))
+
+
+def _backfill_summary(
+    title: str,
+    trees: dict[str, dict[str, str] | None],
+    times: dict[str, list[float]],
+    busy: dict[str, list[float]],
+    peaks: dict[str, int],
+) -> None:
+    print(f"\n| {title} | median s | machine CPU s (both cores) | peak RSS MB |\n|---|---|---|---|")
     for name, v in times.items():
-        print(f"| {name} | {_median(v)} | {peaks.get(name, '')} |")
+        print(f"| {name} | {_median(v)} | {_median(busy[name])} | {peaks.get(name, '')} |")
     for suffix in trees:
         ratio = statistics.median(times[f"backfill{suffix}"]) / statistics.median(
             times[f"as-of{suffix}"]
         )
         print(f"backfill{suffix} / as-of{suffix} = {ratio:.2f}×")
-    for name, prints in counts.items():
-        print(f"  {name}: " + "; ".join(f"{n} rows, md5 {d}" for n, d in sorted(prints)))
+    for name, v in times.items():
+        if name.startswith("floor"):
+            ratio = statistics.median(v) / statistics.median(times["as-of"])
+            print(f"{name} / as-of = {ratio:.2f}×")
 
 
 def bench_memory(args: argparse.Namespace) -> None:
@@ -341,6 +429,12 @@ def main() -> None:
         "--before", default="", help="asof, backfill: also run tutormax from this checkout"
     )
     parser.add_argument("--jit", action="store_true", help="asof: also the SQL with JIT on")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="backfill: also time the write's floor, a COPY of the same rows into an empty "
+        "copy of the table (one and two connections at once)",
+    )
     parser.add_argument(
         "--cumulative",
         action="store_true",

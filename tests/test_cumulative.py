@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -16,7 +18,9 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from tests.helpers import sample, stored_metrics
+from tutormax_cli import recompute as rc
 from tutormax_cli.metrics.rolling import end_of_day_rows, input_range, window_sums
+from tutormax_cli.passes import PassRunner
 from tutormax_cli.recompute import RecomputeRequest, Shard, recompute_as_of, run
 from tutormax_cli.store import cumulative
 from tutormax_cli.store.load import load_daily_partials, load_window_partials
@@ -357,6 +361,36 @@ def test_a_backfill_by_lookups_or_daily_rows_stores_the_raw_backfills_rows(
     run(pg, replace(request, raw=True, chunk_size=None))
     assert stored_metrics(pg).equals(from_cumulative)
     assert from_cumulative["metric_date"].n_unique() == days
+
+
+def test_an_export_reads_its_passes_at_once_in_order_and_writes_nothing(
+    pg: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing to write, a backfill's cumulative lookups run `STATEMENTS_AT_ONCE` passes
+    at once (a dry run or export would leave a core idle otherwise); the file still holds the
+    rows a written run stores, chunk after chunk in the order they were submitted."""
+    seen: list[bool] = []
+
+    class Recording(PassRunner):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            seen.append(kwargs["reads_at_once"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(rc, "PassRunner", Recording)
+    last = END.date() - timedelta(days=1)
+    out = tmp_path / "days.parquet"
+    request = RecomputeRequest(
+        since=last - timedelta(days=6), until=last, chunk_size=3, output=out, write=False
+    )
+    exported = run(pg, request)
+    assert exported.chunks > 2 and seen == [True]
+    assert stored_metrics(pg).height == 0
+    got = pl.read_parquet(out)
+    run(pg, replace(request, output=None, write=True))
+    assert seen == [True, False]  # a written backfill pipelines its light reads with the writes
+    assert_frame_equal(got.sort("tutor_id", "window", "metric_date"), stored_metrics(pg))
+    chunk_order = got["tutor_id"].unique(maintain_order=True).to_list()
+    assert chunk_order == sorted(chunk_order)
 
 
 def test_a_backfill_from_cumulative_rows_stores_the_raw_backfills_rows(pg: sa.Engine) -> None:

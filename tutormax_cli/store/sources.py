@@ -53,7 +53,8 @@ class PartialsSource(Protocol):
     """Rows fetched from the database so far by this source."""
     heavy_reads: bool
     """Whether a pass's read is an aggregation of raw rows in the database (seconds of one
-    core): a run then reads two passes at once; light reads are pipelined with the writes."""
+    core): a run then reads two passes at once; light reads are pipelined with the writes
+    (or, when the run writes nothing, read two at once as well)."""
 
     def snapshot_tutors(self, conn: sa.Connection, t: datetime) -> list[str]:
         """The tutors a snapshot as of `t` has rows for (a session in the longest window)."""
