@@ -20,10 +20,11 @@ the code (e.g. `git worktree add --detach ../before <commit>`), by `PYTHONPATH`,
 rounds: before/after figures under the same load, and their rows compared by MD5.
 
 `backfill --floor` also times, in the same rounds, what writing the rows costs this server on
-its own: the as-of run's and the backfill's rows COPYed (binary, one statement per connection)
-into an empty copy of `tutor_performance_metrics` with all its indexes, on one and on two
-connections at once. Every line gets the machine's busy CPU seconds over the run (both cores,
-from /proc/stat), which says whether a contestant was bound by CPU or by waiting.
+its own: the as-of run's rows (two connections) and the backfill's (one, then two) COPYed
+(binary, one statement per connection) into an empty copy of `tutor_performance_metrics` with
+all its indexes, each followed by a CHECKPOINT. Every line gets the machine's busy CPU seconds
+over the run (all cores, /proc/stat): close to cores x wall, the machine was saturated — by
+the contestant only if nothing else was running.
 
 Scenarios: 5,000 tutors (`tutormax sample generate --tutors 5000 --days 120 --seed 5 --end
 2026-09-01T00:00:00Z`) and 50,000 tutors (`--tutors 50000`, same other options), each followed
@@ -244,8 +245,9 @@ def bench_design(args: argparse.Namespace) -> None:
 
 
 def machine_busy() -> float:
-    """CPU seconds both cores have spent busy so far (/proc/stat): the difference over a run
-    says whether the machine was saturated (busy ~ 2 x wall on this 2-core machine)."""
+    """CPU seconds all cores have spent busy so far (/proc/stat: user, nice, system, irq,
+    softirq). Over a run, busy close to cores x wall says the machine was saturated — by the
+    contestant only when nothing else runs, which the load average beside the figures says."""
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:8]]
     user, nice, system, _idle, _iowait, irq, softirq = fields
@@ -255,11 +257,13 @@ def machine_busy() -> float:
 FLOOR_TABLE = "bench_write_floor"
 
 
-def write_floor(url: str, connections: int) -> float:
-    """The write's floor: the rows now in `tutor_performance_metrics`, COPYed (one statement
-    per connection, `connections` at once, split by tutor) into an empty copy of the table
-    with all its indexes — what any writer of these rows pays in this server, before reading,
-    computing or comparing anything. Seconds, from the first COPY's start to the last's end."""
+def write_floor(url: str, connections: int) -> tuple[float, float]:
+    """The write's floor: the rows now in `tutor_performance_metrics`, COPYed (binary, one
+    statement per connection, `connections` at once, split by tutor) into an empty copy of the
+    table with all its indexes — what any writer of these rows pays in this server, before
+    reading, computing or comparing anything. (Seconds, machine CPU seconds) from the first
+    COPY's start to the last's end; the copy is dropped whatever happens, and a CHECKPOINT
+    after it keeps its WAL out of the next contestant's run."""
     import io
     from concurrent.futures import ThreadPoolExecutor
 
@@ -269,15 +273,19 @@ def write_floor(url: str, connections: int) -> float:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT tutor_id FROM tutor_performance_metrics GROUP BY 1 ORDER BY 1")
         tutors = [r[0] for r in cur.fetchall()]
+        if len(tutors) < connections:
+            raise SystemExit("the write floor needs the run's rows in tutor_performance_metrics")
         bounds = [tutors[i * len(tutors) // connections] for i in range(1, connections)]
-        ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
         parts = []
-        for lo, hi in ranges:
-            where = " AND ".join(
-                c for c in (lo and "tutor_id >= %(lo)s", hi and "tutor_id < %(hi)s") if c
-            )
+        for lo, hi in zip([None, *bounds], [*bounds, None], strict=True):
+            where = [
+                c
+                for b, c in ((lo, "tutor_id >= %(lo)s"), (hi, "tutor_id < %(hi)s"))
+                if b is not None
+            ]
             query = cur.mogrify(
-                "SELECT * FROM tutor_performance_metrics" + (f" WHERE {where}" if where else ""),
+                "SELECT * FROM tutor_performance_metrics"
+                + (f" WHERE {' AND '.join(where)}" if where else ""),
                 {"lo": lo, "hi": hi},
             ).decode()
             buffer = io.BytesIO()
@@ -285,19 +293,27 @@ def write_floor(url: str, connections: int) -> float:
             parts.append(buffer.getvalue())
         cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
         cur.execute(f"CREATE TABLE {FLOOR_TABLE} (LIKE tutor_performance_metrics INCLUDING ALL)")
-        conn.commit()
+    writers = [psycopg2.connect(dsn) for _ in parts]
 
-    def copy_in(data: bytes) -> None:
-        with psycopg2.connect(dsn) as other, other.cursor() as c:
+    def copy_in(job: tuple[Any, bytes]) -> None:
+        writer, data = job
+        with writer.cursor() as c:
             c.copy_expert(f"COPY {FLOOR_TABLE} FROM STDIN (FORMAT binary)", io.BytesIO(data))
+        writer.commit()
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(connections) as pool:
-        list(pool.map(copy_in, parts))
-    seconds = time.perf_counter() - started
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(f"DROP TABLE {FLOOR_TABLE}")
-    return seconds
+    try:
+        with ThreadPoolExecutor(connections) as pool:
+            busy, started = machine_busy(), time.perf_counter()
+            list(pool.map(copy_in, zip(writers, parts, strict=True)))
+            seconds, cpu = time.perf_counter() - started, machine_busy() - busy
+    finally:
+        for writer in writers:
+            writer.close()
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+            conn.commit()
+            cur.execute("CHECKPOINT")
+    return seconds, cpu
 
 
 def bench_backfill(args: argparse.Namespace) -> None:
@@ -324,9 +340,9 @@ def bench_backfill(args: argparse.Namespace) -> None:
         peaks[name] = max(p, peaks.get(name, 0))
 
     def timed_floor(name: str, connections: int) -> None:
-        before = machine_busy()
-        times.setdefault(name, []).append(write_floor(url, connections))
-        busy.setdefault(name, []).append(machine_busy() - before)
+        seconds, cpu = write_floor(url, connections)
+        times.setdefault(name, []).append(seconds)
+        busy.setdefault(name, []).append(cpu)
 
     for _ in range(args.repeat):
         for suffix, env in trees.items():
@@ -338,11 +354,11 @@ def bench_backfill(args: argparse.Namespace) -> None:
             clear(url)
             timed_run(f"backfill{suffix}", backfill, env)
             counts.setdefault(f"backfill{suffix}", set()).add(fingerprint(url))
-            if args.floor and not suffix:
-                timed_floor("floor: COPY of the backfill's rows, 1 connection", 1)
-                timed_floor("floor: COPY of the backfill's rows, 2 connections", 2)
             timed_run(f"backfill rerun{suffix}", backfill, env)  # rows exist: an upsert
             counts.setdefault(f"backfill rerun{suffix}", set()).add(fingerprint(url))
+            if args.floor and not suffix:  # after the rerun: the same rows, nothing to disturb
+                timed_floor("floor: COPY of the backfill's rows, 1 connection", 1)
+                timed_floor("floor: COPY of the backfill's rows, 2 connections", 2)
         print(", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
     _backfill_summary(f"{args.days}-day backfill {first} … {last}", trees, times, busy, peaks)
     for name, prints in counts.items():

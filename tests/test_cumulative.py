@@ -4,6 +4,7 @@ a snapshot read from the cumulative table equals the one aggregated from the raw
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +26,7 @@ from tutormax_cli.recompute import RecomputeRequest, Shard, recompute_as_of, run
 from tutormax_cli.store import cumulative
 from tutormax_cli.store.load import load_daily_partials, load_window_partials
 from tutormax_cli.store.seed import save_tables
-from tutormax_cli.store.sources import PROBE_DAYS
+from tutormax_cli.store.sources import PROBE_DAYS, CumulativePartials
 
 END = datetime(2026, 3, 3, tzinfo=UTC)
 BASE = sample(tutors=12, days=60, seed=11, end=END)
@@ -368,22 +369,33 @@ def test_an_export_reads_its_passes_at_once_in_order_and_writes_nothing(
 ) -> None:
     """With nothing to write, a backfill's cumulative lookups run `STATEMENTS_AT_ONCE` passes
     at once (a dry run or export would leave a core idle otherwise); the file still holds the
-    rows a written run stores, chunk after chunk in the order they were submitted."""
+    rows a written run stores, chunk after chunk in the order they were submitted — the first
+    pass is made the slowest, so passes settled as they finish would come out of order."""
     seen: list[bool] = []
+    threads: set[int] = set()
 
     class Recording(PassRunner):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             seen.append(kwargs["reads_at_once"])
             super().__init__(*args, **kwargs)
 
+    lookups = CumulativePartials.end_of_day_partials
+
+    def first_one_slow(self: CumulativePartials, *args: Any) -> pl.DataFrame:
+        threads.add(threading.get_ident())
+        if len(threads) == 1 and not seen[1:]:
+            time.sleep(0.5)
+        return lookups(self, *args)
+
     monkeypatch.setattr(rc, "PassRunner", Recording)
+    monkeypatch.setattr(CumulativePartials, "end_of_day_partials", first_one_slow)
     last = END.date() - timedelta(days=1)
     out = tmp_path / "days.parquet"
     request = RecomputeRequest(
         since=last - timedelta(days=6), until=last, chunk_size=3, output=out, write=False
     )
     exported = run(pg, request)
-    assert exported.chunks > 2 and seen == [True]
+    assert exported.chunks > 2 and seen == [True] and len(threads) == 2
     assert stored_metrics(pg).height == 0
     got = pl.read_parquet(out)
     run(pg, replace(request, output=None, write=True))
