@@ -147,6 +147,34 @@ def test_unreachable_postgres_is_one_line_without_password() -> None:
     assert lines[0].startswith("Error: cannot connect to postgresql://ops:***@127.0.0.1:1/nowhere")
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("host=127.0.0.1 port=1 password=s3cret", "not a database URL: 'host=127.0.0.1 port=1 "
+         "password=***' (expected postgresql://"),
+        ("ops:s3cret@127.0.0.1/nowhere", "not a database URL: 'ops:***@127.0.0.1/nowhere'"),
+        ("postgresql://ops:s3@cret@127.0.0.1:1/nowhere", "postgresql://ops:***@127.0.0.1:1/"
+         "nowhere: an '@' in the user name or password must be percent-encoded as %40"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [["recompute"], ["show", "tutors"]])  # engine; reader
+def test_a_mistyped_database_url_is_named_without_its_password(
+    url: str, message: str, command: list[str], tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, ["--database-url", url, *command])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {message}" or (
+        message in result.output and len(result.output.strip().splitlines()) == 1
+    )
+    assert "s3cret" not in result.output and "cret@" not in result.output
+    secret = tmp_path / "url"  # the credential file systemd's LoadCredential= hands over
+    secret.write_text(url + "\n")
+    env = {"TUTORMAX_DATABASE_URL_FILE": str(secret)}
+    from_file = CliRunner().invoke(app, command, env=env)
+    assert from_file.exit_code == 1 and message in from_file.output
+    assert "s3cret" not in from_file.output and "cret@" not in from_file.output
+
+
 def test_schema_revision_is_the_newest_migration() -> None:
     from pathlib import Path
 

@@ -110,6 +110,11 @@ def _database(path: Path, tutors: int = 3) -> tuple[str, sa.Engine, dict[str, pl
         ("redis+sentinel://:hunter2@127.0.0.1:x/m", "port 'x' is not a number"),
         ("redis+cluster://:hunter2@127.0.0.1:1?sslmode=on", "unknown option 'sslmode'"),
         ("redis+sentinel://:hunter2@127.0.0.1:1/m/zero", "db 'zero' is not a number"),
+        # redis-py reads these as db 0 and db 1: a typo would use another database's streams
+        ("redis://:hunter2@127.0.0.1:1/abc", "path 'abc' is not a db number"),
+        ("redis://:hunter2@127.0.0.1:1/0/1", "path '0/1' is not a db number"),
+        ("rediss://:hunter2@127.0.0.1:1/?db=x", "db option 'x' is not a db number"),
+        ("ops:hunter2@127.0.0.1:1", "must specify one of the following schemes"),  # no scheme
     ],
 )
 def test_a_bad_topology_url_is_one_line_without_the_password(url: str, message: str) -> None:
@@ -132,6 +137,7 @@ def test_unreachable_sentinels_and_cluster_nodes_are_named_without_the_password(
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: cannot connect to Redis at ")
         assert "hunter2" not in result.output and f"127.0.0.1:{port}" in result.output
+        assert "<redis." not in result.output and len(lines[0]) < 300  # no client reprs
 
 
 def test_topology_urls_parse_into_redis_py_arguments() -> None:

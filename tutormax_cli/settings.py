@@ -7,6 +7,7 @@ and a command that needs no Redis does not fail when Redis is down.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,13 +16,28 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_REDIS = "embedded"
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """`text` (an error message, a log line) with every URL password and every libpq-style
+    `password=…` replaced by `***`: drivers quote the connection string back in their errors."""
+    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***`, safe to print or log: the userinfo's
     password and any `…password=` query option. Works on multi-host URLs
-    (`redis+sentinel://:pw@h1:26379,h2:26379/mymaster`), which `urlsplit` cannot parse."""
+    (`redis+sentinel://:pw@h1:26379,h2:26379/mymaster`), which `urlsplit` cannot parse, and on
+    text that is not a URL at all (`u:pw@host/db`, `host=h password=pw`): whatever an operator
+    mistyped into a URL setting may hold the password, and the error that names it is printed."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
+        userinfo, at, hosts = url.rpartition("@")
+        if at and ":" in userinfo:
+            url = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+        return mask_secrets(url)
     rest, qmark, query = rest.partition("?")
     netloc, slash, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
@@ -33,6 +49,16 @@ def redact_url(url: str) -> str:
             for k, eq, v in (item.partition("=") for item in query.split("&"))
         )
     return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
+
+
+def unencoded_at(url: str) -> str | None:
+    """What is wrong when the URL's authority holds more than one '@' (None when it does not):
+    SQLAlchemy and libpq split at the first, so the rest of the password becomes the host name
+    and is printed in the driver's "could not translate host name" error."""
+    authority = url.partition("://")[2].partition("/")[0].partition("?")[0]
+    if authority.count("@") < 2:
+        return None
+    return f"{redact_url(url)}: an '@' in the user name or password must be percent-encoded as %40"
 
 
 def from_file(variable: str, environ: Mapping[str, str] | None = None) -> str | None:

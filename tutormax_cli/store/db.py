@@ -12,7 +12,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
-from tutormax_cli.settings import redact_url
+from tutormax_cli.settings import redact_url, unencoded_at
 from tutormax_cli.store.driver_errors import OPEN_HINT as OPEN_HINT
 from tutormax_cli.store.driver_errors import READ_ONLY_HINT as READ_ONLY_HINT
 from tutormax_cli.store.driver_errors import describe_error as describe_error
@@ -80,7 +80,12 @@ def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
-        raise DatabaseError(f"not a database URL: {redact_url(url)!r}") from None
+        raise DatabaseError(
+            f"not a database URL: {redact_url(url)!r} (expected postgresql://user@host/db "
+            "or sqlite:///path)"
+        ) from None
+    if (problem := unencoded_at(url)) is not None:
+        raise DatabaseError(problem)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = parsed.database

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
-from tutormax_cli.settings import redact_url
+from tutormax_cli.settings import redact_url, unencoded_at
 from tutormax_cli.store.driver_errors import first_line
 from tutormax_cli.store.revision import VERSION_TABLE, schema_problem
 
@@ -111,6 +111,8 @@ def open_reader(url: str) -> PgReader:
     import psycopg2.errors
 
     uri = _DRIVER.sub("postgresql://", url)
+    if (problem := unencoded_at(uri)) is not None:
+        raise DatabaseError(problem)
     label = redact_url(uri)
     try:
         connection = psycopg2.connect(

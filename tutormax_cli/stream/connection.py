@@ -14,6 +14,7 @@ when the default URL is unreachable and this database has an embedded server, sa
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,13 @@ def connect(
     return client
 
 
+_CLIENT_REPR = re.compile(r"<redis\.client\.Redis\(.*?\)>\)>\)> - (?:network:)?")
+"""The repr of a Sentinel's client that redis-py's `MasterNotFoundError` puts before each
+Sentinel's own error: over a kilobyte of connection options, the Sentinel's address among them
+and repeated in the error that follows it."""
+
+
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (redis-py's cluster errors span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """An exception's message on one line (redis-py's cluster errors span several), without
+    the client reprs a Sentinel's `MasterNotFoundError` carries."""
+    return _CLIENT_REPR.sub("", " ".join(str(exc).split())) or type(exc).__name__

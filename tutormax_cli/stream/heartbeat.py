@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import redis
 
 from tutormax_cli import keys
+from tutormax_cli.settings import mask_secrets
 
 log = logging.getLogger("tutormax.worker")
 
@@ -37,15 +37,12 @@ STATES = (OK, RETRYING, DRAINING)
 MESSAGE_LIMIT = 200
 """Characters of an error message a heartbeat keeps (one line)."""
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
-_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
-
 
 def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
     """The first line of `message`, whitespace collapsed, passwords masked, at most `limit`."""
     lines = message.strip().splitlines()
     text = " ".join((lines[0] if lines else "").split())
-    text = _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+    text = mask_secrets(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -175,12 +175,34 @@ def _client_kwargs(topology: Topology) -> dict[str, Any]:
     return kwargs
 
 
+def _check_db(url: str) -> None:
+    """A plain `redis://` / `rediss://` URL's db number must be a number: redis-py ignores a
+    path it cannot read (`/abc` connects to db 0, `/0/1` to db 1), so a typo would read and
+    write another database's streams. `unix://` paths are the socket's, left to redis-py."""
+    from tutormax_cli.settings import redact_url
+
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("redis", "rediss"):
+        return
+    rest, _, query = rest.partition("?")
+    path = rest.partition("/")[2]
+    dbs = [("path", path)] if path else []
+    dbs += [("db option", v) for k, v in parse_qsl(query, keep_blank_values=True) if k == "db"]
+    for where, value in dbs:
+        if not value.isdigit():
+            raise UsageError(
+                f"bad Redis URL {redact_url(url)}: {where} {value!r} is not a db number "
+                "(redis://host:port/<db>)"
+            )
+
+
 def open_client(url: str) -> redis.Redis:
     """The redis-py client for `url` (bytes responses). Does not ping; a cluster client reads
     the slot map from the first reachable node as it is built, so an unreachable cluster
     raises here."""
     kind = kind_of(url)
     if kind == STANDALONE:
+        _check_db(url)
         return redis.Redis.from_url(
             url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
         )
