@@ -116,6 +116,7 @@ def test_legacy_postgres_database_is_completed_without_losing_rows(legacy_pg: sa
 
 
 def test_db_init_and_status_cli(sqlite_url: str) -> None:
+    Path(sqlite_url.removeprefix("sqlite:///")).touch()  # db status refuses a missing file
     runner = CliRunner()
     result = runner.invoke(app, ["--database-url", sqlite_url, "db", "status"])
     assert result.exit_code == 1

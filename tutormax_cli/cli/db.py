@@ -34,16 +34,26 @@ def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show the schema revision and each table's row count and missing columns.
+    """Show the schema revision and each table's row count and missing columns. Exit 1 when
+    the schema is not ready; a SQLite file that does not exist is refused, not created.
 
     Example: tutormax db status --json
     """
     from rich.table import Table
 
     from tutormax_cli.store import migrate
-    from tutormax_cli.store.db import SCHEMA_REVISION
+    from tutormax_cli.store.db import (
+        SCHEMA_REVISION,
+        check_connection,
+        open_engine,
+        require_schema,
+    )
+    from tutormax_cli.store.revision import is_unknown, schema_problem
 
-    engine = context.database(ctx, require_schema=False)
+    engine = open_engine(context.settings(ctx).database_url)
+    if migrate.sqlite_file_missing(engine):  # connecting would create it: only `db init` may
+        require_schema(engine)  # the refusal every read command gives, before connecting
+    check_connection(engine)
     revision, tables = migrate.status(engine)
     ready = revision == SCHEMA_REVISION and all(t.exists and not t.missing_columns for t in tables)
     if as_json:
@@ -81,7 +91,11 @@ def status(
             )
             table.add_row(t.name, render.number(t.rows), state)
         render.out.print(table)
-        if not ready:
+        if is_unknown(revision):  # `db init` cannot help: say what can
+            render.err.print(
+                schema_problem(revision, context.settings(ctx).database_label), markup=False
+            )
+        elif not ready:
             render.err.print("Run `tutormax db init` to create or upgrade the schema.")
     raise typer.Exit(0 if ready else 1)
 

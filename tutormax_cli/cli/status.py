@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from tutormax_cli.cli import context, refresh, render
-from tutormax_cli.errors import UsageError
+from tutormax_cli.errors import TutormaxError, UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -60,11 +60,34 @@ def collect(ctx: typer.Context) -> dict[str, Any]:
     from tutormax_cli.reports import status_report
 
     return status_report(
-        lambda: context.redis(ctx),
+        lambda: _redis(ctx),
         lambda: context.reader(ctx),
         datetime.now(UTC),
         names=lambda: context.servers(ctx),  # imports redis-py: while the database answers
     )
+
+
+def _redis(ctx: typer.Context) -> Any:
+    """The configured Redis, except the embedded server of a SQLite database that does not
+    exist: connecting to it would start one (a daemon that outlives this look) for a mistyped
+    path. Refused as a problem of the document; the database half says the file is missing."""
+    from tutormax_cli.settings import EMBEDDED_REDIS
+
+    s = context.settings(ctx)
+    if s.redis_url == EMBEDDED_REDIS and s.database_url.startswith("sqlite"):
+        from tutormax_cli.errors import RedisUnavailable
+        from tutormax_cli.store.db import open_engine
+        from tutormax_cli.store.migrate import sqlite_file_missing
+
+        try:
+            missing = sqlite_file_missing(open_engine(s.database_url))
+        except TutormaxError:  # e.g. its directory does not exist: no database either
+            missing = True
+        if missing:
+            raise RedisUnavailable(
+                f"embedded Redis not started: its database {s.database_label} does not exist"
+            )
+    return context.redis(ctx)
 
 
 def _watch(ctx: typer.Context, seconds: float, count: int | None, as_json: bool) -> int:

@@ -6,8 +6,10 @@ Thresholds are a value, not code, so an operator can load another rule set from 
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -86,8 +88,70 @@ class TierRules:
         return "Developing"
 
 
+THRESHOLD_KEYS = ("direction", "green", "red")
+"""The keys of a `[thresholds.<metric>]` table."""
+
+RULE_KEYS = tuple(f.name for f in fields(TierRules) if f.name != "thresholds")
+"""The keys of `[rules]`: `TierRules`'s counts, in the order the rules are tried."""
+
+TABLES = ("thresholds", "rules")
+"""The top-level tables of a tiers file."""
+
+
+def _shown(value: object) -> str:
+    """A value as the file spells it, for a message: `"five"`, `true`, `2.7`, `nan`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _unknown(origin: str, what: str, found: Any, expected: tuple[str, ...]) -> None:
+    """Refuse a key the format does not have: a typo ignored would leave the rule it meant to
+    change at its default, and a dry run would then report no change instead of the mistake."""
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise TiersFileError(
+            f"{origin}: unknown {what.format(extra[0])} (expected {', '.join(expected)})"
+        )
+
+
+def _number(origin: str, where: str, value: Any) -> float:
+    """A threshold: a TOML integer or float, finite. A boolean is no number here (Python would
+    take `true` as 1), and NaN compares false with everything, so it would flag nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TiersFileError(f"{origin}: {where} must be a number, got {_shown(value)}")
+    if not math.isfinite(value):
+        raise TiersFileError(f"{origin}: {where} must be a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def _count(origin: str, key: str, value: Any) -> int:
+    """A rule's count of flags: a whole number ≥ 0 (`2.0` is 2; `2.7` is refused, not cut)."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 0:
+        raise TiersFileError(
+            f"{origin}: [rules] {key} must be a whole number ≥ 0, got {_shown(value)}"
+        )
+    return int(value)
+
+
 def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> TierRules:
-    """Rules from parsed TOML; metrics the file leaves out keep `default`'s thresholds."""
+    """Rules from parsed TOML; metrics the file leaves out keep `default`'s thresholds.
+
+    Every key is checked, not only the ones read: the file is the operator's whole intent, and
+    anything this code would silently skip (a table spelled `[threshold.…]`, a key spelled
+    `gren`) would make `tiers simulate` say nothing changes."""
+    extra = sorted(set(data) - set(TABLES))
+    if extra:
+        key = extra[0]
+        what = f"table [{key}]" if isinstance(data[key], dict) else f"key {key}"
+        raise TiersFileError(f"{origin}: unknown {what} (expected [thresholds.<metric>], [rules])")
     raw = data.get("thresholds", {} if default is not None else None)
     if not isinstance(raw, dict):
         raise TiersFileError(f"{origin}: missing [thresholds.<metric>] tables")
@@ -102,17 +166,21 @@ def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> Tier
                 raise TiersFileError(f"{origin}: no threshold for {metric}")
             thresholds.append(default.threshold(metric))
             continue
+        if not isinstance(spec, dict):
+            raise TiersFileError(
+                f"{origin}: thresholds.{metric} must be a table [thresholds.{metric}], "
+                f"got {_shown(spec)}"
+            )
+        _unknown(origin, f"key {{}} in [thresholds.{metric}]", spec, THRESHOLD_KEYS)
         direction = spec.get("direction", default.threshold(metric).direction if default else None)
         if direction not in ("higher", "lower"):
             raise TiersFileError(
                 f"{origin}: thresholds.{metric}.direction must be 'higher' or 'lower'"
             )
-        try:
-            green, red = float(spec["green"]), float(spec["red"])
-        except (KeyError, TypeError, ValueError):
-            raise TiersFileError(
-                f"{origin}: thresholds.{metric} needs numeric 'green' and 'red'"
-            ) from None
+        if "green" not in spec or "red" not in spec:
+            raise TiersFileError(f"{origin}: thresholds.{metric} needs numeric 'green' and 'red'")
+        green = _number(origin, f"thresholds.{metric}.green", spec["green"])
+        red = _number(origin, f"thresholds.{metric}.red", spec["red"])
         bad_order = green < red if direction == "higher" else green > red
         if bad_order:
             raise TiersFileError(
@@ -121,11 +189,11 @@ def _parse(data: dict[str, Any], origin: str, default: TierRules | None) -> Tier
             )
         thresholds.append(Threshold(metric, direction, green, red))
     rules = data.get("rules", {})
-    try:
-        counts = {key: int(value) for key, value in rules.items()}
-        return TierRules(tuple(thresholds), **counts)
-    except (TypeError, ValueError) as exc:
-        raise TiersFileError(f"{origin}: bad [rules] table ({exc})") from None
+    if not isinstance(rules, dict):
+        raise TiersFileError(f"{origin}: rules must be a table [rules], got {_shown(rules)}")
+    _unknown(origin, "key {} in [rules]", rules, RULE_KEYS)
+    counts = {key: _count(origin, key, value) for key, value in rules.items()}
+    return TierRules(tuple(thresholds), **counts)
 
 
 def load_tiers(path: Path | None) -> TierRules:
