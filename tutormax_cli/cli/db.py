@@ -47,11 +47,12 @@ def status(
         check_connection,
         open_engine,
         require_schema,
+        sqlite_file_missing,
     )
     from tutormax_cli.store.revision import is_unknown, schema_problem
 
     engine = open_engine(context.settings(ctx).database_url)
-    if migrate.sqlite_file_missing(engine):  # connecting would create it: only `db init` may
+    if sqlite_file_missing(engine):  # connecting would create it: only `db init` may
         require_schema(engine)  # the refusal every read command gives, before connecting
     check_connection(engine)
     revision, tables = migrate.status(engine)

@@ -76,8 +76,7 @@ def _redis(ctx: typer.Context) -> Any:
     s = context.settings(ctx)
     if s.redis_url == EMBEDDED_REDIS and s.database_url.startswith("sqlite"):
         from tutormax_cli.errors import RedisUnavailable
-        from tutormax_cli.store.db import open_engine
-        from tutormax_cli.store.migrate import sqlite_file_missing
+        from tutormax_cli.store.db import open_engine, sqlite_file_missing
 
         try:
             missing = sqlite_file_missing(open_engine(s.database_url))

@@ -136,13 +136,26 @@ def current_revision(conn: sa.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def sqlite_file_missing(engine: sa.Engine) -> bool:
+    """Whether `engine` is a SQLite database whose file does not exist. Connecting would create
+    it, so every command that only reads (`require_schema`'s callers, `db status`, `status`)
+    checks this first and leaves no empty file (nor an embedded Redis) behind a mistyped path."""
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    return (
+        bool(path)
+        and path != ":memory:"
+        and not str(path).startswith("file:")
+        and not (Path(str(path)).exists())
+    )
+
+
 def require_schema(engine: sa.Engine) -> None:
     """Fail with the fix (`tutormax db init`) unless the schema is at this code's revision.
 
     A SQLite file that does not exist is refused before connecting: connecting would create
     it, and a read command on a mistyped path would leave an empty database behind."""
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
-    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+    path = engine.url.database
+    if sqlite_file_missing(engine):
         raise SchemaNotReady(
             f"SQLite database {path} does not exist: check --database-url, or create it with "
             "`tutormax db init`"

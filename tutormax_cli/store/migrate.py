@@ -13,7 +13,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tutormax_cli.errors import DatabaseError
-from tutormax_cli.store.db import SCHEMA_REVISION, current_revision, is_postgres, url_label
+from tutormax_cli.store.db import (
+    SCHEMA_REVISION,
+    current_revision,
+    is_postgres,
+    url_label,
+)
 from tutormax_cli.store.revision import is_unknown, schema_problem
 from tutormax_cli.store.schema import CONTRACT_TABLES, tutormax_state
 
@@ -42,19 +47,6 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
         command.upgrade(_alembic_config(conn), "head")  # type: ignore[arg-type]
         after = current_revision(conn)
     return before, after or SCHEMA_REVISION
-
-
-def sqlite_file_missing(engine: sa.Engine) -> bool:
-    """Whether `engine` is a SQLite database whose file does not exist. Connecting would create
-    it, so a command that only reads (`db status`, `status`) checks this first and leaves no
-    empty file (nor an embedded Redis) behind for a mistyped path; the test is
-    `store.db.require_schema`'s, which gives the refusal."""
-    if engine.dialect.name != "sqlite":
-        return False
-    path = engine.url.database
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return False
-    return not Path(path).exists()
 
 
 @dataclass(frozen=True)
