@@ -261,3 +261,47 @@ def test_a_busy_metrics_port_is_named_in_one_line(tmp_path: Path) -> None:
                 f"Error: --metrics-port {port}: {DEFAULT_METRICS_HOST}:{port} is already in use "
                 "by another process\n"
             )
+
+
+def test_a_port_outside_1_to_65535_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+    env = {"TUTORMAX_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    CliRunner().invoke(app, ["db", "init"], env=env)
+    for command, option in (
+        (["worker", "run", "--burst"], "--metrics-port"),
+        (["pipeline", "run", "--burst"], "--metrics-port"),
+        (["api", "serve"], "--port"),
+    ):
+        for port in ("0", "-1", "65536", "99999"):
+            result = CliRunner().invoke(app, [*command, option, port], env=env)
+            assert result.exit_code == 2, (command, port, result.output)
+            assert f"Invalid value for '{option}'" in result.stderr, (command, port)
+
+
+def test_api_serve_names_a_busy_port_or_an_unknown_host_in_one_line(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import socket
+
+    env = {"TUTORMAX_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    CliRunner().invoke(app, ["db", "init"], env=env)  # so that only the address can fail
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for workers in ("1", "2"):  # uvicorn binds in its event loop, or here for its workers
+            result = CliRunner().invoke(
+                app, ["api", "serve", "--port", str(port), "--workers", workers], env=env
+            )
+            assert result.exit_code == 2, result.output
+            assert result.output == (
+                f"Error: --port {port}: 127.0.0.1:{port} is already in use by another process\n"
+            )
+    unknown = CliRunner().invoke(app, ["api", "serve", "--host", "999.1.1.1"], env=env)
+    assert unknown.exit_code == 2, unknown.output
+    lines = unknown.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --host 999.1.1.1: "), lines
+    worker = ["--redis-url", redis_url, "worker", "run", "--burst", "--metrics-port", "9"]
+    metrics = CliRunner().invoke(app, [*worker, "--metrics-host", "999.1.1.1"], env=env)
+    # the same rule for the metrics server: the host it could not resolve, alone
+    assert metrics.exit_code == 2, metrics.output
+    assert metrics.output.startswith("Error: --metrics-host 999.1.1.1: "), metrics.output

@@ -72,6 +72,24 @@ def test_groups_json_equals_xinfo(rclient: redis.Redis, redis_url: str) -> None:
     assert [s["stream"] for s in only["streams"]] == ["tutormax:custom"]
 
 
+def test_groups_of_a_named_stream_that_does_not_exist_is_an_error(
+    rclient: redis.Redis, redis_url: str
+) -> None:
+    setup_group(rclient)
+    message = (
+        f"not found on Redis {redis_url}: nothing was published there and no worker has "
+        "started on it (is this the Redis the workers use?)\n"
+    )
+    for extra in ([], ["--json"]):
+        one = run(redis_url, "groups", "--stream", STREAM, "--stream", "nope", *extra)
+        assert one.exit_code == 1, one.output
+        assert one.stderr == f"Error: stream nope {message}"
+    two = run(redis_url, "groups", "--stream", "nope", "--stream", "gone")
+    assert two.exit_code == 1 and two.stdout == ""
+    assert two.stderr == f"Error: streams nope, gone {message}"
+    assert run(redis_url, "groups").exit_code == 0  # the known streams missing: not an error
+
+
 def test_groups_table(rclient: redis.Redis, redis_url: str) -> None:
     ids = setup_group(rclient)
     result = run(redis_url, "groups")

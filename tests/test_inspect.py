@@ -198,6 +198,24 @@ def test_dlq_list_show_and_collisions(rclient: redis.Redis, redis_url: str) -> N
     assert bad.exit_code == 2 and "is not a stream entry ID" in bad.stderr
 
 
+def test_dlq_refuses_an_entry_id_beyond_64_bits_as_a_usage_error(
+    rclient: redis.Redis, redis_url: str
+) -> None:
+    entry = dead(rclient, "bad json", message="{")
+    largest = "18446744073709551615"  # each part of an ID is at most 2**64 - 1: still an ID
+    assert run(redis_url, "dlq", "show", f"{largest}-{largest}").exit_code == 1  # not there
+    for command in (["show"], ["replay"], ["purge", "--yes"]):
+        for given in ("99999999999999999999999-0", f"1-{int(largest) + 1}"):
+            result = run(redis_url, "dlq", *command, given)
+            assert result.exit_code == 2, (command, result.output)
+            assert result.stderr == (
+                f"Error: '{given}' is not a stream entry ID: each part is at most {largest}\n"
+            )
+    # a replay or purge naming a good ID and a bad one does nothing
+    assert run(redis_url, "dlq", "purge", "--yes", entry, "1-" + largest + "0").exit_code == 2
+    assert [_s(i) for i, _ in read(rclient, DLQ)] == [entry]
+
+
 def test_dlq_replay_puts_back_exact_fields(rclient: redis.Redis, redis_url: str) -> None:
     rclient.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
     first = dead(rclient, "tutor_id missing", session_id="S1", **{"orig:reason": "mine"})
@@ -214,7 +232,13 @@ def test_dlq_replay_puts_back_exact_fields(rclient: redis.Redis, redis_url: str)
     assert [_s(i) for i, _ in read(rclient, DLQ)] == [third]
     assert groups.group_report(rclient).lag == 2  # the group will read them again
     both = run(redis_url, "dlq", "replay", third, "--all")
-    assert both.exit_code == 2 and "name the entry IDs or choose with --all" in both.stderr
+    assert both.exit_code == 2
+    assert both.stderr == (
+        "Error: entry IDs and --all cannot be combined: name the IDs, or choose with the options\n"
+    )
+    filters = run(redis_url, "dlq", "purge", third, "--reason", "json", "--since", "1h")
+    assert filters.exit_code == 2
+    assert filters.stderr.startswith("Error: entry IDs and --reason/--since cannot be combined")
     none = run(redis_url, "dlq", "replay")
     assert none.exit_code == 2
     unknown = run(redis_url, "dlq", "replay", third, "1-0")

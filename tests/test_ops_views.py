@@ -116,6 +116,22 @@ def test_a_stream_that_does_not_exist_is_not_found_not_healthy(
     )
 
 
+def test_pending_entries_of_a_group_that_does_not_exist_is_an_error(
+    rclient: redis.Redis, redis_url: str
+) -> None:
+    rclient.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+    for extra in ([], ["--json"]):
+        result = cli("--redis-url", redis_url, "pending", "--entries", "--group", "nope", *extra)
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (
+            f"Error: no group nope on {STREAM}: `tutormax groups` lists the groups\n"
+        )
+    empty = cli("--redis-url", redis_url, "pending", "--entries")  # the group exists: empty
+    assert empty.exit_code == 0 and f"Nothing pending in group {GROUP}" in empty.stderr
+    summary = cli("--redis-url", redis_url, "pending", "--group", "nope")  # before any worker
+    assert summary.exit_code == 0 and "does not exist on" in summary.stderr
+
+
 def test_pending_and_dlq_name_the_redis_they_read(rclient: redis.Redis, redis_url: str) -> None:
     rclient.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
     table = cli("--redis-url", redis_url, "pending")

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from tutormax_cli.api.config import MAX_PENDING_ROWS, READ_CACHE_SECONDS
-from tutormax_cli.cli import context
+from tutormax_cli.cli import context, metrics_server
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -21,7 +21,13 @@ app = typer.Typer(
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(
+        8000,
+        "--port",
+        min=metrics_server.MIN_PORT,
+        max=metrics_server.MAX_PORT,
+        help="Port to listen on.",
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
     max_body_bytes: int = typer.Option(
         65_536, "--max-body-bytes", min=1024, help="Larger request bodies get 413."
@@ -52,6 +58,10 @@ def serve(
     from tutormax_cli.api import require_api
 
     require_api()
+    # uvicorn reports a busy port or an unknown host in several log lines and exits 3; with
+    # --workers > 1 it binds in this process, without them inside its event loop: either way,
+    # in one line and exit 2 here first
+    metrics_server.check_bindable(host, port, "--host", "--port")
     import uvicorn
 
     from tutormax_cli.api.config import ApiConfig

@@ -57,6 +57,25 @@ def _selection(
     return Selection(reason=reason or None, since_ms=since_ms, limit=limit)
 
 
+MAX_ID_PART = 18_446_744_073_709_551_615
+"""Each part of a stream entry ID is an unsigned 64-bit number; Redis answers a larger one
+with "Invalid stream ID", which would reach the operator as a Redis error (exit 1) although
+the ID was simply mistyped."""
+
+
+def _entry_id(given: str) -> str:
+    """An entry ID as the command line gives it, refused (exit 2, naming it) when it is not
+    one or when a part exceeds what Redis accepts; `entries.check_id` owns the format."""
+    from tutormax_cli.stream import entries
+
+    checked = entries.check_id(given)
+    if any(int(part) > MAX_ID_PART for part in checked.split("-")):
+        raise UsageError(
+            f"{given.strip()!r} is not a stream entry ID: each part is at most {MAX_ID_PART}"
+        )
+    return checked
+
+
 def _chosen(
     client: redis.Redis,
     ids: list[str] | None,
@@ -69,13 +88,17 @@ def _chosen(
     `--all`) choose among the ones present now."""
     from tutormax_cli.stream import dead_letters
 
-    filtered = reason is not None or since is not None or limit is not None
-    if ids and (all_ or filtered):
-        raise UsageError("name the entry IDs or choose with --all/--reason/--since/--limit")
-    if not ids and not (all_ or filtered):
+    options = {"--all": all_, "--reason": reason, "--since": since, "--limit": limit}
+    given = [name for name, value in options.items() if value is not None and value is not False]
+    if ids and given:
+        raise UsageError(
+            f"entry IDs and {'/'.join(given)} cannot be combined: name the IDs, or choose "
+            "with the options"
+        )
+    if not ids and not given:
         raise UsageError("name the entry IDs or pass --all (or --reason/--since/--limit)")
     if ids:
-        return dead_letters.select(client, ids)
+        return dead_letters.select(client, [_entry_id(i) for i in ids])
     return dead_letters.select(client, None, selection=_selection(client, reason, since, limit))
 
 
@@ -199,6 +222,7 @@ def show(
 
     from tutormax_cli.stream import dead_letters, entries
 
+    entry_id = _entry_id(entry_id)
     client = _client(ctx)
     names = context.servers(ctx, database=False)
     letter = dead_letters.dead_letter(client, entry_id)

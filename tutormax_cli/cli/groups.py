@@ -46,6 +46,11 @@ def groups(
     client = context.redis(ctx)
     names = context.servers(ctx, database=False)
     found = all_groups(client, list(stream) if stream else None)
+    missing = [s.stream for s in found if not s.exists]  # only named streams can be missing
+    if missing:
+        from tutormax_cli.cli.pending import stream_not_found
+
+        raise stream_not_found(ctx, missing, names)
     if as_json:
         context.print_json({**names, "streams": [s.as_dict() for s in found]})
         return
@@ -61,9 +66,6 @@ def _size(value: int | None) -> str:
 def _stream_table(s: StreamGroups) -> None:
     from rich.table import Table
 
-    if not s.exists:
-        render.out.print(f"{escape(s.stream)}: [red]not found[/]")
-        return
     title = (
         f"{escape(s.stream)}: {s.length:,} entries, {_size(s.memory_bytes)}, "
         f"first {s.first_id or '—'}, last {s.last_id or '—'}"

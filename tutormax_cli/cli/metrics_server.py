@@ -1,12 +1,15 @@
-"""The Prometheus endpoint of long-running commands (`worker run`, `pipeline run`).
+"""The Prometheus endpoint of long-running commands (`worker run`, `pipeline run`), and how
+every listening address of the CLI is checked and its failures reported.
 
 One definition of the `--metrics-port` / `--metrics-host` options and of starting the server,
-so both commands bind the same default host and report a busy port the same way.
+so both commands bind the same default host and report a busy port the same way; `api serve`
+checks its `--host` / `--port` here too, so a busy port reads the same there.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,10 +25,21 @@ DEFAULT_METRICS_HOST = "127.0.0.1"
 look, so exposing them is a decision (`--metrics-host 0.0.0.0` behind a firewall), not an
 accident. Prometheus on the same host, or nginx in front, reaches loopback."""
 
+MIN_PORT, MAX_PORT = 1, 65535
+"""The ports a listening option accepts. Not 0: the OS would pick a port that no message
+names, so neither Prometheus nor nginx could be pointed at it. Above 65535 `bind()` fails
+with an OverflowError, below 0 with a resolver error that names neither option nor value."""
+
 
 def port_option() -> Any:
     """The `--metrics-port` option (a Typer default, typed `int | None` at the parameter)."""
-    return typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port.")
+    return typer.Option(
+        None,
+        "--metrics-port",
+        min=MIN_PORT,
+        max=MAX_PORT,
+        help="Serve Prometheus metrics on this port.",
+    )
 
 
 def host_option() -> Any:
@@ -37,6 +51,44 @@ def host_option() -> Any:
     )
 
 
+def bind_error(
+    exc: OSError,
+    host: str,
+    port: int,
+    host_flag: str = "--metrics-host",
+    port_flag: str = "--metrics-port",
+) -> UsageError:
+    """The one-line usage error of an address that cannot be listened on, naming the option
+    at fault: the port when another process holds it, the host when it does not resolve,
+    both otherwise (e.g. an address of no local interface)."""
+    if exc.errno == errno.EADDRINUSE:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address
+        return UsageError(f"{port_flag} {port}: {where} is already in use by another process")
+    if isinstance(exc, socket.gaierror):
+        return UsageError(f"{host_flag} {host}: {exc.strerror}")
+    return UsageError(f"{host_flag} {host} {port_flag} {port}: {exc.strerror}")
+
+
+def check_bindable(host: str, port: int, host_flag: str, port_flag: str) -> None:
+    """Bind (and release) every address `host` resolves to, as a server would, before a
+    server that reports its own failures in many log lines (uvicorn) starts on them.
+
+    SO_REUSEADDR as uvicorn sets it: a port in TIME_WAIT passes, a listening one does not.
+    """
+    try:
+        found = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as asyncio binds it: the IPv4 one is separate
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise bind_error(exc, host, port, host_flag, port_flag) from None
+
+
 def serve(host: str, port: int | None, registry: CollectorRegistry) -> None:
     """Start the metrics server in a daemon thread; a busy port is a one-line error naming it."""
     if port is None:
@@ -46,9 +98,5 @@ def serve(host: str, port: int | None, registry: CollectorRegistry) -> None:
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise UsageError(
-                f"--metrics-port {port}: {host}:{port} is already in use by another process"
-            ) from None
-        raise UsageError(f"--metrics-host {host} --metrics-port {port}: {exc.strerror}") from None
+        raise bind_error(exc, host, port) from None
     render.err.print(f"Prometheus metrics on http://{host}:{port}/metrics")

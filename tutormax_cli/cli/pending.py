@@ -14,7 +14,7 @@ from tutormax_cli.errors import UsageError
 if TYPE_CHECKING:
     import redis
 
-    from tutormax_cli.stream.groups import GroupReport
+    from tutormax_cli.stream.groups import GroupReport, StreamNotFound
     from tutormax_cli.stream.pending import PendingEntry
 
 
@@ -57,9 +57,7 @@ def pending(
 
     Example: tutormax pending --entries --consumer worker-1 --json
     """
-    from tutormax_cli.stream.connection import embedded_hint
-    from tutormax_cli.stream.groups import StreamNotFound, group_report
-    from tutormax_cli.stream.pending import pending_entries
+    from tutormax_cli.stream.groups import group_report
 
     if not entries and (consumer is not None or limit != 50):
         raise UsageError("--consumer and --limit go with --entries: tutormax pending --entries")
@@ -71,21 +69,11 @@ def pending(
     names = context.servers(ctx, database=False)
     report = group_report(client, stream, group)
     if not report.stream_exists:
-        raise StreamNotFound(
-            f"stream {stream} not found on Redis {names['redis']}: nothing was published there "
-            "and no worker has started on it (is this the Redis the workers use?)"
-            + embedded_hint(context.settings(ctx).redis_url, context.settings(ctx).database_url)
-        )
+        raise stream_not_found(ctx, [stream], names)
     if entries:
-        found = pending_entries(client, stream, group, consumer=consumer, limit=limit)
-        if as_json:
-            context.print_json(
-                {**names, "stream": stream, "group": group, "entries": [e.as_dict() for e in found]}
-            )
-        else:
-            _entries_table(found, stream, group, names)
-        if not found:
-            render.err.print(f"Nothing pending in group {group} on {stream}.")
+        source = ctx.get_parameter_source("group")
+        named = source is not None and not source.name.startswith("DEFAULT")
+        _entries(client, report, consumer, limit, names, as_json, named_group=named)
         return
     if watch is not None:
         _watch(client, stream, group, names, watch, count, as_json)
@@ -103,6 +91,55 @@ def pending(
         render.err.print("The pending entries: `tutormax pending --entries`.")
     if report.dead_letter:
         render.err.print("The dead letters: `tutormax dlq list`.")
+
+
+def _entries(
+    client: redis.Redis,
+    report: GroupReport,
+    consumer: str | None,
+    limit: int,
+    names: dict[str, str],
+    as_json: bool,
+    *,
+    named_group: bool,
+) -> None:
+    """`--entries`: the pending entries of the group. The metrics group missing is the state
+    before the first worker starts (nothing can be pending yet, as the summary says); a group
+    named with `--group` that is missing is a name given wrong, which "nothing pending" would
+    hide: an error, as `groups reset` reports it."""
+    from tutormax_cli.stream.group_admin import UnknownGroup
+    from tutormax_cli.stream.pending import pending_entries
+
+    stream, group = report.stream, report.group
+    if not report.exists and named_group:
+        raise UnknownGroup(f"no group {group} on {stream}: `tutormax groups` lists the groups")
+    found = pending_entries(client, stream, group, consumer=consumer, limit=limit)
+    if as_json:
+        context.print_json(
+            {**names, "stream": stream, "group": group, "entries": [e.as_dict() for e in found]}
+        )
+    else:
+        _entries_table(found, stream, group, names)
+    if not found:
+        render.err.print(f"Nothing pending in group {group} on {stream}.")
+
+
+def stream_not_found(
+    ctx: typer.Context, streams: list[str], names: dict[str, str]
+) -> StreamNotFound:
+    """The error (exit 1) of streams named on the command line that the Redis read does not
+    have: a wrong server is the likely cause, so it names the server (and the embedded one
+    when there is one for the database), not only the stream."""
+    from tutormax_cli.stream.connection import embedded_hint
+    from tutormax_cli.stream.groups import StreamNotFound
+
+    which = f"stream {streams[0]}" if len(streams) == 1 else f"streams {', '.join(streams)}"
+    settings = context.settings(ctx)
+    return StreamNotFound(
+        f"{which} not found on Redis {names['redis']}: nothing was published there "
+        "and no worker has started on it (is this the Redis the workers use?)"
+        + embedded_hint(settings.redis_url, settings.database_url)
+    )
 
 
 def _watch(
