@@ -131,6 +131,8 @@ def test_groups_reset_is_a_dry_run_until_execute(rclient: redis.Redis, redis_url
     end = run(redis_url, "groups", "reset", GROUP, "--to-id", "$", "--execute", "--force")
     assert end.exit_code == 0
     assert _s(rclient.xinfo_groups(STREAM)[0]["last-delivered-id"]) == ids[-1]
+    huge = run(redis_url, "groups", "reset", GROUP, "--to-id", "99999999999999999999999-0")
+    assert huge.exit_code == 2 and "each part is at most 18446744073709551615" in huge.stderr
     both = run(redis_url, "groups", "reset", GROUP, "--to-id", "0", "--by-duration", "1h")
     assert both.exit_code == 2
     assert both.stderr == "Error: give exactly one of --to-id, --to-datetime, --by-duration\n"

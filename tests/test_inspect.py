@@ -367,6 +367,8 @@ def test_watch_follows_updates_and_marks_changes(rclient: redis.Redis, redis_url
     assert [d["tutor_id"] for d in docs] == ["T1", "T3"]
     assert docs[0]["tier_30day"] == "Needs Attention"
     assert "Stopped after 2 update(s)" in lines.stderr
+    huge = run(redis_url, "watch", "--from", "99999999999999999999999", "--count", "1")
+    assert huge.exit_code == 2 and "each part is at most" in huge.stderr
     text = run(redis_url, "watch", "--from", "0", "--count", "3")
     assert text.stdout.splitlines()[2].endswith(
         "T1  7day Strong  30day At Risk → Needs Attention  90day Strong"

@@ -57,25 +57,6 @@ def _selection(
     return Selection(reason=reason or None, since_ms=since_ms, limit=limit)
 
 
-MAX_ID_PART = 18_446_744_073_709_551_615
-"""Each part of a stream entry ID is an unsigned 64-bit number; Redis answers a larger one
-with "Invalid stream ID", which would reach the operator as a Redis error (exit 1) although
-the ID was simply mistyped."""
-
-
-def _entry_id(given: str) -> str:
-    """An entry ID as the command line gives it, refused (exit 2, naming it) when it is not
-    one or when a part exceeds what Redis accepts; `entries.check_id` owns the format."""
-    from tutormax_cli.stream import entries
-
-    checked = entries.check_id(given)
-    if any(int(part) > MAX_ID_PART for part in checked.split("-")):
-        raise UsageError(
-            f"{given.strip()!r} is not a stream entry ID: each part is at most {MAX_ID_PART}"
-        )
-    return checked
-
-
 def _chosen(
     client: redis.Redis,
     ids: list[str] | None,
@@ -98,7 +79,7 @@ def _chosen(
     if not ids and not given:
         raise UsageError("name the entry IDs or pass --all (or --reason/--since/--limit)")
     if ids:
-        return dead_letters.select(client, [_entry_id(i) for i in ids])
+        return dead_letters.select(client, ids)
     return dead_letters.select(client, None, selection=_selection(client, reason, since, limit))
 
 
@@ -222,7 +203,7 @@ def show(
 
     from tutormax_cli.stream import dead_letters, entries
 
-    entry_id = _entry_id(entry_id)
+    entry_id = entries.check_id(entry_id)
     client = _client(ctx)
     names = context.servers(ctx, database=False)
     letter = dead_letters.dead_letter(client, entry_id)

@@ -65,11 +65,20 @@ def pel(
     return cast(list[dict[str, Any]], reply or [])
 
 
+MAX_ID_PART = 18_446_744_073_709_551_615
+"""Each part of a stream entry ID is an unsigned 64-bit number; Redis answers a larger one
+with "Invalid stream ID", which would reach the operator as a Redis error (exit 1) although
+the ID was simply mistyped."""
+
+
 def check_id(given: str) -> str:
-    """A stream entry ID as given on the command line (`1700000000000-0` or `1700000000000`)."""
+    """A stream entry ID as given on the command line (`1700000000000-0` or `1700000000000`),
+    refused (a usage error naming it) when it is not one or a part exceeds what Redis takes."""
     given = given.strip()
     if not _ID.match(given):
         raise UsageError(f"{given!r} is not a stream entry ID (e.g. 1767225600000-0)")
+    if any(int(part) > MAX_ID_PART for part in given.split("-")):
+        raise UsageError(f"{given!r} is not a stream entry ID: each part is at most {MAX_ID_PART}")
     return given if "-" in given else f"{given}-0"
 
 
