@@ -445,6 +445,33 @@ def test_claim_idle_must_exceed_max_wait(sqlite_url: str, redis_url: str) -> Non
         ]
 
 
+def test_a_max_wait_given_shorter_than_the_debounce_is_refused_not_raised(
+    sqlite_url: str, redis_url: str
+) -> None:
+    """The default --max-wait (45 s) rises to a longer --debounce; one the operator typed is
+    theirs: refused, naming both, instead of being raised behind their back."""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    env = _cli_env(sqlite_url, redis_url)
+    for args, debounce in (
+        (["--max-wait", "10"], "30"),
+        (["--debounce", "40", "--max-wait", "10"], "40"),
+    ):
+        result = CliRunner().invoke(
+            app, ["worker", "run", "--burst", *args, "--claim-idle", "5"], env=env
+        )
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            f"Error: --max-wait (10 s) is shorter than --debounce ({debounce} s): a tutor's "
+            "entries always wait the debounce; pass a --max-wait of at least that"
+        ]
+    assert CliRunner().invoke(app, ["db", "init"], env=env).exit_code == 0
+    raised = CliRunner().invoke(app, ["worker", "run", "--burst", "--debounce", "60"], env=env)
+    assert raised.exit_code == 0, raised.output
+
+
 def test_an_entry_delivered_again_is_still_one_entry() -> None:
     from tutormax_cli.stream.debounce import DebounceBuffer
 

@@ -74,9 +74,9 @@ def root(
 ) -> None:
     """Real-time and batch tutor performance metrics for TutorMax."""
     # an option or the variable itself wins; `TUTORMAX_*_URL_FILE` only replaces the default
-    if _defaulted(ctx, "database_url"):
+    if not context.given(ctx, "database_url"):
         database_url = from_file("TUTORMAX_DATABASE_URL") or database_url
-    if _defaulted(ctx, "redis_url"):
+    if not context.given(ctx, "redis_url"):
         redis_url = from_file("TUTORMAX_REDIS_URL") or redis_url
     ctx.obj = Settings(database_url=database_url, redis_url=redis_url)
 
@@ -91,11 +91,6 @@ def _print_version() -> None:
         text = "unknown (not installed)"
     typer.echo(f"tutormax {text}")
     raise typer.Exit(0)
-
-
-def _defaulted(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is None or source.name.startswith("DEFAULT")
 
 
 app.add_typer(db.app, name="db")

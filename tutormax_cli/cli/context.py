@@ -41,6 +41,14 @@ def settings(ctx: typer.Context) -> Settings:
     return obj
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether parameter `name` came from the command line or the environment rather than its
+    default: an explicit value is the operator's to keep (or to be refused), a default may be
+    adjusted to fit the others."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and not source.name.startswith("DEFAULT")
+
+
 def database(ctx: typer.Context, *, require_schema: bool = True) -> sa.Engine:
     """An engine for the configured database, checked for the schema this code needs."""
     from tutormax_cli.store.db import check_connection, open_engine

@@ -71,8 +71,7 @@ def pending(
     if not report.stream_exists:
         raise stream_not_found(ctx, [stream], names)
     if entries:
-        source = ctx.get_parameter_source("group")
-        named = source is not None and not source.name.startswith("DEFAULT")
+        named = context.given(ctx, "group")
         _entries(client, report, consumer, limit, names, as_json, named_group=named)
         return
     if watch is not None:

@@ -63,8 +63,7 @@ def watch(
     chosen = set(views.tier_names(tier) or [])
     client = context.redis(ctx)
     if changes:
-        source = ctx.get_parameter_source("window")
-        given = source is not None and not source.name.startswith("DEFAULT")
+        given = context.given(ctx, "window")
         _follow_changes(client, chosen, window if given else None, count, timeout, start, as_json)
         return
     board = Board()

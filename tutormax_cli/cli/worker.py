@@ -8,6 +8,7 @@ import typer
 
 from tutormax_cli import keys
 from tutormax_cli.cli import context, metrics_server, render, stream_options
+from tutormax_cli.errors import UsageError
 
 app = typer.Typer(no_args_is_help=True, help="Run the metrics worker and check its health.")
 
@@ -80,7 +81,13 @@ def run(
 
     context.imports_done()
     context.setup_logging(log_level)
-    max_wait = max(max_wait, debounce)
+    if max_wait < debounce:  # a tutor's entries wait at least the debounce
+        if context.given(ctx, "max_wait"):
+            raise UsageError(
+                f"--max-wait ({max_wait:g} s) is shorter than --debounce ({debounce:g} s): a "
+                "tutor's entries always wait the debounce; pass a --max-wait of at least that"
+            )
+        max_wait = debounce  # the default 45 s under a longer --debounce: raised to it
     config = WorkerConfig(
         stream_retention=stream_retention,
         trim=trim,
