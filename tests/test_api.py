@@ -204,6 +204,17 @@ def test_bad_requests_are_refused_and_write_nothing(
         assert where(stranger) == [["body", "tutor_id"]]
         assert stranger.json()["detail"][0]["msg"] == "unknown tutor 'T9999'"
         assert where(post(completion(-24 * 40))) == [["body", "scheduled_start"]]
+        # year 1 at +05:00 is year 0 in UTC: it answered 202, then broke every replay
+        year0 = post(completion(1, scheduled_start="0001-01-01T00:00:00+05:00", actual_start=None))
+        assert where(year0) == [["body", "scheduled_start"]]
+        assert year0.json()["detail"][0]["msg"] == (
+            "'0001-01-01T00:00:00+05:00' is before 0001-01-01T00:00:00Z (UTC), "
+            "the earliest time tutormax can read back"
+        )
+        late_fb = {"overall_rating": 5, "submitted_at": "9999-12-31T23:59:59-05:00"}
+        assert where(post(completion(1, feedback=late_fb))) == [
+            ["body", "feedback", "submitted_at"]
+        ]
         assert where(post(completion(1, feedback={"overall_rating": 7}))) == [
             ["body", "feedback", "overall_rating"]
         ]

@@ -243,6 +243,53 @@ def test_jsonl_lines_are_named(sqlite_url: str, redis_url: str, tmp_path: Path) 
     assert list(written[2]) == ["file", "student_id", "name", "age", "line", "reason"]
 
 
+def test_times_outside_years_1_to_9999_in_utc_are_rejected_and_replay_still_reads(
+    engine: sa.Engine, db_url: str, redis_url: str, files: Path, tmp_path: Path
+) -> None:
+    """Year 1 at +05:00 is year 0 in UTC: both databases stored it, and the next replay of the
+    table failed on it (`year 0 is out of range`). It is now a per-row rejection naming the
+    field; the first and last instants Python holds are stored and read back."""
+    for name, table in (("tutors", "tutors"), ("students", "students")):
+        assert cli(db_url, redis_url, "ingest", name, str(files / f"{table}.csv")).exit_code == 0
+    rows = pl.read_csv(files / "sessions.csv", infer_schema=False).head(3)
+    rows = rows.with_columns(
+        scheduled_start=pl.Series(
+            ["0001-01-01T00:00:00+05:00", "0001-01-01T00:00:00Z", rows["scheduled_start"][2]]
+        ),
+        actual_start=pl.Series([None, None, "9999-12-31T23:59:59-05:00"], dtype=pl.String),
+        no_show=pl.lit("false"),
+    )
+    sessions = tmp_path / "sessions.csv"
+    rows.write_csv(sessions)
+    result = cli(db_url, redis_url, "ingest", "sessions", str(sessions))
+    assert result.exit_code == 1
+    assert (
+        f"{sessions}:2: scheduled_start: '0001-01-01T00:00:00+05:00' is before "
+        "0001-01-01T00:00:00Z (UTC), the earliest time tutormax can read back"
+    ) in result.stderr.splitlines()
+    assert (
+        f"{sessions}:4: actual_start: '9999-12-31T23:59:59-05:00' is after "
+        "9999-12-31T23:59:59.999999Z (UTC), the latest time tutormax can read back"
+    ) in result.stderr.splitlines()
+    assert "1 persisted, 2 rejected" in result.stderr
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT scheduled_start FROM sessions")).scalars().all()
+    assert [str(t)[:19] for t in stored] == ["0001-01-01 00:00:00"]
+    events_file = tmp_path / "events.csv"
+    events_file.write_text(
+        "event_id,tutor_id,event_type,event_timestamp\n"
+        f"E1,{rows['tutor_id'][0]},login,0000-12-31T00:00:00Z\n"
+        f"E2,{rows['tutor_id'][0]},login,9999-12-31T23:59:59.999999Z\n"
+    )
+    result = cli(db_url, redis_url, "ingest", "events", str(events_file))
+    assert result.exit_code == 1
+    assert f"{events_file}:2: event_timestamp: '0000-12-31T00:00:00Z' is before " in (result.stderr)
+    assert count_rows(engine, "tutor_events") == 1
+    replay = cli(db_url, redis_url, "events", "replay", "--since", "2025-01-01")
+    assert replay.exit_code == 0, replay.output
+    assert "Replayed 1 session onto" in replay.stderr
+
+
 def test_a_row_the_database_refuses_is_rejected_alone(engine: sa.Engine) -> None:
     good = generate(SampleSpec(tutors=3, days=5, seed=1, end=TODAY))["students"]
     df = good.with_columns(

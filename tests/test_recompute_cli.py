@@ -25,6 +25,7 @@ from tutormax_cli.store.lock import run_lock
 from tutormax_cli.store.seed import save_tables
 
 AS_OF = "2026-03-03T00:00:00Z"
+_READS = "(recompute reads the 90 days before it): use a time from 0002-01-01 to before 9999-01-01"
 
 
 def cli(db_url: str, *args: str) -> Result:
@@ -64,11 +65,42 @@ def seeded(engine: sa.Engine, db_url: str, tables: dict[str, pl.DataFrame]) -> s
          "it recomputes changed tutors as of now"),
         (["--changed-since", "yesterday"],
          "--changed-since: 'yesterday' is not an ISO-8601 time (e.g. 2026-03-02T14:05:00Z)"),
+        # out of range: these were `unexpected OverflowError` (exit 1)
+        (["--as-of", "0001-01-01"],
+         f"--as-of 0001-01-01T00:00:00Z is out of range {_READS}"),
+        (["--as-of", "9999-12-31T23:59:59Z", "--dry-run"],
+         f"--as-of 9999-12-31T23:59:59Z is out of range {_READS}"),
+        (["--as-of", "0001-01-01T00:00:00+05:00"],
+         "--as-of: '0001-01-01T00:00:00+05:00' is outside 0001-01-01 … 9999-12-31 in UTC"),
+        (["--since", "0001-03-01"], f"--since 0001-03-01 is out of range {_READS}"),
+        (["--since", "9998-12-01", "--until", "9999-01-01"],
+         f"--until 9999-01-01 is out of range {_READS}"),
+        (["--changed-since", "0001-01-01"],
+         f"--changed-since 0001-01-01T00:00:00Z is out of range {_READS}"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_with_one_line(sqlite_url: str, args: list[str], message: str) -> None:
     result = cli(sqlite_url, *args)
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"Error: {message}\n", "")
+
+
+def test_an_output_that_is_a_directory_is_refused_up_front(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was an unexpected IsADirectoryError, raised only after the rows were computed."""
+    (tmp_path / "f" / "dir.csv").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    result = cli(sqlite_url, "--output", "f/dir.csv")
+    assert (result.exit_code, result.stderr) == (2, "Error: --output f/dir.csv is a directory\n")
+
+
+def test_the_first_and_last_instants_accepted_run(seeded: str) -> None:
+    """At the bounds the lookback and the day arithmetic stay within what datetime holds."""
+    for args in (["--as-of", "0002-01-01"], ["--as-of", "9998-12-31T23:59:59.999999Z"],
+                 ["--since", "0002-01-01", "--until", "0002-01-02"],
+                 ["--since", "9998-12-30", "--until", "9998-12-31"]):  # fmt: skip
+        result = cli(seeded, *args, "--dry-run")
+        assert result.exit_code == 0, (args, result.output)
 
 
 def test_typer_usage_errors_exit_2(sqlite_url: str) -> None:

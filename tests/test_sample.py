@@ -479,3 +479,51 @@ def test_generate_again_with_the_same_seed_says_nothing_changed(tmp_path: Path) 
     assert again.stderr.startswith(
         f"Nothing changed: {summary} generated, every row as stored in {url} in "
     ), again.stderr
+
+
+_BEFORE_YEAR_1 = (
+    "--end 0001-01-01T00:00:00Z with --days 1 would date rows before year 1 (tutors are "
+    "onboarded up to 1,460 days before the history starts): use --end 0005-01-02 or later"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "1", "--end", "0001-01-01"], _BEFORE_YEAR_1),
+        # ran for a very long time before failing
+        (["--days", "1000000", "--end", "0002-01-01"],
+         "--days 1,000,000 is more than 3,650 days (ten years) of history"),
+        (["--days", "1", "--end", "9999-12-31T00:00:01Z"],
+         "--end 9999-12-31T00:00:01Z is after 9999-12-31, the latest end"),
+        (["--days", "1", "--end", "0001-01-01T00:00:00+05:00"],
+         "--end: '0001-01-01T00:00:00+05:00' is outside 0001-01-01 … 9999-12-31 in UTC"),
+    ],
+)  # fmt: skip
+def test_generate_refuses_rows_outside_years_1_to_9999_and_absurd_spans(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Refused before the database is opened: such rows were written, as year 0, and broke
+    every later reader of the database (`events replay`: `year 0 is out of range`)."""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    db = tmp_path / "t.db"
+    cmd = ["--database-url", f"sqlite:///{db}", "sample", "generate", "--tutors", "1", *args]
+    result = CliRunner().invoke(app, cmd)
+    assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("end", [datetime(5, 1, 2, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)])
+def test_the_earliest_and_latest_end_accepted_keep_every_row_in_range(end: datetime) -> None:
+    from tutormax_cli.pipeline.validate import EARLIEST_TIME, LATEST_TIME
+    from tutormax_cli.sample import check_span
+
+    check_span(1, end)  # the bound the message above names is accepted
+    for name, frame in generate(SampleSpec(tutors=40, days=1, seed=2, end=end)).items():
+        for column, dtype in frame.schema.items():
+            if dtype == frames.TS and frame[column].drop_nulls().len():
+                low, high = frame[column].min(), frame[column].max()
+                assert low >= EARLIEST_TIME and high <= LATEST_TIME, (name, column)  # type: ignore[operator]

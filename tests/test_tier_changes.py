@@ -18,6 +18,8 @@ from tutormax_cli import keys
 from tutormax_cli.cli.app import app
 from tutormax_cli.metrics.tiers import load_tiers
 from tutormax_cli.recompute import RecomputeRequest, recompute_as_of, run
+from tutormax_cli.store.db import open_engine
+from tutormax_cli.store.migrate import upgrade
 from tutormax_cli.store.seed import save_tables
 from tutormax_cli.stream import events, tier_changes
 from tutormax_cli.stream.producer import publish
@@ -176,6 +178,43 @@ def test_show_changes_refuses_a_bad_since(sqlite_url: str, redis_url: str, since
     )  # fmt: skip
     assert out.exit_code == 2
     assert f"--since: {since!r} is neither an ISO-8601 time" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        # were `unexpected OverflowError: date value out of range` (exit 1)
+        ("99999999d", "--since: '99999999d' reaches back before 0001-01-01: use a shorter "
+                      "duration or an ISO-8601 time"),
+        ("0001-01-01T00:00:00+05:00",
+         "--since: '0001-01-01T00:00:00+05:00' is outside 0001-01-01 … 9999-12-31 in UTC"),
+    ],
+)  # fmt: skip
+def test_show_changes_refuses_a_since_out_of_range(
+    sqlite_url: str, redis_url: str, since: str, message: str
+) -> None:
+    out = CliRunner().invoke(
+        app, ["--database-url", sqlite_url, "--redis-url", redis_url, "show", "changes",
+              "--since", since],
+    )  # fmt: skip
+    assert (out.exit_code, out.stderr) == (2, f"Error: {message}\n")
+
+
+def test_show_changes_since_before_1970_reads_the_feed_from_its_start(
+    sqlite_url: str, rclient: redis.Redis, redis_url: str
+) -> None:
+    """A stream id is milliseconds since 1970: a start before it was a negative id, which
+    Redis refused (`Invalid stream ID`, exit 1)."""
+    upgrade(open_engine(sqlite_url))
+    change = tier_changes.TierChange("T1", "7day", "Strong", "At Risk", T, "sweep", {"x": 1})
+    tier_changes.publish(rclient, [change])
+    for since in ("1900-01-01", "30000d"):
+        out = CliRunner().invoke(
+            app, ["--database-url", sqlite_url, "--redis-url", redis_url, "show", "changes",
+                  "--since", since, "--json"],
+        )  # fmt: skip
+        assert out.exit_code == 0, out.output
+        assert [c["tutor_id"] for c in json.loads(out.stdout)] == ["T1"]
 
 
 def test_watch_changes_follows_the_feed(

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from tutormax_cli.contract import input_schemas
+from tutormax_cli.contract import INPUT_KEYS, input_schemas
 from tutormax_cli.pipeline import publish
 from tutormax_cli.pipeline.enrich import enrich
 from tutormax_cli.pipeline.publish import data_json, envelope_messages, session_data
@@ -182,6 +182,60 @@ def test_several_problems_are_all_named() -> None:
 def test_timestamps_with_an_offset_or_as_utc(value: str) -> None:
     parsed = parse_timestamps(pl.Series([value]))
     assert parsed.to_list() == [datetime(2026, 3, 1, 10, tzinfo=UTC)]
+
+
+_GOOD_ROWS: dict[str, dict[str, Any]] = {
+    "tutors": tutor(),
+    "students": {"student_id": "S1", "name": "Bo", "age": "12"},
+    "sessions": session(),
+    "student_feedback": feedback(),
+    "tutor_events": {"event_id": "E1", "tutor_id": "T1", "event_type": "login",
+                     "event_timestamp": "2026-03-01T10:00:00Z"},
+}  # fmt: skip
+_TIME_COLUMNS = [(t, s.name) for t in INPUT_KEYS for s in specs(t) if s.kind == "ts"]
+_BEFORE = "is before 0001-01-01T00:00:00Z (UTC), the earliest time tutormax can read back"
+_AFTER = "is after 9999-12-31T23:59:59.999999Z (UTC), the latest time tutormax can read back"
+
+
+def test_every_input_table_has_a_good_row_and_its_time_columns_are_covered() -> None:
+    """The cases below cover every timestamp column: a table or column added to the contract
+    is covered too, or this fails for want of a good row."""
+    assert set(_GOOD_ROWS) == set(INPUT_KEYS)
+    assert {t for t, _ in _TIME_COLUMNS} == set(INPUT_KEYS)
+    for table, row in _GOOD_ROWS.items():
+        assert reasons(table, row) == [], table
+
+
+@pytest.mark.parametrize(("table", "column"), _TIME_COLUMNS)
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # year 1 in local time, year 0 in UTC: polars and PostgreSQL store it, Python cannot
+        # read it back (it broke `events replay` for the whole database)
+        ("0001-01-01T00:00:00+05:00", _BEFORE),
+        ("-0001-06-01", _BEFORE),
+        ("0000-12-31T23:00:00Z", _BEFORE),
+        ("9999-12-31T23:59:59-05:00", _AFTER),
+    ],
+)
+def test_times_outside_years_1_to_9999_in_utc_are_rejected(
+    table: str, column: str, text: str, reason: str
+) -> None:
+    row = {**_GOOD_ROWS[table], column: text}
+    assert reasons(table, row) == [f"{column}: '{text}' {reason}"]
+
+
+@pytest.mark.parametrize(("table", "column"), _TIME_COLUMNS)
+def test_the_first_and_last_instants_python_holds_are_accepted(table: str, column: str) -> None:
+    early = {**_GOOD_ROWS[table], column: "0001-01-01T05:00:00+05:00"}
+    valid, rejects = run(table, early)
+    assert rejects.is_empty(), rejects["reason"].to_list()
+    assert valid[column].to_list() == [datetime(1, 1, 1, tzinfo=UTC)]
+    if column != "scheduled_start":  # no later than 30 days ahead, a rule of its own
+        late = {**_GOOD_ROWS[table], column: "9999-12-31T23:59:59.999999Z"}
+        valid, rejects = run(table, late)
+        assert rejects.is_empty(), rejects["reason"].to_list()
+        assert valid[column].to_list() == [datetime.max.replace(tzinfo=UTC)]
 
 
 def test_a_bare_date_is_midnight_utc_and_junk_is_null() -> None:

@@ -42,7 +42,7 @@ from tutormax_cli.metrics import frames
 from tutormax_cli.metrics.engine import finalize_snapshot
 from tutormax_cli.metrics.rolling import LOOKBACK_DAYS, end_of_day_rows, input_range
 from tutormax_cli.metrics.tiers import DEFAULT_TIERS, TierRules
-from tutormax_cli.metrics.windows import as_utc, end_of_day, metric_date_of
+from tutormax_cli.metrics.windows import LONGEST_DAYS, as_utc, end_of_day, metric_date_of
 from tutormax_cli.passes import Pass, PassRunner, save_detecting
 from tutormax_cli.store.load import load_changed_tutor_ids, load_tutor_ids
 from tutormax_cli.store.lock import run_lock
@@ -119,6 +119,14 @@ class Shard:
 
 # -- request and result -----------------------------------------------------------------------
 
+EARLIEST_AS_OF = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_AS_OF = datetime(9999, 1, 1, tzinfo=UTC)
+"""The instants (and days) a recompute accepts: from the start of year 2 to before year 9999.
+A run reads the 90 days before its instant, the day after it and a day or two of slack around
+both, and none of that arithmetic may leave the years 1-9999 that Python's datetime holds (it
+failed as an unexpected OverflowError); a round year either side of the lookback says plainly
+where the line is."""
+
 
 @dataclass(frozen=True)
 class RecomputeRequest:
@@ -169,14 +177,36 @@ class RecomputeRequest:
             raise UsageError("--until needs --since")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise UsageError(f"--since {self.since} is after --until {self.until}")
+        self._check_range()
         if self.chunk_size is not None and self.chunk_size < 1:
             raise UsageError("--chunk-size must be at least 1")
         if self.output is not None and self.output.suffix.lower() not in (".parquet", ".csv"):
             raise UsageError(f"--output {self.output}: the file must end in .parquet or .csv")
+        if self.output is not None and self.output.is_dir():
+            raise UsageError(f"--output {self.output} is a directory")
         if self.output is not None and not self.output.absolute().parent.is_dir():
             raise UsageError(
                 f"--output {self.output}: directory {self.output.parent} does not exist"
             )
+
+    def _check_range(self) -> None:
+        """`--as-of`, `--changed-since`, `--since` and `--until` within `EARLIEST_AS_OF`…
+        `LATEST_AS_OF` (dates written with `isoformat`: `%Y` drops a small year's zeros)."""
+        first, last = EARLIEST_AS_OF.date().isoformat(), LATEST_AS_OF.date().isoformat()
+        bounds = f"use a time from {first} to before {last}"
+        for option, moment in (("--as-of", self.as_of), ("--changed-since", self.changed_since)):
+            if moment is not None and not EARLIEST_AS_OF <= as_utc(moment) < LATEST_AS_OF:
+                stamp = as_utc(moment).isoformat().replace("+00:00", "Z")
+                raise UsageError(
+                    f"{option} {stamp} is out of range (recompute reads the {LONGEST_DAYS} "
+                    f"days before it): {bounds}"
+                )
+        for option, day in (("--since", self.since), ("--until", self.until)):
+            if day is not None and not EARLIEST_AS_OF.date() <= day < LATEST_AS_OF.date():
+                raise UsageError(
+                    f"{option} {day} is out of range (recompute reads the {LONGEST_DAYS} days "
+                    f"before it): {bounds}"
+                )
 
     @property
     def lock_name(self) -> str:

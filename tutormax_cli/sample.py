@@ -29,6 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from tutormax_cli.contract import input_schemas
+from tutormax_cli.errors import UsageError
 from tutormax_cli.metrics.frames import TS
 from tutormax_cli.metrics.partials import (
     LOGIN,
@@ -38,7 +39,16 @@ from tutormax_cli.metrics.partials import (
     successful,
 )
 
-__all__ = ["ARCHETYPES", "TABLE_SCHEMAS", "Archetype", "SampleSpec", "batches", "generate"]
+__all__ = [
+    "ARCHETYPES",
+    "MAX_DAYS",
+    "TABLE_SCHEMAS",
+    "Archetype",
+    "SampleSpec",
+    "batches",
+    "check_span",
+    "generate",
+]
 
 _STR = pl.String()  # instances, not classes: keeps the schema dicts one type for mypy
 _INT = pl.Int64()
@@ -121,6 +131,38 @@ ARCHETYPES: tuple[Archetype, ...] = (
 )  # fmt: skip
 """Tutor kinds and their shares. `churner` fades out and worsens; `new` starts mid-range and
 improves; `at_risk` is consistently poor; the values put each kind in a distinct tier band."""
+
+_STUDENT_DAYS = 720
+"""Students were created up to this many days before the period starts."""
+LEAD_DAYS = max(_STUDENT_DAYS, *(int(a.tenure_days[1]) for a in ARCHETYPES))
+"""How many days before the period (`end - days`) the generated rows reach: the longest
+tenure's onboarding dates, or the students' creation."""
+MAX_DAYS = 3650
+"""The longest history generated (ten years, against the 90 days the widest window reads):
+rows grow with the days, and a span of a million days would run for hours before failing."""
+_LATEST_END = datetime(9999, 12, 31, tzinfo=UTC)
+"""The latest `end`: a session ends up to 5 hours after it starts, and every stamp must stay
+within what Python's datetime holds (`pipeline.validate.LATEST_TIME`) to be read back."""
+
+
+def check_span(days: int, end: datetime) -> None:
+    """Refuse, as a usage error naming the options, a spec whose rows would fall outside the
+    years 1-9999 (they would be written, then break every reader of the database) or whose
+    history is longer than `MAX_DAYS`; checked before anything is generated."""
+    if days > MAX_DAYS:
+        raise UsageError(f"--days {days:,} is more than {MAX_DAYS:,} days (ten years) of history")
+    stamp = end.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if end > _LATEST_END:
+        raise UsageError(f"--end {stamp} is after {_LATEST_END.date()}, the latest end")
+    reach = timedelta(days=days + LEAD_DAYS + 1)  # +1: onboarding dates round down a minute
+    first = datetime.min.replace(tzinfo=UTC)
+    if end - first < reach:
+        raise UsageError(
+            f"--end {stamp} with --days {days:,} would date rows before year 1 (tutors are "
+            f"onboarded up to {LEAD_DAYS:,} days before the history starts): use --end "
+            f"{(first + reach).date()} or later"
+        )
+
 
 _SUBJECTS = (
     "Algebra", "Geometry", "Calculus", "Statistics", "Physics", "Chemistry", "Biology",
@@ -696,7 +738,7 @@ class _Generator:
             name = f"{_FIRST[int(r() * len(_FIRST))]} {_LAST[int(r() * len(_LAST))]}"
             age = 8 + int(r() * 15) if r() < 0.85 else 18 + int(r() * 30)
             grade = None if r() < 0.1 else _grade(age)
-            t = self.start_us - int((1 + 719 * r()) * _DAY)
+            t = self.start_us - int((1 + (_STUDENT_DAYS - 1) * r()) * _DAY)
             rows.append((f"S{i + 1:05d}", name, None if r() < 0.05 else age, grade, t - t % _MIN))
         schema = {
             "student_id": _STR,

@@ -31,10 +31,16 @@ def parse_since(text: str, option: str, now: datetime) -> datetime:
     match = _DURATION.match(text)
     if match:
         seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-        return now - timedelta(seconds=seconds)
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:  # further back than year 1 (or not a finite number)
+            raise UsageError(
+                f"{option}: {text!r} reaches back before 0001-01-01: use a shorter duration "
+                "or an ISO-8601 time"
+            ) from None
     try:
         return context.parse_instant(text, option)
-    except UsageError:
+    except context.NotAnInstant:
         raise UsageError(
             f"{option}: {text!r} is neither an ISO-8601 time (2026-03-02T14:05:00Z) "
             "nor a duration (30m, 6h, 7d)"
@@ -81,7 +87,7 @@ def changes(
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
     else:
-        since_ms = int(start.timestamp() * 1000)
+        since_ms = max(0, int(start.timestamp() * 1000))  # a stream id is never negative
         for change in tier_changes.recent(client, since_ms):
             if window is not None and change.window != window:
                 continue

@@ -147,17 +147,28 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=name, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+class NotAnInstant(UsageError):
+    """An option's text that does not parse as ISO-8601 at all (not one out of range): what
+    lets `show changes --since` try it as a duration instead."""
+
+
 def parse_instant(text: str | None, option: str) -> datetime:
-    """An ISO-8601 instant from an option (no offset = UTC), or now when `text` is None."""
+    """An ISO-8601 instant from an option (no offset = UTC), or now when `text` is None.
+
+    A local time of year 1 or 9999 whose offset carries it past the years 1-9999 in UTC
+    (`0001-01-01T00:00:00+05:00`) is a usage error: Python's datetime cannot hold it."""
     if text is None:
         return datetime.now(UTC)
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(
+        raise NotAnInstant(
             f"{option}: {text!r} is not an ISO-8601 time (e.g. 2026-03-02T14:05:00Z)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"{option}: {text!r} is outside 0001-01-01 … 9999-12-31 in UTC") from None
 
 
 def describe(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ def generate(
     import time
     from datetime import UTC, datetime
 
-    from tutormax_cli.sample import SampleSpec, batches
+    from tutormax_cli.sample import SampleSpec, batches, check_span
     from tutormax_cli.store.seed import save_batches, write_csv_batches
 
     context.imports_done()
@@ -51,6 +51,7 @@ def generate(
         end_at = now.replace(hour=0, minute=0, second=0, microsecond=0)
     else:
         end_at = context.parse_instant(end, "--end")
+    check_span(days, end_at)
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     engine = None if out is not None else context.database(ctx)

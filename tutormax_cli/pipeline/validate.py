@@ -44,6 +44,12 @@ TUTOR_STATUSES = ("active", "inactive", "churned")
 MAX_DURATION_MINUTES = 300
 MAX_LATE_START_MINUTES = 60
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime.max.replace(tzinfo=UTC)
+"""The range of every timestamp column, in UTC: what Python's `datetime` (so every reader of
+the database: psycopg2, SQLAlchemy, the replay) can hold. polars and PostgreSQL store years 0
+and 10000 happily, and one such row then breaks every later read of its table
+(`0001-01-01T00:00:00+05:00` is 0000-12-31T19:00Z)."""
 MAX_AGE = 150
 RATING_COLUMNS = (
     "overall_rating",
@@ -619,7 +625,27 @@ def _column_checks(spec: ColumnSpec) -> tuple[Check, ...]:
         )
     if kind == "int":
         checks.append(Check(name, value.abs() > _INT32, pl.format("{} is out of range", value)))
+    elif kind == "ts":
+        checks.append(_time_range(name))
     return tuple(checks)
+
+
+def _time_range(name: str) -> Check:
+    """A timestamp within `EARLIEST_TIME`…`LATEST_TIME` once in UTC. One flag for both ends (a
+    batch of completions pays per flag); the message quotes the text as given, since its offset
+    is usually what carried it out of range."""
+    value = _t(name)
+    early = value < pl.lit(EARLIEST_TIME)
+    late = value > pl.lit(LATEST_TIME)
+    before = f"is before {_iso(EARLIEST_TIME)} (UTC), the earliest time tutormax can read back"
+    after = f"is after {_iso(LATEST_TIME)} (UTC), the latest time tutormax can read back"
+    message = pl.when(early).then(pl.lit(before)).otherwise(pl.lit(after))
+    return Check(name, early | late, pl.format("{} {}", show(pl.col(name)), message))
+
+
+def _iso(value: datetime) -> str:
+    """An instant as the messages write it: ISO-8601 with `Z`, fraction only when it has one."""
+    return value.isoformat().replace("+00:00", "Z")
 
 
 _NOT_A = {
@@ -683,7 +709,8 @@ def _domain_rules(table: str) -> list[Check]:
             Check("session_number", _t("session_number") < 1, pl.lit("must be ≥ 1")),
             Check(
                 "scheduled_start",
-                start > pl.col(_LATEST),
+                # past LATEST_TIME, `_time_range` already says so: one reason, not two
+                (start > pl.col(_LATEST)) & (start <= pl.lit(LATEST_TIME)),
                 pl.format("{} is more than 30 days ahead", start.dt.strftime("%Y-%m-%dT%H:%M:%SZ")),
             ),
             Check(
