@@ -134,3 +134,27 @@ def test_ctrl_c_while_writing_csv_files_says_they_are_incomplete(tmp_path: Path)
         text,
     ), text[-800:]
     assert (out / "tutors.csv").exists()
+
+
+def test_a_sample_colliding_with_stored_rows_writes_nothing_and_says_why(db_url: str) -> None:
+    """Sample IDs are the same for every seed (T0001…): a second sample of another seed collides
+    with the first on student_feedback's unique session_id. The one transaction keeps nothing of
+    it, and the error says so and what to do, in one line — not the bare constraint name."""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    env = {"TUTORMAX_DATABASE_URL": db_url}
+    args = ["sample", "generate", "--tutors", "3", "--days", "10", "--end", "2026-03-01"]
+    assert CliRunner().invoke(app, [*args, "--seed", "1"], env=env).exit_code == 0
+    engine = open_engine(db_url)
+    before = snapshot(engine)
+    again = CliRunner().invoke(app, [*args, "--seed", "1"], env=env)
+    assert again.exit_code == 0 and "Nothing changed" in again.output  # its own rows: upserted
+    other = CliRunner().invoke(app, [*args, "--seed", "2"], env=env)
+    assert other.exit_code == 1
+    lines = other.output.strip().splitlines()
+    assert len(lines) == 1 and "already holds rows this sample collides with" in lines[0]
+    assert "student_feedback" in lines[0] and "nothing was written" in lines[0]
+    assert snapshot(engine) == before
+    engine.dispose()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from tutormax_cli.cli import context, render
-from tutormax_cli.errors import UsageError
+from tutormax_cli.errors import DatabaseError, UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, ProgressColumn, Task, TaskID
@@ -69,6 +69,11 @@ def generate(
             else:
                 assert engine is not None
                 counts = save_batches(engine, rows, changed=changed)
+    except Exception as exc:
+        rows.close()  # the spill directory goes now, whatever failed
+        if _is_integrity_error(exc):
+            raise DatabaseError(_collision(where, exc)) from None
+        raise
     except KeyboardInterrupt:
         rows.close()  # removes the spill directory now, not whenever the generator is collected
         render.err.print(
@@ -82,6 +87,29 @@ def generate(
         f"{counts.get('sessions', 0) / max(total, 1e-9):,.0f} sessions/s)"
     )
     render.err.print(_written(summary, where, timing, counts, changed), soft_wrap=True)
+
+
+def _is_integrity_error(exc: BaseException) -> bool:
+    """A unique or foreign-key violation, from SQLAlchemy or from a driver itself (the bulk
+    writes run on the raw DBAPI connection), without importing a driver the run did not load."""
+    import sys
+
+    modules = ("sqlalchemy.exc", "psycopg2", "sqlite3")
+    found = [getattr(sys.modules.get(module), "IntegrityError", None) for module in modules]
+    return any(kind is not None and isinstance(exc, kind) for kind in found)
+
+
+def _collision(where: str, exc: BaseException) -> str:
+    """Why a sample did not fit the database: its IDs are the same for every seed (T0001…), so
+    rows of another sample (another --seed, --tutors, --days or --end) or of real data collide
+    with it on a unique key; the write is one transaction, so nothing of it was kept."""
+    from tutormax_cli.store.driver_errors import describe_error
+
+    return (
+        f"{where} already holds rows this sample collides with ({describe_error(exc)}); nothing "
+        "was written: a sample is upserted only over one made with the same --seed, --tutors, "
+        "--days and --end — generate into an empty database"
+    )
 
 
 def _written(
