@@ -399,6 +399,11 @@ def test_events_publish_and_replay(sqlite_url: str, redis_url: str, rclient: red
         "Error: --tutor: unknown tutors t0001 (did you mean T0001?), T9999 "
         "(--allow-unknown to go ahead anyway)\n"
     )
+    # ids the worker would dead-letter are refused by its own rule, even with --allow-unknown
+    for args in (["--tutor", "T0001", "--session", ""], ["--tutor", " ", "--allow-unknown"]):
+        result = runner.invoke(app, ["events", "publish", *args], env=env)
+        assert result.exit_code == 2
+        assert result.output.endswith("is empty (the worker would dead-letter it)\n")
     assert rclient.xlen(STREAM) == 2
     result = runner.invoke(app, ["events", "replay", "--since", "2000-01-01"], env=env)
     assert result.exit_code == 0, result.output

@@ -32,9 +32,15 @@ def publish(
 
     Example: tutormax events publish --tutor T0001 --session SES000042
     """
+    from tutormax_cli.errors import UsageError
     from tutormax_cli.stream import events
     from tutormax_cli.stream.producer import publish as xadd_all
 
+    given = [("--tutor", "tutor_id", t) for t in tutor]
+    given += [] if session is None else [("--session", "session_id", session)]
+    for option, field, value in given:
+        if (problem := events.id_problem(value, field)) is not None:
+            raise UsageError(f"{option} {value!r}: {problem} (the worker would dead-letter it)")
     if not allow_unknown:
         from tutormax_cli.store.known import require_known
 

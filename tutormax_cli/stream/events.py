@@ -59,6 +59,13 @@ def _check_id(value: Any, name: str) -> str | Malformed:
     return text
 
 
+def id_problem(value: Any, name: str) -> str | None:
+    """Why the worker would dead-letter an entry for its `name` field holding `value` (None: it
+    would not): what a producer checks before publishing, by the worker's own rule."""
+    checked = _check_id(value, name)
+    return checked.reason if isinstance(checked, Malformed) else None
+
+
 def envelope_doc(message: str) -> dict[str, Any] | Malformed:
     """The JSON object of an envelope's `message` with its `data` object, checksum not checked
     (what an operator view needs to name the tutor of a stuck or dead entry)."""
