@@ -116,3 +116,46 @@ def test_status_starts_no_embedded_redis_for_a_missing_database(tmp_path: Path) 
         pid_file = server / "redis.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+
+def test_a_contract_column_of_another_type_is_named_and_never_migrated(
+    pg_database_url: str,
+) -> None:
+    """An existing `tutors.tutor_id integer` (another program's table): `db status` names it and
+    exits 1, `db init` refuses in one line and changes nothing — the migrations adopt existing
+    tables, and every later write of a `T0001` would fail on it. (A database of its own: the
+    session's PostgreSQL one is shared.)"""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+
+    admin = sa.create_engine(
+        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = "tutormax_mistyped_test"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
+    engine = open_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE tutors (tutor_id integer PRIMARY KEY, name text)"))
+        env = {"TUTORMAX_DATABASE_URL": url}
+        status = CliRunner().invoke(app, ["db", "status", "--json"], env=env)
+        assert status.exit_code == 1
+        assert '"tutor_id (integer, expected text)"' in status.stdout
+        init = CliRunner().invoke(app, ["db", "init"], env=env)
+        assert init.exit_code == 1
+        lines = init.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(
+            "columns of another type than the contract's: tutors.tutor_id (integer, expected "
+            "text); nothing was changed — fix or rename those tables first"
+        )
+        assert sa.inspect(engine).get_table_names() == ["tutors"]
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -56,7 +56,9 @@ def status(
         require_schema(engine)  # the refusal every read command gives, before connecting
     check_connection(engine)
     revision, tables = migrate.status(engine)
-    ready = revision == SCHEMA_REVISION and all(t.exists and not t.missing_columns for t in tables)
+    ready = revision == SCHEMA_REVISION and all(
+        t.exists and not t.missing_columns and not t.mistyped_columns for t in tables
+    )
     if as_json:
         context.print_json(
             {
@@ -70,6 +72,7 @@ def status(
                         "exists": t.exists,
                         "rows": t.rows,
                         "missing_columns": list(t.missing_columns),
+                        "mistyped_columns": list(t.mistyped_columns),
                     }
                     for t in tables
                 ],
@@ -83,11 +86,13 @@ def status(
         table.add_column("rows", justify="right")
         table.add_column("state")
         for t in tables:
+            problems = [f"lacks {', '.join(t.missing_columns)}"] if t.missing_columns else []
+            problems += [f"mistyped {', '.join(t.mistyped_columns)}"] if t.mistyped_columns else []
             state = (
                 "[red]missing[/]"
                 if not t.exists
-                else f"[yellow]lacks {', '.join(t.missing_columns)}[/]"
-                if t.missing_columns
+                else f"[yellow]{'; '.join(problems)}[/]"
+                if problems
                 else "[green]ok[/]"
             )
             table.add_row(t.name, render.number(t.rows), state)
@@ -95,6 +100,11 @@ def status(
         if is_unknown(revision):  # `db init` cannot help: say what can
             render.err.print(
                 schema_problem(revision, context.settings(ctx).database_label), markup=False
+            )
+        elif any(t.mistyped_columns for t in tables):  # `db init` refuses these: say so
+            render.err.print(
+                "Columns of another type than the contract's: fix or rename those tables; "
+                "`tutormax db init` will not migrate them."
             )
         elif not ready:
             render.err.print("Run `tutormax db init` to create or upgrade the schema.")

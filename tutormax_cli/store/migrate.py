@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -44,9 +45,61 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
         before = current_revision(conn)
         if is_unknown(before):
             raise DatabaseError(str(schema_problem(before, url_label(engine))))
+        wrong = [f"{t}.{c}" for t, columns in mistyped(conn).items() for c in columns]
+        if wrong:  # the migrations adopt existing tables: never one whose columns we misread
+            raise DatabaseError(
+                f"{url_label(engine)}: columns of another type than the contract's: "
+                f"{', '.join(wrong)}; nothing was changed — fix or rename those tables first"
+            )
         command.upgrade(_alembic_config(conn), "head")  # type: ignore[arg-type]
         after = current_revision(conn)
     return before, after or SCHEMA_REVISION
+
+
+_FAMILIES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
+    (sa.Boolean, "boolean"),
+    (sa.Integer, "integer"),
+    (sa.Float, "number"),
+    (sa.Numeric, "number"),
+    (sa.DateTime, "timestamp"),
+    (sa.Date, "date"),
+    (sa.ARRAY, "array"),
+    (sa.JSON, "json"),
+    (sa.String, "text"),
+)
+"""Kinds of column type, coarse on purpose: a `text` where the contract has `varchar(50)`, a
+`bigint` for an `integer` or `json` for `jsonb` reads the same; an `integer` ID, a `text`
+timestamp or a `boolean` count does not, and every later write or read would fail on it."""
+
+
+def _family(column_type: sa.types.TypeEngine[Any]) -> str | None:
+    for kind, family in _FAMILIES:
+        if isinstance(column_type, kind):
+            return family
+    return None  # a type this check does not know (a domain, an enum): not judged
+
+
+def mistyped(conn: sa.Connection) -> dict[str, list[str]]:
+    """Per existing contract table, its columns whose stored type is of another kind than the
+    contract's, as `column (stored type, expected kind)`. PostgreSQL only: SQLite's declared
+    types are affinities that accept anything, and tutormax reads them as the contract says."""
+    if not is_postgres(conn):
+        return {}
+    inspector = sa.inspect(conn)
+    found: dict[str, list[str]] = {}
+    for table in CONTRACT_TABLES:
+        if not inspector.has_table(table.name):
+            continue
+        stored = {col["name"]: col["type"] for col in inspector.get_columns(table.name)}
+        for column in table.columns:
+            have = stored.get(column.name)
+            want = _family(column.type.dialect_impl(conn.dialect))  # lists: ARRAY here
+            got = None if have is None else _family(have)
+            if want is not None and got is not None and got != want:
+                found.setdefault(table.name, []).append(
+                    f"{column.name} ({str(have).lower()}, expected {want})"
+                )
+    return found
 
 
 @dataclass(frozen=True)
@@ -57,13 +110,16 @@ class TableStatus:
     exists: bool
     rows: int | None
     missing_columns: tuple[str, ...]
+    mistyped_columns: tuple[str, ...] = ()
 
 
 def status(engine: sa.Engine) -> tuple[str | None, list[TableStatus]]:
-    """The schema revision and, per table, whether it exists, its row count, missing columns."""
+    """The schema revision and, per table, whether it exists, its row count, missing columns
+    and columns of another type than the contract's (`mistyped`)."""
     result = []
     with engine.connect() as conn:
         revision = current_revision(conn)
+        wrong = mistyped(conn)
         inspector = sa.inspect(conn)
         for table in (*CONTRACT_TABLES, tutormax_state):
             if not inspector.has_table(table.name):
@@ -79,5 +135,7 @@ def status(engine: sa.Engine) -> tuple[str | None, list[TableStatus]]:
             rows = conn.execute(sa.text(count_sql)).scalar_one()
             if rows is not None and rows < 0:  # never analyzed: count exactly
                 rows = conn.execute(sa.text(f'SELECT count(*) FROM "{table.name}"')).scalar_one()
-            result.append(TableStatus(table.name, True, int(rows), missing))
+            result.append(
+                TableStatus(table.name, True, int(rows), missing, tuple(wrong.get(table.name, ())))
+            )
     return revision, result
