@@ -40,20 +40,44 @@ MISSING = None if REDIS_SERVER and REDIS_CLI else "redis-server/redis-cli are no
 SERVICE = "mymaster"
 
 
+BUS_OFFSET = 10000
+"""A cluster node listens on its port and on port + 10000 (the cluster bus)."""
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to client sockets (`ip_local_port_range`)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 now (and their +10000 cluster bus ports)."""
+    """`count` distinct TCP ports free on 127.0.0.1 now, each with its +10000 cluster bus port.
+    Both lie below the kernel's ephemeral range: a port the kernel picked for us (bind to 0)
+    is one it also gives client sockets, and one of those took a node's bus port between this
+    check and the server's bind (CI: "bind: Address already in use", the node never up).
+    Random, so concurrent test runs rarely pick the same ones."""
+    import random
+
+    top = _ephemeral_low() - BUS_OFFSET
+    candidates = random.sample(range(10000, top), top - 10000)
     ports: list[int] = []
-    held = []
-    while len(ports) < count:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        held.append(s)
-        if port + 10000 < 65536 and port not in ports:
+    for port in candidates:
+        if _bindable(port) and _bindable(port + BUS_OFFSET):
             ports.append(port)
-    for s in held:
-        s.close()
-    return ports
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"fewer than {count} free port pairs below {top + BUS_OFFSET}")
 
 
 def wait_for(check: object, timeout: float, what: str) -> None:
