@@ -290,6 +290,58 @@ def test_times_outside_years_1_to_9999_in_utc_are_rejected_and_replay_still_read
     assert "Replayed 1 session onto" in replay.stderr
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata"])
+def test_the_first_and_last_instants_read_back_on_a_server_outside_utc(
+    pg_database_url: str, redis_url: str, files: Path, tmp_path: Path, zone: str
+) -> None:
+    """The bounds validation lets through are UTC's; on a database whose `TimeZone` is another
+    zone, year 1 came back as `0001-12-31 19:03:58-04:56:02 BC` and 9999-12-31T23:59:59Z as year
+    10000, which psycopg2 cannot read (replay: `year -1 is out of range`). Every connection
+    tutormax opens now sets UTC for its session."""
+    admin = sa.create_engine(
+        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = "tutormax_zone_test"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'"))
+    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        assert cli(url, redis_url, "db", "init").exit_code == 0
+        for table in ("tutors", "students"):
+            assert cli(url, redis_url, "ingest", table, str(files / f"{table}.csv")).exit_code == 0
+        rows = pl.read_csv(files / "sessions.csv", infer_schema=False).head(2)
+        rows = rows.with_columns(
+            scheduled_start=pl.Series(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]),
+            actual_start=pl.Series([None, None], dtype=pl.String),
+            no_show=pl.lit("true"),
+        )
+        sessions = tmp_path / "edges.csv"
+        rows.write_csv(sessions)
+        result = cli(url, redis_url, "ingest", "sessions", str(sessions))
+        assert "1 persisted, 1 rejected" in result.stderr  # the second is > 30 days ahead
+        replay = cli(url, redis_url, "events", "replay", "--since", "0001-01-01T00:00:00Z")
+        assert replay.exit_code == 0, replay.output
+        assert "Replayed 1 session onto" in replay.stderr
+        engine = open_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW TimeZone")).scalar_one() == "UTC"
+            first = conn.execute(sa.text("SELECT min(scheduled_start) FROM sessions")).scalar()
+        engine.dispose()
+        assert first == datetime(1, 1, 1, tzinfo=UTC)
+        from tutormax_cli.store.reader import open_reader
+
+        with open_reader(url) as reader:  # the show commands' read-only connection too
+            assert reader.rows("SHOW TimeZone", {}) == [("UTC",)]
+            assert reader.rows("SELECT min(scheduled_start) FROM sessions", {})[0][0] == first
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def test_a_row_the_database_refuses_is_rejected_alone(engine: sa.Engine) -> None:
     good = generate(SampleSpec(tutors=3, days=5, seed=1, end=TODAY))["students"]
     df = good.with_columns(

@@ -16,7 +16,11 @@ from tutormax_cli.settings import redact_url, unencoded_at
 from tutormax_cli.store.driver_errors import OPEN_HINT as OPEN_HINT
 from tutormax_cli.store.driver_errors import READ_ONLY_HINT as READ_ONLY_HINT
 from tutormax_cli.store.driver_errors import describe_error as describe_error
-from tutormax_cli.store.reader import APPLICATION_NAME, CONNECT_TIMEOUT_SECONDS
+from tutormax_cli.store.reader import (
+    APPLICATION_NAME,
+    CONNECT_TIMEOUT_SECONDS,
+    set_session_time_zone,
+)
 from tutormax_cli.store.revision import SCHEMA_REVISION as SCHEMA_REVISION
 from tutormax_cli.store.revision import VERSION_TABLE as VERSION_TABLE
 from tutormax_cli.store.revision import schema_problem
@@ -97,7 +101,7 @@ def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed.set(drivername="postgresql+psycopg2"),
             pool_pre_ping=True,
             pool_size=pool_size,
@@ -107,6 +111,8 @@ def open_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
                 "application_name": APPLICATION_NAME,
             },
         )
+        sa.event.listen(engine, "connect", set_session_time_zone)
+        return engine
     raise DatabaseError(
         f"unsupported database {backend!r} in {redact_url(url)}: use postgresql:// or sqlite:///"
     )

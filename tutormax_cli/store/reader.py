@@ -45,6 +45,19 @@ CONNECT_TIMEOUT_SECONDS = 5
 """As `store.db.open_engine` gives psycopg2: an unreachable server fails in seconds."""
 APPLICATION_NAME = "tutormax"
 """`pg_stat_activity.application_name` of every tutormax connection."""
+SESSION_TIME_ZONE = "SET TIME ZONE 'UTC'"
+"""Run on every PostgreSQL connection tutormax opens: timestamps then reach the driver in UTC
+whatever the server's or the database's `TimeZone`. Outside UTC the instants validation lets
+through at either end of what datetime holds (0001-01-01Z, 9999-12-31T23:59:59.999999Z) come
+back as a year psycopg2 cannot read (`… BC`, year 10000), and every day computed from a
+timestamp by a cast would be the server's day, not the UTC day the contract means."""
+
+
+def set_session_time_zone(dbapi_connection: Any, _record: Any = None) -> None:
+    """`SESSION_TIME_ZONE` on a new psycopg2 connection, committed (a session setting)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(SESSION_TIME_ZONE)
+    dbapi_connection.commit()
 
 
 @lru_cache(maxsize=512)
@@ -121,6 +134,7 @@ def open_reader(url: str) -> PgReader:
     except psycopg2.Error as exc:  # unreachable, refused, or libpq refused the URI itself
         detail = _scrubbed(first_line(exc), uri, label)
         raise DatabaseError(f"cannot connect to {label}: {detail}") from None
+    set_session_time_zone(connection)
     connection.set_session(readonly=True)
     reader = PgReader(connection)
     try:
