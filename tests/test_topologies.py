@@ -111,9 +111,11 @@ def _database(path: Path, tutors: int = 3) -> tuple[str, sa.Engine, dict[str, pl
         ("redis+cluster://:hunter2@127.0.0.1:1?sslmode=on", "unknown option 'sslmode'"),
         ("redis+sentinel://:hunter2@127.0.0.1:1/m/zero", "db 'zero' is not a number"),
         # redis-py reads these as db 0 and db 1: a typo would use another database's streams
-        ("redis://:hunter2@127.0.0.1:1/abc", "path 'abc' is not a db number"),
-        ("redis://:hunter2@127.0.0.1:1/0/1", "path '0/1' is not a db number"),
-        ("rediss://:hunter2@127.0.0.1:1/?db=x", "db option 'x' is not a db number"),
+        ("redis://:hunter2@127.0.0.1:1/abc", "db 'abc' is not a number"),
+        ("redis://:hunter2@127.0.0.1:1/0/1", "db '0/1' is not a number"),
+        ("rediss://:hunter2@127.0.0.1:1/?db=x", "db option 'x' is not a number"),
+        ("redis://:hunter2@127.0.0.1:1/\u0663", "db '\u0663' is not a number"),  # not ASCII
+        ("redis://:hunter2/x@127.0.0.1:1/0", "a '/' in the password must be percent-encoded"),
         ("ops:hunter2@127.0.0.1:1", "must specify one of the following schemes"),  # no scheme
     ],
 )

@@ -39,26 +39,34 @@ def redact_url(url: str) -> str:
             url = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
         return mask_secrets(url)
     rest, qmark, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
+    userinfo, at, after = split_userinfo(rest)
     if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+        rest = f"{userinfo.split(':', 1)[0]}:***@{after}"
     if qmark:
         query = "&".join(
             f"{k}=***" if "password" in k.lower() else f"{k}{eq}{v}"
             for k, eq, v in (item.partition("=") for item in query.split("&"))
         )
-    return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
+    return f"{scheme}://{rest}{qmark}{query}"
+
+
+def split_userinfo(rest: str) -> tuple[str, str, str]:
+    """(userinfo, "@", what follows) of a URL's part after `://` and before its query, or
+    ("", "", rest) without one. The userinfo ends at the last '@': a password may hold a '/'
+    (base64 secrets do) or, unencoded, an '@', and either way it must not be printed."""
+    userinfo, at, after = rest.rpartition("@")
+    return (userinfo, at, after) if at else ("", "", rest)
 
 
 def unencoded_at(url: str) -> str | None:
-    """What is wrong when the URL's authority holds more than one '@' (None when it does not):
-    SQLAlchemy and libpq split at the first, so the rest of the password becomes the host name
-    and is printed in the driver's "could not translate host name" error."""
-    authority = url.partition("://")[2].partition("/")[0].partition("?")[0]
-    if authority.count("@") < 2:
+    """What is wrong when the URL's password holds an unencoded '@' (None when it does not):
+    SQLAlchemy and libpq split there, so the rest of the password becomes the host name and is
+    printed in the driver's "could not translate host name" error. An '@' in the user name
+    (`alice@corp.com@host`) SQLAlchemy reads right, so that one is let through."""
+    userinfo, at, _ = split_userinfo(url.partition("://")[2].partition("?")[0])
+    if not at or "@" not in userinfo.partition(":")[2]:
         return None
-    return f"{redact_url(url)}: an '@' in the user name or password must be percent-encoded as %40"
+    return f"{redact_url(url)}: an '@' in the password must be percent-encoded as %40"
 
 
 def from_file(variable: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -45,7 +45,8 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
         before = current_revision(conn)
         if is_unknown(before):
             raise DatabaseError(str(schema_problem(before, url_label(engine))))
-        wrong = [f"{t}.{c}" for t, columns in mistyped(conn).items() for c in columns]
+        at_head = before == SCHEMA_REVISION  # nothing to migrate: `db status` reports the rest
+        wrong = [] if at_head else [f"{t}.{c}" for t, cs in mistyped(conn).items() for c in cs]
         if wrong:  # the migrations adopt existing tables: never one whose columns we misread
             raise DatabaseError(
                 f"{url_label(engine)}: columns of another type than the contract's: "
@@ -71,6 +72,12 @@ _FAMILIES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
 `bigint` for an `integer` or `json` for `jsonb` reads the same; an `integer` ID, a `text`
 timestamp or a `boolean` count does not, and every later write or read would fail on it."""
 
+_ACCEPTS = {("number", "integer"), ("text", "json")}
+"""(stored kind, contract kind) pairs that hold the contract's values as they are: a `double
+precision` or `numeric` column holds every integer (pandas' `to_sql` makes one of a nullable
+int), and a `text` column the JSON documents the readers cast with `::jsonb`. The other way
+round loses values (an `integer` column rounds a rating) and stays flagged."""
+
 
 def _family(column_type: sa.types.TypeEngine[Any]) -> str | None:
     for kind, family in _FAMILIES:
@@ -95,7 +102,7 @@ def mistyped(conn: sa.Connection) -> dict[str, list[str]]:
             have = stored.get(column.name)
             want = _family(column.type.dialect_impl(conn.dialect))  # lists: ARRAY here
             got = None if have is None else _family(have)
-            if want is not None and got is not None and got != want:
+            if want is not None and got is not None and got != want and (got, want) not in _ACCEPTS:
                 found.setdefault(table.name, []).append(
                     f"{column.name} ({str(have).lower()}, expected {want})"
                 )

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tutormax_cli.errors import DatabaseError, SchemaNotReady
-from tutormax_cli.settings import redact_url, unencoded_at
+from tutormax_cli.settings import redact_url, split_userinfo, unencoded_at
 from tutormax_cli.store.driver_errors import first_line
 from tutormax_cli.store.revision import VERSION_TABLE, schema_problem
 
@@ -116,6 +116,21 @@ def is_postgres_url(url: str) -> bool:
     return _DRIVER.match(url) is not None
 
 
+def _libpq_uri(uri: str) -> str:
+    """`uri` with a '/', '?' or '#' in its password percent-encoded: SQLAlchemy reads such a
+    password whole, libpq's URI parser cuts it there and prints the piece as a port ("invalid
+    integer value \"s3cr\" for connection option \"port\"")."""
+    scheme, _, rest = uri.partition("://")
+    rest, qmark, query = rest.partition("?")
+    userinfo, at, after = split_userinfo(rest)
+    user, colon, password = userinfo.partition(":")
+    if not (at and colon):
+        return uri
+    for char, code in (("/", "%2F"), ("?", "%3F"), ("#", "%23")):
+        password = password.replace(char, code)
+    return f"{scheme}://{user}:{password}@{after}{qmark}{query}"
+
+
 def open_reader(url: str) -> PgReader:
     """A `PgReader` on the PostgreSQL database at `url`, its schema checked: one-line errors
     as `store.db.open_engine` and `require_schema` give (`DatabaseError`, `SchemaNotReady`),
@@ -123,7 +138,7 @@ def open_reader(url: str) -> PgReader:
     import psycopg2
     import psycopg2.errors
 
-    uri = _DRIVER.sub("postgresql://", url)
+    uri = _libpq_uri(_DRIVER.sub("postgresql://", url))
     if (problem := unencoded_at(uri)) is not None:
         raise DatabaseError(problem)
     label = redact_url(uri)

@@ -22,6 +22,7 @@ would live in different slots — is asked through `transactional`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
@@ -140,9 +141,7 @@ def parse(url: str) -> Topology:
         if len(segments) > 2:
             raise UsageError(f"bad Redis URL {label}: expected /<service-name>[/db]")
         if len(segments) == 2:
-            if not segments[1].isdigit():
-                raise UsageError(f"bad Redis URL {label}: db {segments[1]!r} is not a number")
-            db = int(segments[1])
+            db = _db_number(segments[1], label, "db")
     elif segments:
         raise UsageError(
             f"bad Redis URL {label}: a cluster has only db 0, so the URL takes no path"
@@ -175,25 +174,38 @@ def _client_kwargs(topology: Topology) -> dict[str, Any]:
     return kwargs
 
 
+def _db_number(text: str, label: str, where: str) -> int:
+    """A db number as a URL gives it (ASCII digits: `int` would take '٣', redis-py's own
+    parse would then fall back to db 0), or a usage error naming it."""
+    if not _DIGITS.fullmatch(text):
+        raise UsageError(f"bad Redis URL {label}: {where} {text!r} is not a number")
+    return int(text)
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _check_db(url: str) -> None:
     """A plain `redis://` / `rediss://` URL's db number must be a number: redis-py ignores a
     path it cannot read (`/abc` connects to db 0, `/0/1` to db 1), so a typo would read and
     write another database's streams. `unix://` paths are the socket's, left to redis-py."""
-    from tutormax_cli.settings import redact_url
+    from tutormax_cli.settings import redact_url, split_userinfo
 
     scheme, _, rest = url.partition("://")
     if scheme.lower() not in ("redis", "rediss"):
         return
+    label = redact_url(url)
     rest, _, query = rest.partition("?")
     path = rest.partition("/")[2]
-    dbs = [("path", path)] if path else []
-    dbs += [("db option", v) for k, v in parse_qsl(query, keep_blank_values=True) if k == "db"]
-    for where, value in dbs:
-        if not value.isdigit():
-            raise UsageError(
-                f"bad Redis URL {redact_url(url)}: {where} {value!r} is not a db number "
-                "(redis://host:port/<db>)"
-            )
+    if split_userinfo(rest)[1] and "@" in path:  # the first '/' was the password's
+        raise UsageError(
+            f"bad Redis URL {label}: a '/' in the password must be percent-encoded as %2F"
+        )
+    if path:
+        _db_number(path, label, "db")
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "db":
+            _db_number(value, label, "db option")
 
 
 def open_client(url: str) -> redis.Redis:
