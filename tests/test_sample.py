@@ -518,7 +518,7 @@ def test_generate_refuses_rows_outside_years_1_to_9999_and_absurd_spans(
 
 @pytest.mark.parametrize("end", [datetime(5, 1, 2, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)])
 def test_the_earliest_and_latest_end_accepted_keep_every_row_in_range(end: datetime) -> None:
-    from tutormax_cli.pipeline.validate import EARLIEST_TIME, LATEST_TIME
+    from tutormax_cli.instants import EARLIEST_TIME, LATEST_TIME
     from tutormax_cli.sample import check_span
 
     check_span(1, end)  # the bound the message above names is accepted

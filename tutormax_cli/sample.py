@@ -30,6 +30,7 @@ import polars as pl
 
 from tutormax_cli.contract import input_schemas
 from tutormax_cli.errors import UsageError
+from tutormax_cli.instants import EARLIEST_TIME, LATEST_DAY
 from tutormax_cli.metrics.frames import TS
 from tutormax_cli.metrics.partials import (
     LOGIN,
@@ -140,9 +141,9 @@ tenure's onboarding dates, or the students' creation."""
 MAX_DAYS = 3650
 """The longest history generated (ten years, against the 90 days the widest window reads):
 rows grow with the days, and a span of a million days would run for hours before failing."""
-_LATEST_END = datetime(9999, 12, 31, tzinfo=UTC)
+_LATEST_END = datetime.combine(LATEST_DAY, datetime.min.time(), UTC)
 """The latest `end`: a session ends up to 5 hours after it starts, and every stamp must stay
-within what Python's datetime holds (`pipeline.validate.LATEST_TIME`) to be read back."""
+within `instants.LATEST_TIME` to be read back."""
 
 
 def check_span(days: int, end: datetime) -> None:
@@ -155,7 +156,7 @@ def check_span(days: int, end: datetime) -> None:
     if end > _LATEST_END:
         raise UsageError(f"--end {stamp} is after {_LATEST_END.date()}, the latest end")
     reach = timedelta(days=days + LEAD_DAYS + 1)  # +1: onboarding dates round down a minute
-    first = datetime.min.replace(tzinfo=UTC)
+    first = EARLIEST_TIME
     if end - first < reach:
         raise UsageError(
             f"--end {stamp} with --days {days:,} would date rows before year 1 (tutors are "

@@ -34,9 +34,11 @@ def parse_since(text: str, option: str, now: datetime) -> datetime:
         try:
             return now - timedelta(seconds=seconds)
         except OverflowError:  # further back than year 1 (or not a finite number)
+            from tutormax_cli.instants import EARLIEST_DAY
+
             raise UsageError(
-                f"{option}: {text!r} reaches back before 0001-01-01: use a shorter duration "
-                "or an ISO-8601 time"
+                f"{option}: {text!r} reaches back before {EARLIEST_DAY}: use a shorter "
+                "duration or an ISO-8601 time"
             ) from None
     try:
         return context.parse_instant(text, option)

@@ -168,7 +168,11 @@ def parse_instant(text: str | None, option: str) -> datetime:
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:
-        raise UsageError(f"{option}: {text!r} is outside 0001-01-01 … 9999-12-31 in UTC") from None
+        from tutormax_cli.instants import EARLIEST_DAY, LATEST_DAY
+
+        raise UsageError(
+            f"{option}: {text!r} is outside {EARLIEST_DAY} … {LATEST_DAY} in UTC"
+        ) from None
 
 
 def describe(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from tutormax_cli.contract import INPUT_KEYS as TABLE_KEYS
 from tutormax_cli.contract import INPUT_TABLES
 from tutormax_cli.contract import table as contract_table
+from tutormax_cli.instants import EARLIEST_TIME, LATEST_TIME
 from tutormax_cli.metrics.frames import TS
 from tutormax_cli.pipeline import TABLE_ALIASES
 from tutormax_cli.pipeline.readers import (
@@ -44,12 +45,6 @@ TUTOR_STATUSES = ("active", "inactive", "churned")
 MAX_DURATION_MINUTES = 300
 MAX_LATE_START_MINUTES = 60
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
-EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime.max.replace(tzinfo=UTC)
-"""The range of every timestamp column, in UTC: what Python's `datetime` (so every reader of
-the database: psycopg2, SQLAlchemy, the replay) can hold. polars and PostgreSQL store years 0
-and 10000 happily, and one such row then breaks every later read of its table
-(`0001-01-01T00:00:00+05:00` is 0000-12-31T19:00Z)."""
 MAX_AGE = 150
 RATING_COLUMNS = (
     "overall_rating",
