@@ -459,3 +459,30 @@ def test_the_fast_path_answers_as_the_fastapi_route(
         assert list(rows) == sorted(["FAST-1", "FAST-3", "SLOW-1", *spaced_rows])
     assert count_rows(engine, "student_feedback") == 2
     engine.dispose()
+
+
+def test_a_path_id_that_is_not_utf8_is_refused(
+    sqlite_url: str, redis_url: str, client_for: ClientFor
+) -> None:
+    """`%FF` and `%FE` both decoded to U+FFFD and were stored as one session; now each is a 422
+    on the path id, by the fast path and by the route alike, and nothing is written."""
+    seed(sqlite_url)
+    engine = open_engine(sqlite_url)
+    body = json.dumps(completion(2)).encode()
+    with api_server(sqlite_url, redis_url) as base:
+        http = client_for(base)
+        for raw in ("%FF", "%FE", "A%ED%A0%80"):  # the last: a surrogate, UTF-8 encoded
+            for media in ("application/json", "application/vnd.tutormax+json"):
+                reply = http.post(f"/api/sessions/{raw}/complete", content=body,
+                                  headers={**AUTH, "content-type": media})  # fmt: skip
+                assert reply.status_code == 422, (raw, media, reply.text)
+                (error,) = reply.json()["detail"]
+                assert error["loc"] == ["path", "session_id"] and error["input"] == raw
+                assert error["msg"].startswith("is not valid UTF-8 text")
+        # non-ASCII UTF-8 is an id like any other
+        reply = http.post("/api/sessions/%C3%A9-1/complete", content=body,
+                          headers={**AUTH, "content-type": "application/json"})  # fmt: skip
+        assert reply.status_code == 202 and reply.json()["session_id"] == "é-1", reply.text
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.text("SELECT session_id FROM sessions")).scalars()) == ["é-1"]
+    engine.dispose()

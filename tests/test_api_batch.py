@@ -336,3 +336,66 @@ def test_a_full_queue_is_answered_503_over_http(
     assert set(sessions) == {"Q-1"}
     assert envelopes(rclient) == {"Q-1": 1}
     engine.dispose()
+
+
+def test_a_lone_surrogate_is_a_422_for_its_own_completion_only(
+    db_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """A JSON string holding an unpaired surrogate escape (`"\\ud800"`) passed the body model,
+    then failed the whole group commit (every concurrent post 503, a batch 500); it is a 422 on
+    its field and the completions beside it are written and published."""
+    seed(db_url)
+    engine = open_engine(db_url)
+    bad_fb = {"overall_rating": 5, "free_text_feedback": "\ud800"}
+    posts = [(f"OKS-{n}", completion(10 + n)) for n in range(5)]
+    posts += [
+        ("BADS-1", completion(5, feedback=bad_fb)),
+        ("BADS-2", completion(5, subject="Alg\udc80")),
+    ]
+    barrier = threading.Barrier(len(posts))
+    items = [
+        {**completion(6), "session_id": "BS-1"},
+        {**completion(6, subject="Alg\udc80"), "session_id": "BS-2"},
+        {**completion(6), "session_id": "\ud800"},
+        {**completion(6), "session_id": "BS-3"},
+    ]
+    with api_server(db_url, redis_url) as base:
+
+        def post(item: tuple[str, dict[str, Any]]) -> httpx.Response:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                barrier.wait()
+                return http.post(f"/api/sessions/{item[0]}/complete", headers={
+                    **AUTH, "content-type": "application/json",
+                }, content=json.dumps(item[1]).encode())  # fmt: skip
+
+        with ThreadPoolExecutor(len(posts)) as pool:
+            replies = list(pool.map(post, posts))
+        with httpx.Client(base_url=base, timeout=60) as http:
+            batch = http.post("/api/sessions:batch", content=json.dumps(items).encode(),
+                              headers={**AUTH, "content-type": "application/json"})  # fmt: skip
+    assert [r.status_code for r in replies] == [202] * 5 + [422, 422], [r.text for r in replies]
+    for reply, loc in zip(replies[5:], (["body", "feedback", "free_text_feedback"],
+                                        ["body", "subject"]), strict=True):  # fmt: skip
+        assert reply.json()["detail"][0]["loc"] == loc
+        assert reply.json()["detail"][0]["msg"] == (
+            "is not valid UTF-8 text (an unpaired surrogate escape)"
+        )
+    assert batch.status_code == 200, batch.text
+    got = batch.json()["items"]
+    assert [(i["session_id"], i["status"]) for i in got] == [
+        ("BS-1", 202),
+        ("BS-2", 422),
+        (None, 422),
+        ("BS-3", 202),
+    ]
+    assert [[e["loc"] for e in i["errors"] or []] for i in got] == [
+        [],
+        [["subject"]],
+        [["session_id"]],
+        [],
+    ]
+    sessions, _ = stored(engine)
+    written = {f"OKS-{n}" for n in range(5)} | {"BS-1", "BS-3"}
+    assert set(sessions) == written
+    assert envelopes(rclient) == dict.fromkeys(written, 1)
+    engine.dispose()

@@ -219,3 +219,43 @@ def test_dead_letters_a_flush_could_not_write_are_written_next_pass(tmp_path: Pa
     finally:
         admin.close()
         node.kill()
+
+
+def test_a_lone_surrogate_dead_letters_its_entry_alone(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """`"subject": "\\ud800"` is valid JSON but no UTF-8 text: it failed every flush of the
+    burst (13 still buffered, then all 13 dead-lettered); it is dead-lettered by itself, named."""
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    tables = recent_sample(tutors=2)
+    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+    good = {
+        "tutor_id": "T0001", "student_id": "S00001", "session_number": 1,
+        "scheduled_start": start, "actual_start": start, "duration_minutes": 60,
+        "subject": "Math", "session_type": "1-on-1", "tutor_initiated_reschedule": False,
+        "no_show": False, "late_start_minutes": 0, "technical_issues": False,
+    }  # fmt: skip
+    rows = [{**good, "session_id": f"SUR-{n}"} for n in range(12)]
+    rows.insert(5, {**good, "session_id": "SUR-BAD", "subject": "\ud800"})
+    for row in rows:  # json.dumps escapes the surrogate: the checksum matches
+        add(rclient, keys.SESSIONS_STREAM, events.envelope(row, channel=keys.SESSIONS_STREAM))
+    env = dict(os.environ, TUTORMAX_DATABASE_URL=sqlite_url, TUTORMAX_REDIS_URL=redis_url)
+    result = CliRunner().invoke(app, ["pipeline", "run", "--burst"], env=env)
+    assert result.exit_code == 0, result.output
+    assert count_rows(engine, "sessions") == 12
+    dead = read(rclient, keys.DEAD_LETTER_STREAM)
+    assert len(dead) == 1
+    assert json.loads(dead[0][1][b"message"])["data"]["session_id"] == "SUR-BAD"
+    assert dead[0][1][b"reason"].decode() == (
+        "subject: is not valid UTF-8 text (an unpaired surrogate escape)"
+    )
+    assert rclient.xlen(keys.ENRICHMENT_STREAM) == 12
+    assert rclient.xpending(keys.SESSIONS_STREAM, keys.VALIDATION_GROUP)["pending"] == 0
+    # the metrics worker reads only the ids of an envelope, and refuses a surrogate in them
+    bad_tutor = events.envelope({**good, "tutor_id": "T\ud800"}, channel=keys.SESSIONS_STREAM)
+    assert events.decode({"message": bad_tutor["message"]}) == events.Malformed(
+        "tutor_id has non-printable characters"
+    )
+    engine.dispose()

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from tutormax_cli.api.models import SessionCompletion
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER
+from tutormax_cli.text import NOT_UTF8, NOT_UTF8_TYPE, is_utf8_text
 
 if TYPE_CHECKING:
     from tutormax_cli.pipeline.validate import DatabaseReferences
@@ -313,7 +314,10 @@ def ingest_completions(
     items = [_Item(n + 1, sid, body) for n, (sid, body) in enumerate(completions)]
     todo = []
     for item in items:
-        if item.body.session_id is not None and item.body.session_id != item.session_id:
+        if not is_utf8_text(item.session_id):  # a caller's id the server decoded with escapes
+            error = FieldError(("path", "session_id"), NOT_UTF8, NOT_UTF8_TYPE)
+            item.outcome = Outcome(INVALID, errors=(error,))
+        elif item.body.session_id is not None and item.body.session_id != item.session_id:
             wrong = f"{item.body.session_id!r} is not the path's id"
             error = FieldError(("body", "session_id"), wrong)
             item.outcome = Outcome(INVALID, errors=(error,))

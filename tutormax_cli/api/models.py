@@ -11,15 +11,25 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    field_validator,
+)
 from pydantic import StrictInt as Int
-from pydantic import StrictStr as Str
+from pydantic_core import PydanticCustomError
 
 from tutormax_cli.pipeline.validate import (
     MAX_DURATION_MINUTES,
     MAX_LATE_START_MINUTES,
     SESSION_TYPES,
 )
+from tutormax_cli.text import NOT_UTF8, NOT_UTF8_TYPE, is_utf8_text, shown
 
 _ID = 50
 Rating = Field(None, ge=1, le=5)
@@ -30,6 +40,28 @@ def _iso_text(value: Any) -> Any:
         raise ValueError("must be an ISO-8601 date-time string")
     return value
 
+
+class _NotUtf8(str):
+    """A string that is not UTF-8 text, `shown` escaped: what `_refuse_not_utf8` refuses."""
+
+
+def _mark_not_utf8(value: Any) -> Any:
+    if isinstance(value, str) and not is_utf8_text(value):
+        return _NotUtf8(shown(value))
+    return value
+
+
+def _refuse_not_utf8(value: Any) -> Any:
+    if isinstance(value, _NotUtf8):
+        raise PydanticCustomError(NOT_UTF8_TYPE, NOT_UTF8)
+    return value
+
+
+Str = Annotated[StrictStr, BeforeValidator(_refuse_not_utf8), BeforeValidator(_mark_not_utf8)]
+"""A JSON string that is UTF-8 text (`text.is_utf8_text`): a lone surrogate escape is a 422 on
+its field, not a failed write of the whole group commit. Two steps, so that the error's
+`input` is the escaped string (`_mark_not_utf8` runs first): FastAPI renders a 422's input
+as UTF-8, and the raw one would make it a 500."""
 
 Timestamp = Annotated[datetime, BeforeValidator(_iso_text)]
 """A date-time given as JSON text (lax parsing would also take a number as Unix seconds)."""
@@ -130,11 +162,17 @@ class ItemResult(BaseModel):
     422 with `errors`, 409 or 503 with `detail`)."""
 
     index: int
-    session_id: str | None
+    session_id: str | None = Field(description="The item's `session_id`, if it is UTF-8 text.")
     status: int
     feedback_id: str | None = None
     errors: list[ItemError] | None = None
     detail: str | None = None
+
+    @field_validator("session_id")
+    @classmethod
+    def _answerable(cls, value: str | None) -> str | None:
+        """An id that is not UTF-8 text (its item is a 422) cannot be answered as sent."""
+        return value if value is None or is_utf8_text(value) else None
 
 
 class BatchResult(BaseModel):

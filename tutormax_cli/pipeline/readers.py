@@ -30,6 +30,7 @@ import polars as pl
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.pipeline import Format
 from tutormax_cli.stream.events import Malformed, envelope_data
+from tutormax_cli.text import non_utf8_reason
 
 FILE = "_file"
 LINE = "_line"
@@ -222,7 +223,9 @@ def records_frame(
     """Decoded JSON records (dicts; anything else is a reject) as text columns with `_line`.
 
     Columns are the union of the records' keys in first-seen order; a key missing from a record
-    is null there. This is what a stream consumer calls on the `data` of decoded envelopes.
+    is null there. A record holding a string that is not UTF-8 text (`text.non_utf8_reason`) is
+    a reject naming the field, its values left out, so it cannot fail the frame of the others.
+    This is what a stream consumer calls on the `data` of decoded envelopes.
     """
     n = len(records)
     line_list = list(lines) if lines is not None else list(range(1, n + 1))
@@ -232,6 +235,10 @@ def records_frame(
         if not isinstance(record, dict):
             if error_list[i] is None:
                 error_list[i] = f"row: not a JSON object ({type(record).__name__})"
+            continue
+        not_text = non_utf8_reason(record)
+        if not_text is not None:  # a lone surrogate escape: no frame (nor batch) can hold it
+            error_list[i] = error_list[i] or not_text
             continue
         for key, value in record.items():
             name = str(key)
