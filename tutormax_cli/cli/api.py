@@ -61,7 +61,7 @@ def serve(
     # uvicorn reports a busy port or an unknown host in several log lines and exits 3; with
     # --workers > 1 it binds in this process, without them inside its event loop: either way,
     # in one line and exit 2 here first
-    metrics_server.check_bindable(host, port, "--host", "--port")
+    metrics_server.check_bindable(host, port, "--host", "--port", workers=workers)
     import uvicorn
 
     from tutormax_cli.api.config import ApiConfig

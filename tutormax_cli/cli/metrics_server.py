@@ -69,18 +69,35 @@ def bind_error(
     return UsageError(f"{host_flag} {host} {port_flag} {port}: {exc.strerror}")
 
 
-def check_bindable(host: str, port: int, host_flag: str, port_flag: str) -> None:
-    """Bind (and release) every address `host` resolves to, as a server would, before a
-    server that reports its own failures in many log lines (uvicorn) starts on them.
+def check_bindable(
+    host: str, port: int, host_flag: str, port_flag: str, *, workers: int = 1
+) -> None:
+    """Bind (and release) what the server will bind, before a server that reports its own
+    failures in many log lines (uvicorn) starts: with one worker every address `host` resolves
+    to, in the families this machine has (asyncio skips one it cannot open a socket of, e.g.
+    IPv6 on a kernel without it); with several, the one socket uvicorn's `bind_socket` opens
+    (IPv6 when `host` holds a ':', else IPv4).
 
     SO_REUSEADDR as uvicorn sets it: a port in TIME_WAIT passes, a listening one does not.
     """
+    found: list[tuple[Any, Any, int, str, Any]]
     try:
-        found = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
-        )
+        if workers > 1:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            found = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        else:
+            found = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+                flags=socket.AI_PASSIVE,
+            )  # fmt: skip
         for family, kind, proto, _, address in found:
-            with socket.socket(family, kind, proto) as probe:
+            try:
+                probe = socket.socket(family, kind, proto)
+            except OSError:
+                if workers > 1:
+                    raise
+                continue  # a family this kernel lacks: asyncio skips it too
+            with probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:  # as asyncio binds it: the IPv4 one is separate
                     probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
