@@ -14,11 +14,10 @@ definition time, and some name closures (`Depends(authorized)`).
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, TypeVar
@@ -27,30 +26,38 @@ import anyio.to_thread
 import redis
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from tutormax_cli.api import models
 from tutormax_cli.api.batch import (
     BATCH_PATH,
+    NESTED_TOO_DEEPLY,
     TooManyItems,
     batch_request_body,
+    loads,
     read_batch,
     results,
+    validation_errors,
 )
 from tutormax_cli.api.batcher import RETRY_AFTER_SECONDS, Batcher, Overloaded
 from tutormax_cli.api.completion import (
     ACCEPTED,
+    UNAVAILABLE,
     Failed,
     InvalidCompletion,
     Outcome,
     ingest_completions,
 )
-from tutormax_cli.api.config import ApiConfig
+from tutormax_cli.api.config import OUTAGE_RETRY_AFTER_SECONDS as OUTAGE_RETRY_AFTER
+from tutormax_cli.api.config import SQLITE_BUSY_SECONDS, ApiConfig
 from tutormax_cli.api.dashboard import dashboard_router
 from tutormax_cli.api.fast_path import FastCompletions
 from tutormax_cli.api.guards import BodyLimit, RequestMetrics
@@ -60,6 +67,7 @@ from tutormax_cli.api.read_batcher import ReadBatcher
 from tutormax_cli.api.read_cache import ReadCache, ServeCached, request_key
 from tutormax_cli.errors import RedisUnavailable, TutormaxError, UsageError
 from tutormax_cli.metrics.windows import WINDOWS
+from tutormax_cli.store.driver_errors import describe_error
 
 log = logging.getLogger("tutormax.api")
 
@@ -81,13 +89,17 @@ WindowQuery = Query(None, description="7day, 30day or 90day (400 otherwise).")
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": models.Problem, "description": "A bad query parameter."},
     404: {"model": models.Problem, "description": "No such tutor."},
-    503: {"model": models.Problem, "description": "The database or Redis is unavailable."},
+    503: {
+        "model": models.Problem,
+        "description": f"The database or Redis is down (`Retry-After: {OUTAGE_RETRY_AFTER}`).",
+    },
 }
 
 
 OUTAGE = (
-    "The database or Redis is unavailable, or the batch queue is full (then with "
-    "`Retry-After`). After a Redis failure the session is saved but not published: retry."
+    f"The database or Redis is unavailable (`Retry-After: {OUTAGE_RETRY_AFTER}`), or the batch "
+    f"queue is full (`Retry-After: {RETRY_AFTER_SECONDS}`). After a Redis failure the session "
+    "is saved but not published: retry."
 )
 
 
@@ -115,6 +127,8 @@ class Services:
 
         self.config = config
         self.engine = open_engine(config.settings.database_url, pool_size=THREADS)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_busy_timeout)
         self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         """The engine for the read routes: each is one or two SELECTs that need no transaction
         around them, and autocommit spares the BEGIN and ROLLBACK round trips."""
@@ -133,6 +147,22 @@ class Services:
                     database_url=self.config.settings.database_url,
                 )
             return self._redis
+
+    def redis_probe(self) -> redis.Redis:
+        """`redis_client` for `/readyz` and `/api/status`: an embedded server whose socket is
+        gone fails at once, not after redis-py's ~4 s of retries (a socket file that does not
+        exist cannot start answering within them; a TCP port keeps its retries, since a
+        restart or failover behind it can). Before the first client, `redis_client` starts
+        the embedded server, as it always has."""
+        from tutormax_cli.settings import EMBEDDED_REDIS
+        from tutormax_cli.stream.connection import embedded_socket
+
+        settings = self.config.settings
+        if self._redis is not None and settings.redis_url == EMBEDDED_REDIS:  # else: start it
+            sock = embedded_socket(settings.database_url)
+            if not sock.exists():
+                raise RedisUnavailable(f"embedded Redis cannot be reached: no socket {sock}")
+        return self.redis_client()
 
     def new_redis(self) -> redis.Redis:
         """A client of its own, for the live-update thread's blocking reads."""
@@ -185,10 +215,23 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         on_updates=lambda updates: cache.invalidate(u.tutor_id for u in updates),
         on_start=cache.clear,
     )
+    driver_error: type[Exception] = services.engine.dialect.loaded_dbapi.Error
+
+    def ingest(batch: Sequence[tuple[str, models.SessionCompletion]]) -> list[Outcome]:
+        try:
+            return ingest_completions(
+                services.engine, services.redis_client(), batch, stream=config.publish_stream
+            )
+        except driver_error as exc:
+            # the driver's own error from a raw cursor (sqlite3's "database is locked" in
+            # executemany), which SQLAlchemy never wrapped: the outage it is, not a bug;
+            # nothing was committed (the connection rolled back as it closed)
+            detail = f"database unavailable: {describe_error(exc)}"
+            log.warning("database error: %s", detail.removeprefix("database unavailable: "))
+            return [Outcome(UNAVAILABLE, detail=detail)] * len(batch)
+
     batcher = Batcher(
-        lambda batch: ingest_completions(
-            services.engine, services.redis_client(), batch, stream=config.publish_stream
-        ),
+        ingest,
         max_pending=config.max_pending_rows,
         observe=metrics.observe_batch,
     )
@@ -278,6 +321,17 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     def failed_answer(exc: Failed) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but one that never fails to encode (NaN, a deep `input`)
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body"
+            return JSONResponse({"detail": NESTED_TOO_DEEPLY}, status_code=400)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(InvalidCompletion)
     async def invalid(_request: Request, exc: InvalidCompletion) -> JSONResponse:
         return invalid_answer(exc)
@@ -314,8 +368,6 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
     @app.exception_handler(sa.exc.IntegrityError)
     @app.exception_handler(sa.exc.DataError)
     async def refused(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        from tutormax_cli.store.db import describe_error
-
         # not an outage: retrying the same body would be refused again (e.g. a concurrent
         # post of the same session with another feedback_id); nothing was written
         return JSONResponse({"detail": f"the database refused the row: {describe_error(exc)}"},
@@ -323,8 +375,6 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
 
     @app.exception_handler(sa.exc.SQLAlchemyError)
     async def database_down(_request: Request, exc: sa.exc.SQLAlchemyError) -> JSONResponse:
-        from tutormax_cli.store.db import describe_error
-
         log.warning("database error: %s", describe_error(exc))
         return JSONResponse({"detail": f"database unavailable: {describe_error(exc)}"},
                             status_code=503)  # fmt: skip
@@ -396,8 +446,8 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         if media != b"application/json" or not body:
             return None
         try:
-            completion = models.SessionCompletion.model_validate(json.loads(body))
-        except ValueError:  # not JSON, or refused by the model (ValidationError is one)
+            completion = models.SessionCompletion.model_validate(loads(body))
+        except (ValueError, UsageError):  # not JSON (or too deep), or refused by the model
             return None
         try:
             (outcome,) = await batcher.submit([(session_id, completion)])
@@ -572,7 +622,7 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         "redis": describe(served.redis_url, served.database_url),
         "database": served.database_label,
     }
-    app.include_router(dashboard_router(services.engine, services.redis_client, names))
+    app.include_router(dashboard_router(services.engine, services.redis_probe, names))
     return app
 
 
@@ -610,6 +660,13 @@ def _unknown_tutor(tutor_id: str) -> HTTPException:
     return HTTPException(404, f"unknown tutor {tutor_id!r}")
 
 
+def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+    """After `open_engine`'s pragmas: the API's SQLite waits `SQLITE_BUSY_SECONDS` for a lock."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+    cursor.close()
+
+
 def _check_database(services: Services) -> models.Check:
     from tutormax_cli.store.db import require_schema
 
@@ -622,7 +679,7 @@ def _check_database(services: Services) -> models.Check:
 
 def _check_redis(services: Services) -> models.Check:
     try:
-        services.redis_client().ping()
+        services.redis_probe().ping()
     except (redis.RedisError, OSError, TutormaxError) as exc:
         return models.Check(ok=False, error=str(exc) or type(exc).__name__)
     return models.Check(ok=True)

@@ -10,7 +10,8 @@ methods on a collection (`POST /v1/things:batchCreate`): it cannot collide with 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,53 @@ MAX_ITEMS = 1_000
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
+NESTED_TOO_DEEPLY = "request body is not JSON tutormax accepts: nested too deeply"
+"""The 400 for JSON nested deeper than Python's parser recurses (~1,000 levels): a completion
+is two levels deep, and the parser's `RecursionError` is no reason for a 500."""
+
+NOT_FINITE = "Input should be a finite number"
+"""Pydantic's own words for NaN or Infinity in an integer field, for the float fields too
+(there NaN fails `le` and Infinity `le` or `ge`, which misnames the problem)."""
+
+_BOUNDS = frozenset({"less_than", "less_than_equal", "greater_than", "greater_than_equal"})
+
+
 class TooManyItems(UsageError):
     """More than `MAX_ITEMS` items: 413."""
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads`, with JSON nested too deeply for it a one-line `UsageError` (400)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(NESTED_TOO_DEEPLY) from None
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is a JSON scalar that encodes as itself (not NaN or Infinity)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors as the API answers them, for single posts and batch items alike: NaN
+    or Infinity (which JSON cannot carry back, and a bound misnames) is `finite_number`, and an
+    `input` is echoed only when it is a plain scalar (an object or array can be nested too deeply
+    to encode, and is the client's own body)."""
+    out = []
+    for e in errors:
+        error = {"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]}
+        value = e.get("input")
+        if isinstance(value, float) and not math.isfinite(value) and e["type"] in _BOUNDS:
+            error.update(type="finite_number", msg=NOT_FINITE)
+        elif "ctx" in e and all(_plain(v) for v in e["ctx"].values()):
+            error["ctx"] = dict(e["ctx"])
+        if _plain(value):
+            error["input"] = value
+        out.append(error)
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,14 +95,14 @@ def _objects(body: bytes, content_type: str) -> list[Any]:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    out.append(loads(line))
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"line {n} is not JSON: {exc.msg}") from None
             if len(out) > MAX_ITEMS:
                 break
         return out
     try:
-        items = json.loads(text)
+        items = loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"the body is not JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(items, list):
@@ -80,7 +126,7 @@ def read_batch(body: bytes, content_type: str) -> list[Parsed]:
             out.append(Parsed(index, sid, models.BatchCompletion.model_validate(item)))
         except ValidationError as exc:
             errors = tuple(
-                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+                {k: e[k] for k in ("loc", "msg", "type")} for e in validation_errors(exc.errors())
             )
             out.append(Parsed(index, sid, None, errors))
     return out

@@ -31,6 +31,19 @@ is answered 503 with `Retry-After` at once. At the measured batch rates (a few t
 completions a second) this is well under a second of work. It lives here, not in
 `api.batcher`, for the same reason as `READ_CACHE_SECONDS`."""
 
+OUTAGE_RETRY_AFTER_SECONDS = 5
+"""`Retry-After` of a 503 for an outage (Redis or the database down, the database locked): by
+then redis-py has retried for ~4 s and SQLite has waited `SQLITE_BUSY_SECONDS` for its lock, so
+what is left is longer than a blip (a restart, a Sentinel failover, a backfill holding the
+lock); asking sooner only adds load while it recovers. The full queue's is 1 s
+(`api.batcher.RETRY_AFTER_SECONDS`): the writer drains it in well under a second."""
+
+SQLITE_BUSY_SECONDS = 5.0
+"""How long an API request waits for another process's SQLite write lock (the CLI waits 30 s).
+All writes of a process share one writer, so a wait holds up every completion behind it, and
+30 s is past many clients' own timeouts: they would see a dropped connection, not the 503 with
+`Retry-After` they can act on. The worker's transactions hold the lock for milliseconds."""
+
 
 READ_CACHE_SECONDS = 5.0
 """How long an answer is reused when no announcement drops it first: the most a write that is

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse
 
 from tutormax_cli import reports
 from tutormax_cli.api import report_models as rm
+from tutormax_cli.api.config import OUTAGE_RETRY_AFTER_SECONDS
 from tutormax_cli.api.models import Problem
 from tutormax_cli.errors import DatabaseError, UsageError
 from tutormax_cli.metrics.windows import WINDOWS
@@ -38,7 +39,10 @@ Window = Annotated[str, Query(description="7day, 30day or 90day (400 otherwise).
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "A bad query parameter."},
-    503: {"model": Problem, "description": "The database or Redis is unavailable."},
+    503: {
+        "model": Problem,
+        "description": f"The database is unavailable (`Retry-After: {OUTAGE_RETRY_AFTER_SECONDS}`)",
+    },
 }
 
 
@@ -100,13 +104,14 @@ def dashboard_router(  # noqa: C901 - one closure per route
     @router.get(
         "/api/status",
         response_model=rm.StatusReport,
-        responses={503: {"model": Problem, "description": "Redis is unavailable."}},
         summary="Workers, lag, pending entries, dead letters and freshness",
     )
     def status() -> Any:
-        """As `tutormax status --json`: always 200 while Redis answers, `healthy` false (and
-        `problems` saying why) for a backlog no live worker serves or an unreadable database."""
-        return reports.status_report(redis_client(), database, datetime.now(UTC), names)
+        """As `tutormax status --json`: always 200, `healthy` false (and `problems` saying why)
+        for a backlog no live worker serves, Redis down or an unreadable database, with what
+        could still be read (Redis down: the freshness; the database down: the workers). A
+        report, not a probe: `/readyz` is the 503 for a load balancer."""
+        return reports.status_report(redis_client, database, datetime.now(UTC), names)
 
     @router.get(
         "/api/needs-action",

@@ -1,4 +1,5 @@
-"""ASGI middleware in front of every route: a request-size limit and request metrics.
+"""ASGI middleware in front of every route: a request-size limit, request metrics and the
+`Retry-After` of every 503.
 
 Both are plain ASGI so they see the raw byte stream and the final status, whatever the route
 raised. The size limit buffers at most `limit` bytes and answers 413 past it, before the route
@@ -13,9 +14,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tutormax_cli.api.config import OUTAGE_RETRY_AFTER_SECONDS
 from tutormax_cli.api.observe import ApiMetrics
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+RETRY_AFTER = (b"retry-after", str(OUTAGE_RETRY_AFTER_SECONDS).encode())
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:
@@ -86,7 +89,10 @@ def replay(first: Message, receive: Receive) -> Receive:
 
 
 class RequestMetrics:
-    """Counts and times every HTTP request by method, route template and status."""
+    """Counts and times every HTTP request by method, route template and status, and gives
+    each 503 that has none a `Retry-After` (`OUTAGE_RETRY_AFTER_SECONDS`): every 503 the API
+    gives is an outage or a full queue that a retry can outlive, whichever handler, route or
+    the fast path answered it (one place, so no new 503 can forget it)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -103,6 +109,8 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if status == 503:
+                    message = _retry_after(message)
             await send(message)
 
         try:
@@ -112,6 +120,14 @@ class RequestMetrics:
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+
+
+def _retry_after(start: Message) -> Message:
+    """`start` with `RETRY_AFTER` unless it says when to retry already (the full queue does)."""
+    headers = list(start.get("headers", []))
+    if any(name.lower() == b"retry-after" for name, _ in headers):
+        return start
+    return {**start, "headers": [*headers, RETRY_AFTER]}
 
 
 def _route(scope: Scope) -> str:
