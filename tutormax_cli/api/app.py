@@ -50,7 +50,6 @@ from tutormax_cli.api.batch import (
 from tutormax_cli.api.batcher import RETRY_AFTER_SECONDS, Batcher, Overloaded
 from tutormax_cli.api.completion import (
     ACCEPTED,
-    UNAVAILABLE,
     Failed,
     InvalidCompletion,
     Outcome,
@@ -215,20 +214,11 @@ def create_app(config: ApiConfig | None = None) -> FastAPI:  # noqa: C901 - one 
         on_updates=lambda updates: cache.invalidate(u.tutor_id for u in updates),
         on_start=cache.clear,
     )
-    driver_error: type[Exception] = services.engine.dialect.loaded_dbapi.Error
 
     def ingest(batch: Sequence[tuple[str, models.SessionCompletion]]) -> list[Outcome]:
-        try:
-            return ingest_completions(
-                services.engine, services.redis_client(), batch, stream=config.publish_stream
-            )
-        except driver_error as exc:
-            # the driver's own error from a raw cursor (sqlite3's "database is locked" in
-            # executemany), which SQLAlchemy never wrapped: the outage it is, not a bug;
-            # nothing was committed (the connection rolled back as it closed)
-            detail = f"database unavailable: {describe_error(exc)}"
-            log.warning("database error: %s", detail.removeprefix("database unavailable: "))
-            return [Outcome(UNAVAILABLE, detail=detail)] * len(batch)
+        return ingest_completions(
+            services.engine, services.redis_client(), batch, stream=config.publish_stream
+        )
 
     batcher = Batcher(
         ingest,

@@ -16,6 +16,7 @@ published): the metrics worker is idempotent too.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from tutormax_cli.api.models import SessionCompletion
 from tutormax_cli.errors import TutormaxError
 from tutormax_cli.metrics.partials import FIRST_SESSION_NUMBER
 from tutormax_cli.text import NOT_UTF8, NOT_UTF8_TYPE, is_utf8_text
+
+log = logging.getLogger("tutormax.api")
 
 if TYPE_CHECKING:
     from tutormax_cli.pipeline.validate import DatabaseReferences
@@ -327,7 +330,11 @@ def ingest_completions(
     if todo:
         try:
             frames = _write(engine, todo, now)
-        except sa.exc.SQLAlchemyError as exc:
+        # the driver's own errors too: the bulk writes run on the raw cursor (sqlite3's
+        # "database is locked" from executemany), which SQLAlchemy never wraps; nothing was
+        # committed (the connection rolls back as it closes)
+        except (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
+            log.warning("database error: %s", describe_error(exc))  # one line, no traceback
             detail = f"database unavailable: {describe_error(exc)}"
             for item in todo:
                 item.outcome = Outcome(UNAVAILABLE, detail=detail)
