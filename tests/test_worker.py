@@ -491,3 +491,39 @@ def test_an_entry_delivered_again_is_still_one_entry() -> None:
     buffer.put_back(taken)
     buffer.add("T0001", b"1-0", 1.0)
     assert buffer.entry_count == 2
+
+
+def test_entries_deleted_while_pending_are_acknowledged_on_redis_6(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """On Redis 6.2 (the embedded server's) XCLAIM moves an entry deleted from the stream to the
+    claimer and answers nil for it, and XREADGROUP 0 gives it back without fields: the worker
+    neither left the first pending forever (health UNHEALTHY for good) nor dead-lettered the
+    second as "tutor_id missing". Both are acknowledged: nothing is left to process."""
+    from typer.testing import CliRunner
+
+    from tutormax_cli.cli.app import app
+    from tutormax_cli.store.db import open_engine
+    from tutormax_cli.store.migrate import upgrade
+    from tutormax_cli.stream import connection
+
+    upgrade(open_engine(sqlite_url))
+    client = connection.start_embedded(sqlite_url, announce=False)
+    try:
+        assert client.info("server")["redis_version"].startswith("6.")
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        ghost = client.xadd(STREAM, {"tutor_id": "T0001"})
+        mine = client.xadd(STREAM, {"tutor_id": "T0002"})
+        client.xreadgroup(GROUP, "ghost", {STREAM: ">"}, count=1)  # then it died
+        client.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=1)  # this worker, before a crash
+        client.xdel(STREAM, ghost, mine)
+        time.sleep(2.1)
+        env = _cli_env(sqlite_url, "embedded")
+        args = ["worker", "run", "--burst", "--consumer", "w1", "--debounce", "0", "--max-wait",
+                "1", "--claim-idle", "2", "--sweep", "0", "--no-rollover"]  # fmt: skip
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+        assert client.xpending(STREAM, GROUP)["pending"] == 0
+        assert client.xlen(keys.DEAD_LETTER_STREAM) == 0
+    finally:
+        client.shutdown(nosave=True)

@@ -385,10 +385,33 @@ class StreamReader(Generic[H]):
             cfg.stream, cfg.group, cfg.consumer, min_idle_time=idle_ms, message_ids=ids
         )
         # Redis 7 drops entries deleted from the stream from the PEL; 6.2 answers nil for them
-        claimed: list[Entry] = [e for e in response if e[0] is not None]
+        # but moves them to us all the same, where they would stay pending forever
+        claimed: list[Entry] = [e for e in response if e[0] is not None and e[1]]
+        if len(claimed) < len(response):
+            self._ack_vanished(ids, {e[0] for e in claimed})
         if claimed:
             log.info("claimed %d orphaned entries", len(claimed))
         return claimed
+
+    def _ack_vanished(self, asked: list[bytes], claimed: set[bytes]) -> None:
+        """Acknowledge the entries of `asked` that XCLAIM moved to this consumer without their
+        fields (deleted or trimmed from the stream while pending, on Redis 6.2): nothing is
+        left to process, and unacknowledged they would hold `pending` (and health) forever."""
+        cfg = self.config
+        keys = sorted(asked, key=lambda i: tuple(map(int, _as_bytes(i).split(b"-"))))
+        rows: Any = self.redis.xpending_range(
+            cfg.stream, cfg.group, min=keys[0], max=keys[-1], count=len(keys) * 2 + 10,
+            consumername=cfg.consumer,
+        )  # fmt: skip
+        wanted = {_as_bytes(i) for i in asked}
+        gone = [
+            r["message_id"]
+            for r in rows
+            if _as_bytes(r["message_id"]) in wanted and _as_bytes(r["message_id"]) not in claimed
+        ]
+        if gone:
+            self.redis.xack(cfg.stream, cfg.group, *gone)
+            log.info("acknowledged %d pending entries deleted from the stream", len(gone))
 
     def refresh_held(self, force: bool = False) -> int:
         """Reset the idle time of every entry this consumer holds (buffered or being flushed),
@@ -444,7 +467,7 @@ class StreamReader(Generic[H]):
         vanished: list[bytes] = []
         good: list[Good] = []
         for entry_id, fields in entries:
-            if fields is None:  # trimmed or deleted while pending: nothing left to do
+            if not fields:  # trimmed or deleted while pending (6.2: no fields): nothing to do
                 vanished.append(entry_id)
                 continue
             times = counts.get(entry_id, 1)
