@@ -259,3 +259,47 @@ def test_a_lone_surrogate_dead_letters_its_entry_alone(
         "tutor_id has non-printable characters"
     )
     engine.dispose()
+
+
+def test_a_field_sessions_do_not_have_dead_letters_its_entry_naming_it(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """A `feedback` object (the API takes one, the stream does not) or a misspelt field was
+    ignored: the session stored, the feedback lost without a word. Such an entry is refused as
+    the API's body model refuses it, naming the field; `events complete` says so up front."""
+    engine = open_engine(sqlite_url)
+    upgrade(engine)
+    tables = recent_sample(tutors=2)
+    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+    good = {
+        "tutor_id": "T0001", "student_id": "S00001", "session_number": 1,
+        "scheduled_start": start, "actual_start": start, "duration_minutes": 60,
+        "subject": "Math", "session_type": "1-on-1", "tutor_initiated_reschedule": False,
+        "no_show": False, "late_start_minutes": 0, "technical_issues": False,
+    }  # fmt: skip
+    rows = [
+        {**good, "session_id": "UF-1"},
+        {**good, "session_id": "UF-FB", "feedback": {"overall_rating": 5}},
+        {**good, "session_id": "UF-TYPO", "subjcet": "Math"},
+        {**good, "session_id": "UF-2"},
+    ]
+    for row in rows:
+        add(rclient, keys.SESSIONS_STREAM, events.envelope(row, channel=keys.SESSIONS_STREAM))
+    env = dict(os.environ, TUTORMAX_DATABASE_URL=sqlite_url, TUTORMAX_REDIS_URL=redis_url)
+    result = CliRunner().invoke(app, ["pipeline", "run", "--burst"], env=env)
+    assert result.exit_code == 0, result.output
+    assert count_rows(engine, "sessions") == 2
+    dead = {
+        json.loads(f[b"message"])["data"]["session_id"]: f[b"reason"].decode()
+        for _, f in read(rclient, keys.DEAD_LETTER_STREAM)
+    }
+    assert dead["UF-TYPO"] == "subjcet: not a field of sessions"
+    assert dead["UF-FB"].startswith("feedback: not a field of sessions (the stream takes")
+    assert len(dead) == 2
+    refused = CliRunner().invoke(
+        app, ["events", "complete", json.dumps({**good, "session_id": "UF-3", "feedback": {}}),
+              "--validate-only"], env=env,
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "feedback: not a field of sessions" in refused.output
+    engine.dispose()

@@ -109,11 +109,12 @@ def complete(
 def _validate_completion(ctx: typer.Context, data: dict[str, object]) -> None:
     """Refuse (exit 1, one line naming the fields) a completion the pipeline would reject."""
     from tutormax_cli.errors import TutormaxError
-    from tutormax_cli.pipeline.readers import REASON, records_frame
+    from tutormax_cli.pipeline.readers import REASON, records_frame, refuse_unknown_fields
     from tutormax_cli.pipeline.validate import DatabaseReferences, validate
 
+    frame = refuse_unknown_fields(records_frame([data]), "sessions")  # as the pipeline does
     with context.database(ctx).connect() as conn:
-        _, rejects = validate("sessions", records_frame([data]), DatabaseReferences(conn))
+        _, rejects = validate("sessions", frame, DatabaseReferences(conn))
     if rejects.height:
         session = data.get("session_id") or "completion"
         raise TutormaxError(f"{session} is not a valid completion: {rejects.item(0, REASON)}")

@@ -326,6 +326,35 @@ def as_text(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+FEEDBACK_ELSEWHERE = (
+    "the stream takes a session's own fields: feedback goes through "
+    "POST /api/sessions/{id}/complete or `tutormax ingest feedback`"
+)
+
+
+def refuse_unknown_fields(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """`frame` with each row that holds a field `table` does not have made a reject naming it
+    (and those columns dropped). The stream's completions are refused as the API's body model
+    refuses them: a `feedback` object or a misspelt field there was ignored and lost without a
+    word. Files keep their extra columns (a CSV export often has more)."""
+    from tutormax_cli.contract import table as contract_table
+
+    known = set(contract_table(table).names)
+    extra = [c for c in frame.columns if not is_bookkeeping(c) and c not in known]
+    if not extra:
+        return frame
+    reasons = [
+        pl.when(pl.col(c).is_not_null()).then(
+            pl.lit(
+                f"{c}: not a field of {table}"
+                + (f" ({FEEDBACK_ELSEWHERE})" if c == "feedback" else "")
+            )
+        )
+        for c in extra
+    ]
+    return frame.with_columns(pl.coalesce(pl.col(ERROR), *reasons).alias(ERROR)).drop(extra)
+
+
 def envelopes_frame(entries: Iterable[tuple[bytes | str, Mapping[Any, Any]]]) -> pl.DataFrame:
     """Stream entries (id, fields) holding docs/metrics.md §5 envelopes, as `records_frame` of their
     `data`, with `_entry` (the stream id). An entry that is not a well-formed envelope (bad

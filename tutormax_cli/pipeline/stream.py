@@ -104,12 +104,17 @@ class PipelineHandler:
         from tutormax_cli.pipeline.enrich import enrich
         from tutormax_cli.pipeline.persist import persist
         from tutormax_cli.pipeline.publish import publish
-        from tutormax_cli.pipeline.readers import ENTRY, REASON, envelopes_frame
+        from tutormax_cli.pipeline.readers import (
+            ENTRY,
+            REASON,
+            envelopes_frame,
+            refuse_unknown_fields,
+        )
         from tutormax_cli.pipeline.validate import DatabaseReferences, validate
 
         started = time.perf_counter()
         batch = dict(self.batch)
-        frame = envelopes_frame(batch.items())
+        frame = refuse_unknown_fields(envelopes_frame(batch.items()), "sessions")
         try:
             with self.engine.connect() as conn:
                 valid, rejects = validate(
