@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import polars as pl
@@ -81,3 +83,25 @@ def sort_metrics(df: pl.DataFrame) -> pl.DataFrame:
 def count_rows(engine: sa.Engine, table: str = "tutor_performance_metrics") -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar_one())
+
+
+@contextmanager
+def own_pg_database(pg_database_url: str, name: str, *settings: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database `name` of the test's own, created empty on the server of
+    `pg_database_url` (after `ALTER DATABASE … SET` each of `settings`) and dropped afterwards:
+    for a schema or server setting the session's shared database must not get."""
+    admin = sa.create_engine(
+        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        for setting in settings:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {setting}'))
+    try:
+        yield sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

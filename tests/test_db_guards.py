@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from tests.helpers import own_pg_database
 from tutormax_cli.cli.app import app
 from tutormax_cli.store.db import SCHEMA_REVISION, open_engine
 from tutormax_cli.store.revision import REVISIONS, VERSION_TABLE
@@ -129,60 +130,51 @@ def test_a_contract_column_of_another_type_is_named_and_never_migrated(
 
     from tutormax_cli.cli.app import app
 
-    admin = sa.create_engine(
-        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = "tutormax_mistyped_test"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
-    engine = open_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE tutors (tutor_id integer PRIMARY KEY, name text)"))
-            # what other programs make of the contract, that tutormax reads and writes as is:
-            # pandas' float for a nullable int, numeric, text JSON, naive timestamps, arrays
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE students (student_id varchar(80) PRIMARY KEY, name text, "
-                    "age double precision, created_at timestamp without time zone)"
+    with own_pg_database(pg_database_url, "tutormax_mistyped_test") as url:
+        engine = open_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text("CREATE TABLE tutors (tutor_id integer PRIMARY KEY, name text)")
                 )
-            )
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE tutor_events (event_id text PRIMARY KEY, tutor_id text, "
-                    "event_type text, event_timestamp timestamp, metadata text)"
+                # what other programs make of the contract, that tutormax reads and writes as is:
+                # pandas' float for a nullable int, numeric, text JSON, naive timestamps, arrays
+                conn.execute(
+                    sa.text(
+                        "CREATE TABLE students (student_id varchar(80) PRIMARY KEY, name text, "
+                        "age double precision, created_at timestamp without time zone)"
+                    )
                 )
-            )
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE student_feedback (feedback_id text PRIMARY KEY, "
-                    "session_id text, student_id text, tutor_id text, overall_rating numeric, "
-                    "improvement_areas varchar(40)[])"
+                conn.execute(
+                    sa.text(
+                        "CREATE TABLE tutor_events (event_id text PRIMARY KEY, tutor_id text, "
+                        "event_type text, event_timestamp timestamp, metadata text)"
+                    )
                 )
+                conn.execute(
+                    sa.text(
+                        "CREATE TABLE student_feedback (feedback_id text PRIMARY KEY, "
+                        "session_id text, student_id text, tutor_id text, overall_rating numeric, "
+                        "improvement_areas varchar(40)[])"
+                    )
+                )
+            env = {"TUTORMAX_DATABASE_URL": url}
+            status = CliRunner().invoke(app, ["db", "status", "--json"], env=env)
+            assert status.exit_code == 1
+            assert '"tutor_id (integer, expected text)"' in status.stdout
+            init = CliRunner().invoke(app, ["db", "init"], env=env)
+            assert init.exit_code == 1
+            lines = init.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].endswith(
+                "columns of another type than the contract's: tutors.tutor_id (integer, expected "
+                "text); nothing was changed — fix or rename those tables first"
             )
-        env = {"TUTORMAX_DATABASE_URL": url}
-        status = CliRunner().invoke(app, ["db", "status", "--json"], env=env)
-        assert status.exit_code == 1
-        assert '"tutor_id (integer, expected text)"' in status.stdout
-        init = CliRunner().invoke(app, ["db", "init"], env=env)
-        assert init.exit_code == 1
-        lines = init.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].endswith(
-            "columns of another type than the contract's: tutors.tutor_id (integer, expected "
-            "text); nothing was changed — fix or rename those tables first"
-        )
-        assert sorted(sa.inspect(engine).get_table_names()) == [
-            "student_feedback", "students", "tutor_events", "tutors"
-        ]  # fmt: skip
-        with engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE tutors ALTER COLUMN tutor_id TYPE text"))
-        fixed = CliRunner().invoke(app, ["db", "init"], env=env)
-        assert fixed.exit_code == 0, fixed.output  # the others are compatible as they are
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            assert sorted(sa.inspect(engine).get_table_names()) == [
+                "student_feedback", "students", "tutor_events", "tutors"
+            ]  # fmt: skip
+            with engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE tutors ALTER COLUMN tutor_id TYPE text"))
+            fixed = CliRunner().invoke(app, ["db", "init"], env=env)
+            assert fixed.exit_code == 0, fixed.output  # the others are compatible as they are
+        finally:
+            engine.dispose()

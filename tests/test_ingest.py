@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from tests.helpers import count_rows
+from tests.helpers import count_rows, own_pg_database
 from tests.streams import as_fields, read
 from tutormax_cli import keys
 from tutormax_cli.cli.app import app
@@ -298,17 +298,7 @@ def test_the_first_and_last_instants_read_back_on_a_server_outside_utc(
     zone, year 1 came back as `0001-12-31 19:03:58-04:56:02 BC` and 9999-12-31T23:59:59Z as year
     10000, which psycopg2 cannot read (replay: `year -1 is out of range`). Every connection
     tutormax opens now sets UTC for its session."""
-    admin = sa.create_engine(
-        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = "tutormax_zone_test"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'"))
-    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with own_pg_database(pg_database_url, "tutormax_zone_test", f"timezone TO '{zone}'") as url:
         assert cli(url, redis_url, "db", "init").exit_code == 0
         for table in ("tutors", "students"):
             assert cli(url, redis_url, "ingest", table, str(files / f"{table}.csv")).exit_code == 0
@@ -336,10 +326,6 @@ def test_the_first_and_last_instants_read_back_on_a_server_outside_utc(
         with open_reader(url) as reader:  # the show commands' read-only connection too
             assert reader.rows("SHOW TimeZone", {}) == [("UTC",)]
             assert reader.rows("SELECT min(scheduled_start) FROM sessions", {})[0][0] == first
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_a_row_the_database_refuses_is_rejected_alone(engine: sa.Engine) -> None:

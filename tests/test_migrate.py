@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from tests.helpers import T, count_rows, sample
+from tests.helpers import T, count_rows, own_pg_database, sample
 from tutormax_cli.cli.app import app
 from tutormax_cli.recompute import recompute_as_of
 from tutormax_cli.store.db import SCHEMA_REVISION, open_engine
@@ -54,23 +54,12 @@ INSERT INTO tutor_performance_metrics VALUES
 @pytest.fixture
 def legacy_pg(pg_database_url: str) -> Iterator[sa.Engine]:
     """A fresh PostgreSQL database with a pre-tutormax metrics table (enum window, no key)."""
-    admin = sa.create_engine(
-        sa.make_url(pg_database_url).set(drivername="postgresql+psycopg2"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = "tutormax_legacy_test"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(pg_database_url).set(database=name).render_as_string(hide_password=False)
-    engine = open_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(LEGACY_METRICS)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with own_pg_database(pg_database_url, "tutormax_legacy_test") as url:
+        engine = open_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(LEGACY_METRICS)
+        yield engine
+        engine.dispose()
 
 
 def test_legacy_postgres_database_is_completed_without_losing_rows(legacy_pg: sa.Engine) -> None:

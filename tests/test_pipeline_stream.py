@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from tests.helpers import count_rows, recent_sample
@@ -221,11 +222,9 @@ def test_dead_letters_a_flush_could_not_write_are_written_next_pass(tmp_path: Pa
         node.kill()
 
 
-def test_a_lone_surrogate_dead_letters_its_entry_alone(
-    sqlite_url: str, redis_url: str, rclient: redis.Redis
-) -> None:
-    """`"subject": "\\ud800"` is valid JSON but no UTF-8 text: it failed every flush of the
-    burst (13 still buffered, then all 13 dead-lettered); it is dead-lettered by itself, named."""
+def _tutors_and_a_good_completion(sqlite_url: str) -> tuple[sa.Engine, dict[str, object]]:
+    """A migrated database with two tutors and their students, and a raw completion of T0001
+    two hours ago that the pipeline persists (tests vary it, one field at a time)."""
     engine = open_engine(sqlite_url)
     upgrade(engine)
     tables = recent_sample(tutors=2)
@@ -237,6 +236,15 @@ def test_a_lone_surrogate_dead_letters_its_entry_alone(
         "subject": "Math", "session_type": "1-on-1", "tutor_initiated_reschedule": False,
         "no_show": False, "late_start_minutes": 0, "technical_issues": False,
     }  # fmt: skip
+    return engine, good
+
+
+def test_a_lone_surrogate_dead_letters_its_entry_alone(
+    sqlite_url: str, redis_url: str, rclient: redis.Redis
+) -> None:
+    """`"subject": "\\ud800"` is valid JSON but no UTF-8 text: it failed every flush of the
+    burst (13 still buffered, then all 13 dead-lettered); it is dead-lettered by itself, named."""
+    engine, good = _tutors_and_a_good_completion(sqlite_url)
     rows = [{**good, "session_id": f"SUR-{n}"} for n in range(12)]
     rows.insert(5, {**good, "session_id": "SUR-BAD", "subject": "\ud800"})
     for row in rows:  # json.dumps escapes the surrogate: the checksum matches
@@ -267,17 +275,7 @@ def test_a_field_sessions_do_not_have_dead_letters_its_entry_naming_it(
     """A `feedback` object (the API takes one, the stream does not) or a misspelt field was
     ignored: the session stored, the feedback lost without a word. Such an entry is refused as
     the API's body model refuses it, naming the field; `events complete` says so up front."""
-    engine = open_engine(sqlite_url)
-    upgrade(engine)
-    tables = recent_sample(tutors=2)
-    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
-    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
-    good = {
-        "tutor_id": "T0001", "student_id": "S00001", "session_number": 1,
-        "scheduled_start": start, "actual_start": start, "duration_minutes": 60,
-        "subject": "Math", "session_type": "1-on-1", "tutor_initiated_reschedule": False,
-        "no_show": False, "late_start_minutes": 0, "technical_issues": False,
-    }  # fmt: skip
+    engine, good = _tutors_and_a_good_completion(sqlite_url)
     rows = [
         {**good, "session_id": "UF-1"},
         {**good, "session_id": "UF-FB", "feedback": {"overall_rating": 5}},
