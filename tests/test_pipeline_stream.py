@@ -134,18 +134,8 @@ def test_a_failing_pipeline_flush_is_recorded_by_the_reader(
     from tests.test_worker import FakeClock
     from tutormax_cli.pipeline.stream import PipelineConfig, pipeline_consumer
 
-    engine = open_engine(sqlite_url)
-    upgrade(engine)
-    tables = recent_sample(tutors=1)
-    save_tables(engine, {k: v for k, v in tables.items() if k in ("tutors", "students")})
-    start = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
-    good = {
-        "session_id": "F-1", "tutor_id": "T0001", "student_id": "S00001",
-        "session_number": 1, "scheduled_start": start, "actual_start": start,
-        "duration_minutes": 60, "subject": "Math", "session_type": "1-on-1",
-        "tutor_initiated_reschedule": False, "no_show": False, "late_start_minutes": 0,
-        "technical_issues": False,
-    }  # fmt: skip
+    engine, completion = _tutors_and_a_good_completion(sqlite_url)
+    good = {**completion, "session_id": "F-1"}
     add(rclient, keys.SESSIONS_STREAM, events.envelope(good, channel=keys.SESSIONS_STREAM))
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE sessions RENAME TO moved_away"))
